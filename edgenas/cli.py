@@ -1,0 +1,173 @@
+"""The ``edgenas`` command line: parses, calls the Python API, displays. No work happens here.
+
+Heavy modules (torch, tvm, rich tables) are imported inside the commands so ``edgenas --help``
+is instant. Every ``EdgenasError`` ends as one line on stderr (exit 2 for usage errors, 1 for
+failures); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    help="Co-optimise a neural architecture and its INT8 quantization for a named edge device, "
+    "compile it with Apache TVM and measure it on the device.\n\n"
+    "Start with:  edgenas build --target x86-avx2   (digits data, this CPU)",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+targets_app = typer.Typer(help="List and inspect device targets (targets/*.toml).", no_args_is_help=True)
+app.add_typer(targets_app, name="targets")
+
+
+def _state(ctx: typer.Context) -> dict:
+    return ctx.find_root().obj or {}
+
+
+@app.callback()
+def _root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+    ctx.obj = {"debug": debug}
+
+
+def handled(fn):
+    """Turn errors into one readable line and an exit code (tracebacks only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .errors import EdgenasError
+
+        debug = "--debug" in sys.argv
+        try:
+            return fn(*args, **kwargs)
+        except EdgenasError as e:
+            if debug:
+                raise
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(e.exit_code)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: finished stages are kept; rerun with --resume to continue", err=True)
+            raise typer.Exit(130)
+        except typer.Exit:
+            raise
+        except Exception as e:  # noqa: BLE001 - last resort: still one line
+            if debug:
+                raise
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            typer.echo(f"error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)", err=True)
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+def _parse_ms(text: Optional[str]) -> Optional[float]:
+    from .errors import UsageError
+
+    if text is None:
+        return None
+    t = text.strip().lower()
+    scale = 1.0
+    for suffix, s in (("ms", 1.0), ("us", 1e-3), ("s", 1e3)):
+        if t.endswith(suffix):
+            t, scale = t[: -len(suffix)], s
+            break
+    try:
+        return float(t) * scale
+    except ValueError:
+        raise UsageError(f"--latency-budget {text!r}: expected a duration such as 4ms, 800us or 0.5") from None
+
+
+@app.command()
+@handled
+def build(
+    target: str = typer.Option("x86-avx2", "--target", "-t", help="Target name (see `edgenas targets list`) or a path to a target TOML."),
+    data: str = typer.Option("digits", "--data", help="digits (embedded) | cifar10:PATH (python batches) | folder:PATH (one sub-folder per class)."),
+    out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run directory to write (must be new unless --resume)."),
+    rounds: int = typer.Option(2, "--rounds", help="Search rounds; each refits the latency predictor on the previous rounds' measurements."),
+    latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="Target INT8 latency, e.g. 0.2ms or 150us (default: the first candidate's predicted latency)."),
+    epochs: int = typer.Option(20, "--epochs", help="Final training epochs (fp32, before QAT)."),
+    search_epochs: int = typer.Option(10, "--search-epochs", help="DARTS epochs per round (the first 3 train weights only)."),
+    samples: int = typer.Option(2, "--samples", help="Extra architectures sampled from softmax(alpha) and measured per round."),
+    trials: int = typer.Option(0, "--trials", help="MetaSchedule trials to tune the final model (0 reuses tuning_logs/<target> only)."),
+    recipe: str = typer.Option("int8-per-channel", "--recipe", help="Quantization recipe name (quant/*.toml) or path."),
+    image_size: int = typer.Option(16, "--image-size", help="Input resolution of the search space (digits are 8x8, upsampled)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for data split, search, training and sampling."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last finished stage."),
+):
+    """Search, quantize, compile and measure a model for TARGET; writes a run directory."""
+    import dataclasses
+
+    from .cli_view import RichReporter, build_summary, out as console
+    from .pipeline import BuildConfig, build as run_build
+    from .search.darts import SearchConfig
+    from .space.arch import SpaceConfig
+
+    search_cfg = SearchConfig(epochs=search_epochs, warmup=min(3, max(0, search_epochs - 1)))
+    cfg = BuildConfig(target=target, data=data, out=str(out), rounds=rounds, latency_budget_ms=_parse_ms(latency_budget),
+                      seed=seed, recipe=recipe, trials=trials, final_epochs=epochs, sampled_per_round=samples,
+                      space=dataclasses.replace(SpaceConfig(), image_size=image_size), search=search_cfg)
+    manifest = run_build(cfg, RichReporter(), resume=resume)
+    console.print(build_summary(manifest, out))
+
+
+@app.command("compile")
+@handled
+def compile_cmd(
+    model: Path = typer.Argument(..., help="ONNX model: float, or QDQ/QCDQ int8 (brevitas, onnxruntime quantize_static)."),
+    target: str = typer.Option("x86-avx2", "--target", "-t", help="Target name or TOML path."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output library path (default: MODEL_<target>.so beside the model)."),
+    trials: int = typer.Option(0, "--trials", help="MetaSchedule trials (tuning records go to tuning_logs/<target>/)."),
+    float_only: bool = typer.Option(False, "--float", help="Do not fold Q/DQ into integer ops (float simulation)."),
+):
+    """Compile a bring-your-own ONNX model for TARGET with TVM (INT8 kernels for QDQ models)."""
+    from .cli_view import kv_table, out as console
+    from .compile import compile_onnx
+    from .target import get_target
+
+    spec = get_target(target)
+    lib = out or model.with_name(f"{model.stem}_{spec.name}.so")
+    res = compile_onnx(model, spec, lib, int8=not float_only, trials=trials, progress=lambda m: typer.echo(m, err=True))
+    rows = [("library", str(res.library)), ("target", res.target),
+            ("int8 ops", ", ".join(f"{k}×{v}" for k, v in res.int8_ops.items()) or "none"),
+            ("tuning", f"{res.trials} new trials, {res.db_records} records, applied={res.tuned}"),
+            ("seconds", f"{res.seconds:.1f}")]
+    rows += [("fell back to float", f) for f in res.fallbacks]
+    console.print(kv_table("edgenas compile", rows))
+
+
+@targets_app.command("list")
+@handled
+def targets_list():
+    """Show every target file with its TVM target, reachability and INT8 support."""
+    from .cli_view import out as console, targets_table
+    from .target import get_target, list_targets
+
+    console.print(targets_table([get_target(n) for n in list_targets()]))
+
+
+@targets_app.command("show")
+@handled
+def targets_show(name: str = typer.Argument(..., help="Target name or TOML path.")):
+    """Show one target in full, including the TVM target TVM resolves it to."""
+    from .cli_view import kv_table, out as console
+    from .target import get_target
+
+    s = get_target(name)
+    rows = [("name", s.name), ("description", s.description), ("file", s.path), ("arch", s.arch),
+            ("tvm target", str(s.tvm_target)), ("tvm host", str(s.tvm_host) if s.tvm_host else "-"),
+            ("cross compiler", s.cross_compiler or "-"), ("runner", s.runner + (f" (key {s.rpc_key})" if s.rpc_key else "")),
+            ("int8 dot product", s.int8_dot)]
+    console.print(kv_table(f"target {s.name}", rows))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Rich rendering for the CLI: the progress reporter and the tables. Imported only by commands."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .progress import Reporter
+
+console = Console(stderr=True)
+out = Console()
+
+
+class RichReporter(Reporter):
+    """One progress bar per stage, with the stage's latest note beside it."""
+
+    @contextmanager
+    def stage(self, name, total=None):
+        cols = [SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("{task.fields[note]}", style="dim")]
+        with Progress(*cols, console=console, transient=False) as prog:
+            task = prog.add_task(name, total=total, note="")
+
+            def advance(n=1, note=""):
+                prog.update(task, advance=n, note=note)
+
+            yield advance
+            if total is not None:
+                prog.update(task, completed=total)
+
+    def info(self, message):
+        console.print(f"[cyan]•[/] {message}")
+
+    def warn(self, message):
+        console.print(f"[yellow]warning:[/] {message}")
+
+
+def kv_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column(style="bold", overflow="fold")
+    t.add_column(overflow="fold")
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def targets_table(specs) -> Table:
+    t = Table(title="edgenas targets (targets/*.toml)", title_justify="left")
+    for col in ("name", "kind", "cpu / gpu", "arch", "cross compiler", "reached by", "int8"):
+        t.add_column(col, overflow="fold")
+    for s in specs:
+        reach = "local CPU" if s.runner == "local" else (f"RPC key {s.rpc_key}" if s.runner == "rpc" else "compile only")
+        chip = s.tvm_target.get("mcpu") or s.tvm_target.get("arch", "-")
+        t.add_row(s.name, s.tvm_target["kind"], str(chip), s.arch, s.cross_compiler or "-", reach, s.int8_dot)
+    return t
+
+
+def build_summary(m, run_dir) -> Table:
+    lat = m.latency or {}
+    acc = m.accuracy
+    rows = [
+        ("architecture", m.arch),
+        ("target", m.target),
+        ("data", f"{m.data} (test split, n={acc.get('n')})"),
+        ("accuracy fp32", f"{acc['fp32'] * 100:.2f} %"),
+        ("accuracy int8 (brevitas / onnx / tvm)",
+         f"{acc['int8_brevitas'] * 100:.2f} % / {acc['int8_onnx'] * 100:.2f} % / {acc['int8_tvm'] * 100:.2f} %"),
+        ("latency int8 (median / p90, n)",
+         f"{lat.get('median_ms', float('nan')):.4f} ms / {lat.get('p90_ms', float('nan')):.4f} ms, n={lat.get('n')}" if lat else "not measured"),
+        ("int8 ops in TVM", ", ".join(f"{k}×{v}" for k, v in (m.compile.get("int8_ops") or {}).items()) or "none"),
+        ("search cost", f"{m.search_cost_s:.0f} s"),
+    ]
+    for r in m.rounds:
+        rows.append((f"round {r['round']}", f"predicted {r['predicted_ms']:.3f} ms, measured {r['measured_ms']:.3f} ms "
+                                            f"(err {r['pred_err_pct']:.1f} %), budget {r['budget_ms']:.3f} ms "
+                                            f"{'met' if r['budget_met'] else 'NOT met'}"))
+    for name in sorted(m.files):
+        rows.append(("artifact", str(run_dir / name)))
+    return kv_table("edgenas build", rows)

@@ -1,0 +1,97 @@
+"""Compile stage: ONNX (float or QDQ int8) -> a TVM library for a target, with shared tuning.
+
+``compile_onnx`` is the whole stage: check and import the ONNX file, fold Q/DQ into integer ops,
+fuse, optionally tune the fused tasks into ``tuning_logs/<target>/``, apply that database and
+export the library (cross-compiled for aarch64 hosts, with a real fatbin for CUDA). Phases and
+per-target rules are in ``pipeline.py``; tvm is imported lazily so ``import edgenas.compile``
+stays cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..errors import UsageError
+from .frontend import check_onnx, import_onnx
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileResult:
+    library: str            # path of the exported .so
+    target: str             # target name
+    int8_ops: dict          # from FoldReport ({} if float)
+    fallbacks: tuple        # from FoldReport
+    trials: int             # new MetaSchedule trials run in this call
+    db_records: int         # records in the tuning DB after the call
+    tuned: bool             # whether a tuning database was applied
+    seconds: float
+
+
+def default_tuning_dir(target) -> Path:
+    from ..target import tuning_root
+
+    return tuning_root() / target.name
+
+
+def _fold_qdq():
+    """The colleague-owned int8 rewrite, or None while it does not exist yet."""
+    try:
+        from .qdq_rewrite import fold_qdq
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.qdq_rewrite":
+            raise
+        return None
+    return fold_qdq
+
+
+def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int = 0,
+                 tuning_dir: str | None = None,
+                 progress: Callable[[str], None] | None = None) -> CompileResult:
+    """Compile ``onnx_path`` for ``target`` (a ``TargetSpec``) into the library ``out_path``.
+
+    ``trials > 0`` tunes the tasks that have no record yet in ``tuning_dir`` (default
+    ``default_tuning_dir(target)``); only targets measurable on this host can be tuned here. All input
+    and host problems raise ``UsageError`` before any tuning or writing.
+    """
+    from . import build, pipeline, tune, tuning_db
+
+    t0 = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    if trials < 0:
+        raise UsageError(f"trials must be >= 0, got {trials}")
+    target.check_host_prerequisites()
+    if trials > 0 and not pipeline.tunable_here(target):
+        raise UsageError(f"target {target.name!r} cannot be measured on this host, so it cannot be tuned here",
+                         hint="compile with trials=0 to use the records in tuning_logs/, or tune through a device farm")
+    tuning_dir = Path(tuning_dir) if tuning_dir is not None else default_tuning_dir(target)
+
+    say(f"importing {os.fspath(onnx_path)}")
+    mod = import_onnx(onnx_path)
+    int8_ops, fallbacks = {}, ()
+    fold = _fold_qdq() if int8 else None
+    if fold is not None:
+        mod, report = fold(mod)
+        int8_ops, fallbacks = dict(report.int8_ops), tuple(report.fallbacks)
+        say(f"int8: {sum(int8_ops.values())} integer ops {int8_ops}, {len(fallbacks)} float fallbacks")
+    elif int8:
+        say("int8: edgenas.compile.qdq_rewrite is not available; Q/DQ stays float-simulated")
+    fused = pipeline.fuse(mod, target)
+
+    new_trials = 0
+    if trials > 0:
+        stats = tune.tune(fused, target, str(tuning_dir), trials, progress=say)
+        new_trials = stats.trials
+        say(f"tuning: {stats.trials} trials on {stats.tasks_tuned}/{stats.tasks} tasks in {stats.seconds:.0f} s")
+    database, n_records = tuning_db.load(tuning_dir, tune.MODULE_EQUALITY)
+    say(f"building for {target.name}" + (f" with {n_records} tuning records" if database else " (untuned)"))
+    lib = build.build(fused, target, out_path, database)
+    return CompileResult(library=str(lib), target=target.name, int8_ops=int8_ops, fallbacks=fallbacks,
+                         trials=new_trials, db_records=n_records, tuned=database is not None,
+                         seconds=time.perf_counter() - t0)
+
+
+__all__ = ["CompileResult", "check_onnx", "compile_onnx", "import_onnx", "default_tuning_dir"]

@@ -1,0 +1,170 @@
+"""MetaSchedule tuning of a fused Relax module into the shared ``tuning_logs/<target>/`` database.
+
+Why it looks like this (DESIGN.md §3 "Tune the space, not the model", §5):
+
+* Only tasks with no record in the shared DB are tuned, so a second compile of the same model,
+  or of another model built from the same op configurations, runs no trials at all.
+* ``module_equality="anchor-block"``: INT8 layers that differ only in their requantize constants
+  are one task and share records (``MetaScheduleApplyDatabase`` re-targets the trace with
+  ``ScheduleUsingAnchorTrace`` when the constants differ).
+* Tuning writes into a private work dir; a measure callback merges the new records into the
+  shared DB after every measured batch (``tuning_db.merge``), so a killed run keeps what it paid
+  for and two concurrent tuners cannot corrupt the shared files.
+* ``WarmBuilder`` keeps its build workers alive across batches. MetaSchedule's ``LocalBuilder``
+  starts fresh workers for every batch, and each one pays the ``tvm.s_tir.tensor_intrin`` import
+  (20–45 s here, 2–3 s with ``fastinspect``); warm workers pay it once, outside the build timeout.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from . import fastinspect, tuning_db
+
+MODULE_EQUALITY = "anchor-block"
+BUILD_TIMEOUT_S = 60.0
+RECYCLE_WORKER_AFTER = 256  # builds per worker before a restart (PopenPool workers leak memory)
+MAX_TRIALS_PER_ITER = 32
+
+
+@dataclass(frozen=True)
+class TuneStats:
+    trials: int          # candidates measured in this call
+    build_errors: int    # candidates that failed to build (should be 0)
+    run_errors: int      # candidates that built but failed to run
+    tasks: int           # tasks in the module
+    tasks_tuned: int     # tasks without records, tuned in this call
+    seconds: float
+
+
+def _builder(max_workers: int, f_export=None):
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import _serialize_params, _worker_func
+    from tvm.ir.utils import derived_object
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    @derived_object
+    class WarmBuilder(PyBuilder):
+        """``LocalBuilder`` with one long-lived worker pool (see the module docstring)."""
+
+        def __init__(self):
+            super().__init__()
+            self.pool = PopenPoolExecutor(max_workers=max_workers, timeout=BUILD_TIMEOUT_S,
+                                          initializer=fastinspect.install,
+                                          maximum_process_uses=RECYCLE_WORKER_AFTER)
+
+        def build(self, build_inputs):
+            args = [(None, f_export, b.mod, b.target, _serialize_params(b.params)) for b in build_inputs]
+            results = []
+            for r in self.pool.map_with_error_catching(lambda a: _worker_func(*a), args):
+                if r.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(r.value, None))
+                else:
+                    results.append(BuilderResult(None, f"WarmBuilder: {r.status.name}: {r.value}"))
+            return results
+
+        def close(self):
+            self.pool.shutdown()
+
+    return WarmBuilder()
+
+
+def _checkpoint_callback(private_dir: str, shared_dir: str, total: int, task_names: list[str],
+                         progress: Callable[[str], None], counts: dict):
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class MergeIntoShared(PyMeasureCallback):
+        """After each measured batch: count it, report it, and merge it into the shared DB."""
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            counts["trials"] += len(measure_candidates)
+            counts["build_errors"] += sum(b.error_msg is not None for b in builder_results)
+            counts["run_errors"] += sum(b.error_msg is None and r.error_msg is not None
+                                        for b, r in zip(builder_results, runner_results))
+            times = [sum(r.run_secs) / len(r.run_secs) for r in runner_results if r.run_secs]
+            best = f", batch best {min(float(t) for t in times) * 1e3:.3f} ms" if times else ""
+            merged = tuning_db.merge(private_dir, shared_dir, skip_records=counts["merged"])
+            counts["merged"] += merged.consumed
+            progress(f"tuned {counts['trials']}/{total} trials ({task_names[task_id]}{best}; "
+                     f"{counts['build_errors']} build errors)")
+
+    return MergeIntoShared()
+
+
+def _memo_only() -> None:
+    fastinspect.install(warm=False)
+
+
+def _console_handler():
+    """MetaSchedule's stdout handler (installed by ``extracted_tasks_to_tune_contexts``): it prints
+    task tables and XGBoost iterations, which would break the CLI's progress display; the full
+    logs still go to the work dir's files, and our progress callback reports each batch."""
+    import logging
+
+    name = "tvm.s_tir.meta_schedule"
+    return next((h for h in logging.getLogger(name).handlers if h.get_name() == f"{name}.console"), None)
+
+
+def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | None = None, runner=None,
+         progress: Callable[[str], None] | None = None, seed: int | None = 0) -> TuneStats:
+    """Tune the tasks of the fused module ``mod`` that have no record in ``tuning_dir``.
+
+    ``target`` is a ``TargetSpec``; ``runner`` defaults to a ``LocalRunner`` (the caller decides
+    whether the target can be measured here). Returns what was run; the records are in the
+    shared DB when this returns (or, if it is interrupted, up to the last measured batch).
+    """
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
+
+    progress = progress or (lambda _msg: None)
+    t0 = time.perf_counter()
+    # The schedule rules built for each task import the tensor intrinsics here too (~20 s bare).
+    fastinspect.install(warm=False)
+    tgt = target.tvm()
+    tasks = extract_tasks(mod, tgt, module_equality=MODULE_EQUALITY)
+    shared, _ = tuning_db.load(tuning_dir, MODULE_EQUALITY)
+    todo = [t for t in tasks if shared is None
+            or shared.query_tuning_record(t.dispatched[0], tgt, t.task_name) is None]
+    if trials <= 0 or not todo:
+        return TuneStats(0, 0, 0, len(tasks), 0, time.perf_counter() - t0)
+    per_iter = trials_per_round or max(1, min(MAX_TRIALS_PER_ITER, trials // len(todo)))
+    if trials < len(todo):
+        progress(f"warning: {trials} trials for {len(todo)} untuned tasks; some stay untuned")
+    progress(f"tuning {len(todo)} of {len(tasks)} tasks, {trials} trials, {per_iter} per round")
+
+    private = tempfile.mkdtemp(prefix="edgenas-tune-")
+    builder = _builder(max_workers=2)
+    counts = {"trials": 0, "build_errors": 0, "run_errors": 0, "merged": 0}
+    console, console_level = None, 0
+    try:
+        strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=2)
+        contexts, weights = extracted_tasks_to_tune_contexts(todo, private, strategy=strategy, seed=seed)
+        console = _console_handler()
+        if console is not None:
+            console_level = console.level
+            console.setLevel("WARNING")
+        # The runner's worker imports MetaSchedule too (32 s here without the memo).
+        runner = runner or ms.runner.LocalRunner(
+            timeout_sec=60, initializer=_memo_only, evaluator_config=ms.runner.EvaluatorConfig(
+                number=3, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False))
+        callbacks = ms.measure_callback.MeasureCallback.create("default") + [
+            _checkpoint_callback(private, tuning_dir, trials, [t.task_name for t in todo], progress, counts)]
+        ms.tune.tune_tasks(
+            tasks=contexts, task_weights=weights, work_dir=private, max_trials_global=trials,
+            num_trials_per_iter=per_iter, builder=builder, runner=runner,
+            database=ms.database.JSONDatabase(work_dir=private, module_equality=MODULE_EQUALITY),
+            measure_callbacks=callbacks, module_equality=MODULE_EQUALITY)
+        tuning_db.merge(private, tuning_dir, skip_records=counts["merged"])
+    finally:
+        if console is not None:
+            console.setLevel(console_level)
+        builder.close()
+        shutil.rmtree(private, ignore_errors=True)
+    return TuneStats(counts["trials"], counts["build_errors"], counts["run_errors"], len(tasks), len(todo),
+                     time.perf_counter() - t0)

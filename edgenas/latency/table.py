@@ -1,0 +1,57 @@
+"""The per-op latency table: every candidate op at every position of the space, measured INT8.
+
+Keys name the op configuration (op, bits, cin, cout, stride, input size), so layers of different
+architectures that share a configuration share a measurement, and a table profiled once per
+target is reused by every later run (``tuning_logs/<target>/op_latency.json``).
+The table's sum is the expected latency the search differentiates through (ProxylessNAS/FBNet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..records import record
+from ..space.arch import Arch, SpaceConfig
+
+
+def op_key(op: str, bits: int, cin: int, cout: int, stride: int, hw: int) -> str:
+    return f"{op}|w{bits}|{cin}->{cout}|s{stride}|{hw}x{hw}"
+
+
+@record("latency_table")
+@dataclass(frozen=True)
+class LatencyTable:
+    """Measured INT8 latency (ms) per op configuration on one target; ``fixed_ms`` is the stem,
+    head and classifier, which every architecture has."""
+
+    target: str
+    entries: dict[str, float] = field(default_factory=dict)
+    fixed_ms: float = 0.0
+
+    def layer_costs(self, space: SpaceConfig) -> list[list[float]]:
+        """Per searchable layer, the latency of each ``(op, bits)`` candidate (0 for a skip)."""
+        out = []
+        for i, ((cin, cout, stride), hw) in enumerate(zip(space.positions(), space.spatial_sizes())):
+            out.append([self.entries.get(op_key(op, b, cin, cout, stride, hw), 0.0) if op != "skip" else 0.0
+                        for op, b in space.candidates(i)])
+        return out
+
+    def missing(self, space: SpaceConfig) -> list[tuple[str, int, int, int, int, int]]:
+        todo = []
+        for i, ((cin, cout, stride), hw) in enumerate(zip(space.positions(), space.spatial_sizes())):
+            for op, b in space.candidates(i):
+                if op != "skip" and op_key(op, b, cin, cout, stride, hw) not in self.entries:
+                    todo.append((op, b, cin, cout, stride, hw))
+        return list(dict.fromkeys(todo))
+
+    def arch_sum(self, arch: Arch) -> float:
+        """Table-sum prediction for a whole architecture."""
+        total, cin, hw = self.fixed_ms, arch.stem, arch.image_size
+        for layer in arch.layers:
+            if layer.op != "skip":
+                total += self.entries[op_key(layer.op, layer.w_bits, cin, layer.cout, layer.stride, hw)]
+            cin, hw = layer.cout, (hw + layer.stride - 1) // layer.stride
+        return total
+
+    def merged(self, more: dict[str, float], fixed_ms: float | None = None) -> "LatencyTable":
+        return LatencyTable(self.target, {**self.entries, **more}, self.fixed_ms if fixed_ms is None else fixed_ms)

@@ -1,0 +1,121 @@
+"""Numerical check of a cross-compiled aarch64 library on this x86 host, under qemu-user.
+
+Why: a library for a Raspberry Pi or a Jetson host is built here, and CI has no ARM device. The
+check runs the real aarch64 ``.so`` with the real aarch64 TVM runtime (from the
+``manylinux_2_28_aarch64`` wheels of the same TVM version) through a ~100-line C++ VM runner
+(``cpp/run_vm.cc``) under ``qemu-aarch64`` — about 0.2 s per call, against ~9 s for an emulated
+aarch64 Python (TVM_NOTES.md §2). Only numerics come from here: emulated timings mean nothing,
+ARM latency is always measured on a device.
+
+Tools come from ``scripts/setup_cross``; the runner binary is (re)built on demand into the cache
+directory, keyed by the hash of its source, so editing ``run_vm.cc`` never runs a stale binary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgenasError, UsageError
+
+CACHE = Path(os.environ.get("EDGENAS_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgenas")) / "aarch64"
+RUNTIME = CACHE / "site"  # unpacked aarch64 wheels: tvm/lib, tvm_ffi/lib
+SYSROOT = Path("/usr/aarch64-linux-gnu")  # from g++-aarch64-linux-gnu; enough for qemu -L
+SOURCE = Path(__file__).with_name("cpp") / "run_vm.cc"
+CXX = "aarch64-linux-gnu-g++"
+QEMU = "qemu-aarch64"
+_SETUP = "run scripts/setup_cross"
+
+
+def missing_tools() -> list[str]:
+    """What is missing for the check (empty when it can run); used by tests to skip."""
+    missing = [t for t in (CXX, QEMU) if shutil.which(t) is None]
+    if not (RUNTIME / "tvm" / "lib" / "libtvm_runtime.so").exists():
+        missing.append(f"aarch64 TVM runtime in {RUNTIME}")
+    if not SYSROOT.is_dir():
+        missing.append(f"aarch64 sysroot {SYSROOT}")
+    return missing
+
+
+def _require_tools() -> None:
+    missing = missing_tools()
+    if missing:
+        raise UsageError(f"the aarch64 check needs {', '.join(missing)}", hint=_SETUP)
+
+
+def _ffi_include() -> Path:
+    spec = importlib.util.find_spec("tvm_ffi")  # locate without importing (tvm_ffi imports torch)
+    if spec is None or spec.origin is None:
+        raise UsageError("the tvm_ffi package (apache-tvm-ffi) is not installed in this environment")
+    return Path(spec.origin).parent / "include"
+
+
+def build_runner() -> Path:
+    """The aarch64 runner binary for the current ``run_vm.cc``, compiled if needed."""
+    _require_tools()
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    out = CACHE / f"run_vm-{digest}"
+    if out.exists():
+        return out
+    fd, tmp = tempfile.mkstemp(prefix=".run_vm-", dir=CACHE)
+    os.close(fd)
+    cmd = [CXX, "-std=c++17", "-O2", str(SOURCE), f"-I{_ffi_include()}",
+           f"-L{RUNTIME / 'tvm' / 'lib'}", f"-L{RUNTIME / 'tvm_ffi' / 'lib'}",
+           "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-o", tmp]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        Path(tmp).unlink(missing_ok=True)
+        raise EdgenasError(f"building the aarch64 VM runner failed: {r.stderr.strip().splitlines()[-1:]}")
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, out)
+    return out
+
+
+def run_aarch64_library(lib_path: str | os.PathLike, inputs: np.ndarray) -> np.ndarray:
+    """Outputs of the aarch64 library for a batch ``inputs`` (run one sample at a time, batch 1)."""
+    runner = build_runner()
+    x = np.ascontiguousarray(inputs, dtype=np.float32)
+    sample_shape = (1, *x.shape[1:])
+    libs = f"{RUNTIME / 'tvm' / 'lib'}:{RUNTIME / 'tvm_ffi' / 'lib'}"
+    with tempfile.TemporaryDirectory(prefix="edgenas-a64-") as tmp:
+        xin, xout = Path(tmp) / "x.f32", Path(tmp) / "y.f32"
+        x.tofile(xin)
+        cmd = [QEMU, "-L", str(SYSROOT), "-E", f"LD_LIBRARY_PATH={libs}", str(runner),
+               str(Path(lib_path).resolve()), str(xin), ",".join(map(str, sample_shape)), str(xout)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise EdgenasError(f"{lib_path}: the aarch64 run failed under qemu: {r.stderr.strip()[-300:]}")
+        shape_line = next(ln for ln in r.stdout.splitlines() if ln.startswith("shape "))
+        out_shape = tuple(int(d) for d in shape_line.split()[1].split(","))
+        return np.fromfile(xout, dtype=np.float32).reshape(len(x), *out_shape[1:])
+
+
+def check_aarch64_library(lib_path: str | os.PathLike, inputs: np.ndarray, expected: np.ndarray,
+                          atol: float) -> float:
+    """Run ``lib_path`` on ``inputs`` under qemu and compare with ``expected``; returns max |err|.
+
+    Raises ``UsageError`` (pointing at ``scripts/setup_cross``) when the tools are missing and
+    ``EdgenasError`` when the outputs disagree by more than ``atol``.
+    """
+    out = run_aarch64_library(lib_path, inputs)
+    if out.size != np.asarray(expected).size:
+        raise EdgenasError(f"{lib_path}: aarch64 output shape {out.shape} != expected {np.shape(expected)}")
+    err = float(np.max(np.abs(out - np.asarray(expected, dtype=np.float32).reshape(out.shape))))
+    if not err <= atol:
+        raise EdgenasError(f"{lib_path}: aarch64 output differs from the reference by {err:.3g} > atol {atol:g}")
+    return err
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--build-runner"]:
+        print(build_runner())
+    else:
+        sys.exit("usage: python -m edgenas.measure.aarch64_check --build-runner")

@@ -1,0 +1,1 @@
+"""Quantize stage: recipes from ``quant/*.toml``, brevitas QAT, QCDQ ONNX export, parity checks."""

@@ -1,0 +1,1 @@
+"""Search stage: strategies that pick an architecture from a space (DARTS by default)."""

@@ -1,0 +1,264 @@
+"""The stages of a build, each a method that writes its outputs and marks itself done.
+
+Kept apart from ``pipeline.py`` (the configuration and entry point) so that each stage is a small
+unit with one job; the order of calls in ``Build.run`` *is* the data flow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from . import fsio, records
+from .data import load_data
+from .errors import EdgenasError, UsageError
+from .latency.predictor import Predictor, fit_predictor
+from .latency.profile import measure_arch, profile_space
+from .latency.table import LatencyTable
+from .manifest import SCHEMA_VERSION, Manifest, hash_files
+from .measure.stats import LatencyStats
+from .pipeline import BuildConfig, op_table_path
+from .progress import Reporter
+from .quantize.convert import calibrate, to_brevitas
+from .quantize.export import compare, export_float, export_int8, run_ort, run_torch
+from .quantize.recipe import get_recipe
+from .rundir import RunDir
+from .search.darts import SearchResult, search
+from .space.arch import Arch, arch_from_choices
+from .space.supernet import freeze
+from .target import get_target
+from .train import evaluate, fit
+
+
+class Build:
+    def __init__(self, cfg: BuildConfig, reporter: Reporter, resume: bool, farm=None):
+        self.cfg, self.rep, self.resume, self.farm = cfg, reporter, resume, farm
+        self.target = get_target(cfg.target)
+        self.target.check_host_prerequisites()
+        if not self.target.measurable_locally and farm is None:
+            raise UsageError(
+                f"target {self.target.name!r} is measured on a device: pass --tracker HOST:PORT --key "
+                f"{self.target.rpc_key or self.target.name}, or build for x86-avx2 and compile the result with "
+                f"`edgenas compile RUN/model_int8.onnx --target {self.target.name}`")
+        self.recipe = get_recipe(cfg.recipe)
+        self.data = load_data(cfg.data, cfg.space.image_size, cfg.seed)
+        self.space = dataclasses.replace(cfg.space, in_channels=self.data.channels, num_classes=self.data.classes)
+        self.run_dir = RunDir(cfg.out)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _measure_lib(self, lib: str, shape: tuple[int, ...], repeat: int = 15) -> LatencyStats:
+        if self.farm is not None:
+            return self.farm.measure(lib, shape, repeat=repeat)
+        from .measure.local import measure_local
+
+        return measure_local(lib, shape, repeat=repeat)
+
+    def _median(self, lib: str, shape: tuple[int, ...]) -> float:
+        return self._measure_lib(lib, shape).median_ms
+
+    def _timed(self, name: str, fn):
+        """Run ``fn`` and add its wall time to ``timing.json`` (kept across resumes)."""
+        t = time.time()
+        out = fn()
+        path = self.run_dir.file("timing.json")
+        seconds = fsio.read_json(path) if path.exists() else {}
+        seconds[name] = round(seconds.get(name, 0.0) + time.time() - t, 3)
+        fsio.write_json(path, seconds)
+        return out
+
+    def _example(self) -> torch.Tensor:
+        return torch.from_numpy(self.data.val[0][:1])
+
+    # -- stages -------------------------------------------------------------------------------
+    def op_table(self) -> LatencyTable:
+        """The op table for this target: cached across runs in tuning_logs/<target>/."""
+        run = self.run_dir
+        if run.done("op_table"):
+            return records.load(run.file("op_table.json"), LatencyTable)
+        shared = op_table_path(self.target.name)
+        table = records.load(shared, LatencyTable) if shared.exists() else LatencyTable(self.target.name)
+        todo = len(table.missing(self.space)) + (2 if table.fixed_ms == 0 else 0)
+        with self.rep.stage("profile op latencies (INT8, on target)", total=todo) as adv:
+            table = self._timed("profile", lambda: profile_space(
+                self.space, table, self.recipe, self.target, self._median,
+                progress=lambda i, n, key: adv(1 if i else 0, key)))
+        if todo and self.farm is None:
+            records.save(shared, table)
+        records.save(run.file("op_table.json"), table)
+        run.mark("op_table", entries=len(table.entries))
+        return table
+
+    def measured_so_far(self, upto: int) -> list[dict]:
+        out = []
+        for r in range(1, upto + 1):
+            f = self.run_dir.path / f"rounds/r{r}/measured.json"
+            if f.exists():
+                out += fsio.read_json(f)
+        return out
+
+    def round(self, r: int, table: LatencyTable) -> SearchResult:
+        run, cfg = self.run_dir, self.cfg
+        points = self.measured_so_far(r - 1)
+        pred = fit_predictor([p["table_ms"] for p in points], [p["measured_ms"] for p in points])
+        scaled = LatencyTable(table.target, {k: v * pred.scale for k, v in table.entries.items()},
+                              table.fixed_ms * pred.scale + pred.offset_ms)
+        records.save(run.file(f"rounds/r{r}/predictor.json"), pred)
+        if not run.done(f"r{r}.search"):
+            budget = cfg.latency_budget_ms or float(np.mean([
+                pred.predict(table.arch_sum(arch_from_choices(self.space, [self.space.candidates(i)[0] for i in range(len(self.space.positions()))])))]))
+            with self.rep.stage(f"round {r}: search (DARTS, budget {budget:.3f} ms)", total=cfg.search.epochs) as adv:
+                res = self._timed("search", lambda: search(
+                    self.space, self.data, scaled, budget, cfg.search, cfg.seed + r,
+                    checkpoint=run.file(f"rounds/r{r}/search_ckpt.pt"),
+                    on_epoch=lambda e, h: adv(1, f"epoch {e} val {h['val_acc']:.3f} E[lat] {h['expected_ms']:.3f} ms")))
+            records.save(run.file(f"rounds/r{r}/search.json"), res)
+            run.mark(f"r{r}.search", arch=str(res.arch))
+        res = records.load(run.file(f"rounds/r{r}/search.json"), SearchResult)
+        if not run.done(f"r{r}.measure"):
+            rng = np.random.default_rng(cfg.seed * 31 + r)
+            archs = [res.arch] + [self._sample(res, rng) for _ in range(cfg.sampled_per_round)]
+            rows = []
+            with self.rep.stage(f"round {r}: compile + measure {len(archs)} candidates", total=len(archs)) as adv:
+                for i, arch in enumerate(archs):
+                    ms = self._timed("feedback", lambda: measure_arch(arch, self.recipe, self.target, self._median))
+                    rows.append({"arch": str(arch), "chosen": i == 0, "table_ms": table.arch_sum(arch),
+                                 "predicted_ms": pred.predict(table.arch_sum(arch)), "measured_ms": ms})
+                    adv(1, f"{ms:.3f} ms")
+            fsio.write_json(run.file(f"rounds/r{r}/measured.json"), rows)
+            chosen = rows[0]
+            err = abs(chosen["predicted_ms"] - chosen["measured_ms"]) / chosen["measured_ms"] * 100
+            run.mark(f"r{r}.measure", predicted_ms=chosen["predicted_ms"], measured_ms=chosen["measured_ms"],
+                     pred_err_pct=err, budget_ms=res.budget_ms, budget_met=chosen["measured_ms"] <= res.budget_ms)
+            self.rep.info(f"round {r}: predicted {chosen['predicted_ms']:.3f} ms, measured {chosen['measured_ms']:.3f} ms "
+                          f"(error {err:.1f} %), budget {res.budget_ms:.3f} ms {'met' if chosen['measured_ms'] <= res.budget_ms else 'NOT met'}")
+        return res
+
+    def _sample(self, res: SearchResult, rng: np.random.Generator) -> Arch:
+        """An architecture drawn from the round's softmax(alpha): latency needs no trained weights."""
+        choices = []
+        for i, probs in enumerate(res.alphas):
+            cands = self.space.candidates(i)
+            choices.append(cands[int(rng.choice(len(cands), p=np.asarray(probs) / np.sum(probs)))])
+        return arch_from_choices(self.space, choices)
+
+    def train_fp32(self, arch: Arch) -> torch.nn.Module:
+        run, cfg = self.run_dir, self.cfg
+        torch.manual_seed(cfg.seed)
+        model = freeze(arch)
+        ckpt = run.file("train_fp32_ckpt.pt")
+        if run.done("train_fp32"):
+            model.load_state_dict(torch.load(run.file("model_fp32.pt"), weights_only=True))
+            return model.eval()
+        with self.rep.stage("train fp32", total=cfg.final_epochs) as adv:
+            self._timed("train_fp32", lambda: fit(model, self.data.train, cfg.final_epochs, 3e-3, cfg.seed, checkpoint=ckpt,
+                                                  on_epoch=lambda e, loss: adv(1, f"loss {loss:.3f}")))
+        from .train import save_checkpoint
+
+        save_checkpoint(run.file("model_fp32.pt"), model.state_dict())
+        run.mark("train_fp32", test_acc=evaluate(model, *self.data.test))
+        return model.eval()
+
+    def qat(self, model: torch.nn.Module) -> torch.nn.Module:
+        run, cfg = self.run_dir, self.cfg
+        torch.manual_seed(cfg.seed)
+        qmodel = calibrate(to_brevitas(model, self.recipe), self.data.train[0])
+        if run.done("qat"):
+            qmodel.load_state_dict(torch.load(run.file("model_int8.pt"), weights_only=False))
+            return qmodel.eval()
+        with self.rep.stage("QAT int8 (brevitas)", total=self.recipe.qat_epochs) as adv:
+            self._timed("qat", lambda: fit(qmodel, self.data.train, self.recipe.qat_epochs, self.recipe.qat_lr, cfg.seed,
+                                           checkpoint=run.file("qat_ckpt.pt"), on_epoch=lambda e, loss: adv(1, f"loss {loss:.3f}")))
+        from .train import save_checkpoint
+
+        save_checkpoint(run.file("model_int8.pt"), qmodel.state_dict())
+        run.mark("qat", test_acc=evaluate(qmodel, *self.data.test))
+        return qmodel.eval()
+
+    def export(self, model, qmodel) -> list[dict]:
+        run = self.run_dir
+        if not run.done("export"):
+            with self.rep.stage("export ONNX (float + QCDQ) and check with onnxruntime", total=2) as adv:
+                export_float(model, self._example(), run.file("model_fp32.onnx"))
+                adv()
+                export_int8(qmodel, self._example(), run.file("model_int8.onnx"))
+                adv()
+            x = self.data.test[0]
+            parity = [dataclasses.asdict(compare("torch fp32", run_torch(model, x), "onnxruntime fp32", run_ort(run.file("model_fp32.onnx"), x))),
+                      dataclasses.asdict(compare("brevitas int8", run_torch(qmodel, x), "onnxruntime int8", run_ort(run.file("model_int8.onnx"), x)))]
+            acc = float((run_ort(run.file("model_int8.onnx"), x).argmax(1) == self.data.test[1]).mean())
+            run.mark("export", parity=parity, onnx_int8_acc=acc)
+        return run.info("export")["parity"]
+
+    def compile(self):
+        from .compile import compile_onnx
+
+        run = self.run_dir
+        lib = run.file(f"model_{self.target.name}.so")
+        if not run.done("compile"):
+            with self.rep.stage(f"compile INT8 with TVM for {self.target.name}" + (f" ({self.cfg.trials} tuning trials)" if self.cfg.trials else "")) as adv:
+                res = self._timed("compile", lambda: compile_onnx(run.file("model_int8.onnx"), self.target, lib, int8=True,
+                                                                 trials=self.cfg.trials, progress=lambda m: adv(0, m)))
+            run.mark("compile", result=dataclasses.asdict(res))
+        return lib, run.info("compile")["result"]
+
+    def measure(self, lib) -> tuple[LatencyStats, dict]:
+        run = self.run_dir
+        if not run.done("measure"):
+            shape = (1, self.space.in_channels, self.space.image_size, self.space.image_size)
+            with self.rep.stage(f"measure on {self.target.name}", total=1) as adv:
+                stats = self._timed("measure", lambda: self._measure_lib(str(lib), shape, repeat=50))
+                adv()
+            x = self.data.test[0]
+            if self.farm is None:
+                from .measure.local import run_local
+
+                tvm_out = run_local(str(lib), x)
+            else:
+                tvm_out = self.farm.run(str(lib), x)
+            ort_out = run_ort(run.file("model_int8.onnx"), x)
+            parity = dataclasses.asdict(compare("onnxruntime int8", ort_out, f"tvm {self.target.name}", tvm_out))
+            records.save(run.file("latency.json"), stats)
+            run.mark("measure", parity=parity, tvm_acc=float((tvm_out.argmax(1) == self.data.test[1]).mean()))
+        return records.load(run.file("latency.json"), LatencyStats), run.info("measure")
+
+    # -- the whole build ----------------------------------------------------------------------
+    def run(self) -> Manifest:
+        cfg = self.cfg
+        with self.run_dir.open(records.to_dict(cfg)["data"], self.resume) as run:
+            table = self.op_table()
+            res = None
+            for r in range(1, cfg.rounds + 1):
+                res = self.round(r, table)
+            arch = res.arch
+            records.save(run.file("arch.json"), arch)
+            model = self.train_fp32(arch)
+            qmodel = self.qat(model)
+            parity = self.export(model, qmodel)
+            lib, comp = self.compile()
+            stats, meas = self.measure(lib)
+            return self.manifest(arch, parity + [meas["parity"]], comp, stats, meas)
+
+    def manifest(self, arch, parity, comp, stats, meas) -> Manifest:
+        run, cfg = self.run_dir, self.cfg
+        state = fsio.read_json(run.path / "state.json")["completed"]
+        rounds = tuple({"round": r, **{k: v for k, v in state[f"r{r}.measure"].items() if k != "at"},
+                        "arch": state[f"r{r}.search"]["arch"]} for r in range(1, cfg.rounds + 1))
+        names = ["arch.json", "model_fp32.onnx", "model_int8.onnx", run.file(f"model_{self.target.name}.so").name,
+                 "latency.json", "op_table.json"]
+        seconds = fsio.read_json(run.file("timing.json")) if run.file("timing.json").exists() else {}
+        m = Manifest(
+            schema_version=SCHEMA_VERSION, target=self.target.name, target_dict=self.target.tvm_target, arch=str(arch),
+            data=self.data.name, seed=cfg.seed, recipe=self.recipe.name,
+            accuracy={"fp32": state["train_fp32"]["test_acc"], "int8_brevitas": state["qat"]["test_acc"],
+                      "int8_onnx": state["export"]["onnx_int8_acc"], "int8_tvm": meas["tvm_acc"], "split": "test",
+                      "n": int(len(self.data.test[1]))},
+            latency=dataclasses.asdict(stats), latency_how=f"TVM time_evaluator, {stats.n} repeats, {stats.where}",
+            parity=tuple(parity), compile=comp, rounds=rounds, stage_seconds=seconds,
+            search_cost_s=round(seconds.get("search", 0.0) + seconds.get("profile", 0.0) + seconds.get("feedback", 0.0), 2),
+            files=hash_files(run.path, names),
+        )
+        records.save(run.file("manifest.json"), m)
+        return m

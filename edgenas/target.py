@@ -1,0 +1,173 @@
+"""Targets are data: one TOML file per device in ``targets/``.
+
+A target names the TVM target dict, the host target, the cross compiler (if any), how the device
+is reached (local CPU, TVM RPC key, or compile-only), and its INT8 capabilities. Validation is
+strict so that a typo fails here, naming the file and the field, not halfway through a tune.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, UsageError
+from .registry import Registry
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TARGETS_DIR = Path(os.environ.get("EDGENAS_TARGETS_DIR", REPO_ROOT / "targets"))
+
+
+def tuning_root() -> Path:
+    """Where per-target tuning databases and op tables live (``EDGENAS_TUNING_LOGS`` overrides:
+    tests point it at a temp dir so they never write into the committed ``tuning_logs/``)."""
+    return Path(os.environ.get("EDGENAS_TUNING_LOGS", REPO_ROOT / "tuning_logs"))
+
+TVM_KINDS = ("llvm", "cuda")
+RUNNERS = ("local", "rpc", "none")
+INT8_DOT = ("none", "avx2", "vnni", "avx512", "neon", "sdot", "i8mm", "dp4a")
+ARCHES = ("x86_64", "aarch64")
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSpec:
+    """A device edgenas compiles for. ``tvm_target`` and ``tvm_host`` are TVM 0.27 target dicts."""
+
+    name: str
+    description: str
+    arch: str
+    tvm_target: dict
+    tvm_host: dict | None
+    cross_compiler: str | None
+    runner: str
+    rpc_key: str | None
+    int8_dot: str
+    path: str
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.tvm_target["kind"] == "cuda"
+
+    @property
+    def is_cross(self) -> bool:
+        return self.cross_compiler is not None
+
+    @property
+    def measurable_locally(self) -> bool:
+        return self.runner == "local"
+
+    def tvm(self):
+        """The ``tvm.target.Target`` (imports tvm lazily)."""
+        import tvm
+
+        if self.tvm_host is not None:
+            return tvm.target.Target(self.tvm_target, host=self.tvm_host)
+        return tvm.target.Target(self.tvm_target)
+
+    def check_host_prerequisites(self) -> None:
+        """Fail before long work if this host cannot build for the target."""
+        if self.cross_compiler and shutil.which(self.cross_compiler) is None:
+            raise UsageError(
+                f"target {self.name!r} needs the cross compiler {self.cross_compiler!r}, which is not on PATH",
+                hint="install it with: apt-get install g++-aarch64-linux-gnu  (or run scripts/setup_cross)",
+            )
+        if self.is_cuda and shutil.which("nvcc") is None:
+            raise UsageError(
+                f"target {self.name!r} needs nvcc (CUDA toolkit) to build a fatbin, which is not on PATH",
+                hint="install the CUDA toolkit or choose a CPU target",
+            )
+
+
+_SCHEMA: dict[str, dict[str, type | tuple]] = {
+    "": {"name": str, "description": str, "arch": str, "tvm": dict, "build": dict, "runner": dict, "int8": dict},
+    "tvm": {"target": dict, "host": dict},
+    "build": {"cross_compiler": str},
+    "runner": {"kind": str, "rpc_key": str},
+    "int8": {"dot_product": str},
+}
+_REQUIRED = {"": ("name", "description", "arch", "tvm", "runner", "int8"), "tvm": ("target",), "runner": ("kind",), "int8": ("dot_product",)}
+
+
+def _check_table(path: Path, section: str, table: dict) -> None:
+    schema = _SCHEMA[section]
+    prefix = f"{section}." if section else ""
+    for key, value in table.items():
+        if key not in schema:
+            raise ConfigError(path, prefix + key, f"unknown key; expected one of {', '.join(schema)}")
+        if not isinstance(value, schema[key]):
+            want = schema[key].__name__ if isinstance(schema[key], type) else schema[key]
+            raise ConfigError(path, prefix + key, f"expected {want}, got {type(value).__name__}")
+    for key in _REQUIRED.get(section, ()):
+        if key not in table:
+            raise ConfigError(path, prefix + key, "missing required key")
+
+
+def _choice(path: Path, field: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(path, field, f"unknown value {value!r}; expected one of {', '.join(choices)}")
+    return value
+
+
+def _tvm_dict(path: Path, field: str, d: dict) -> dict:
+    kind = d.get("kind")
+    if kind is None:
+        raise ConfigError(path, field + ".kind", "missing required key")
+    _choice(path, field + ".kind", kind, TVM_KINDS)
+    d = dict(d)
+    if d.get("num-cores") == "auto":
+        d["num-cores"] = os.cpu_count() or 1
+    return d
+
+
+def load_target_file(path: str | os.PathLike) -> TargetSpec:
+    path = Path(path)
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such target file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, None, f"not valid TOML ({e})") from None
+    _check_table(path, "", raw)
+    for section in ("tvm", "build", "runner", "int8"):
+        _check_table(path, section, raw.get(section, {}))
+    runner = raw["runner"]
+    kind = _choice(path, "runner.kind", runner["kind"], RUNNERS)
+    if kind == "rpc" and "rpc_key" not in runner:
+        raise ConfigError(path, "runner.rpc_key", "required when runner.kind = 'rpc'")
+    host = raw["tvm"].get("host")
+    return TargetSpec(
+        name=raw["name"],
+        description=raw["description"],
+        arch=_choice(path, "arch", raw["arch"], ARCHES),
+        tvm_target=_tvm_dict(path, "tvm.target", raw["tvm"]["target"]),
+        tvm_host=_tvm_dict(path, "tvm.host", host) if host is not None else None,
+        cross_compiler=raw.get("build", {}).get("cross_compiler"),
+        runner=kind,
+        rpc_key=runner.get("rpc_key"),
+        int8_dot=_choice(path, "int8.dot_product", raw["int8"]["dot_product"], INT8_DOT),
+        path=str(path),
+    )
+
+
+def _discover(directory: Path = TARGETS_DIR) -> Registry[Path]:
+    reg: Registry[Path] = Registry("target")
+    for p in sorted(directory.glob("*.toml")):
+        reg.register(p.stem, p)
+    return reg
+
+
+def list_targets() -> list[str]:
+    return _discover().names()
+
+
+def get_target(name_or_path: str) -> TargetSpec:
+    """A target by registry name (``targets/NAME.toml``) or by path to a TOML file."""
+    if name_or_path.endswith(".toml") or os.sep in name_or_path:
+        return load_target_file(name_or_path)
+    spec = load_target_file(_discover().get(name_or_path))
+    if spec.name != name_or_path:
+        raise ConfigError(spec.path, "name", f"is {spec.name!r} but the file is named {name_or_path}.toml")
+    return spec

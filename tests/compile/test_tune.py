@@ -1,0 +1,130 @@
+"""MetaSchedule tuning into a shared tuning_logs/<target>/ database: every candidate builds (the
+tensor_intrin import trap is solved), a second compile runs no trials, and concurrent or killed
+tuners leave a database MetaSchedule loads, holding every run's records."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from edgenas.compile import compile_onnx, frontend, pipeline, tune, tuning_db
+from edgenas.target import get_target
+
+SHAPE = (1, 3, 16, 16)
+
+
+def _conv_onnx(path, out_channels: int):
+    """conv3x3 + ReLU: one fused task, distinct per ``out_channels``."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(out_channels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(nn.Sequential(nn.Conv2d(3, out_channels, 3, padding=1), nn.ReLU()).eval(),
+                          (torch.randn(*SHAPE),), str(path), opset_version=17, dynamo=False,
+                          input_names=["input"], output_names=["out"])
+    return path
+
+
+def _tvm(lib, x):
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def test_all_builds_succeed_and_second_compile_reuses_db(tmp_path):
+    import onnxruntime as ort
+
+    spec, db_dir = get_target("x86-avx2"), tmp_path / "tl"
+    model = _conv_onnx(tmp_path / "conv.onnx", 8)
+    fused = pipeline.fuse(frontend.import_onnx(model), spec)
+    stats = tune.tune(fused, spec, str(db_dir), trials=16)
+    assert stats.trials >= 16 and stats.build_errors == 0 and stats.run_errors == 0, stats
+    assert tuning_db.count_records(db_dir) == stats.trials
+
+    t0 = time.perf_counter()
+    res = compile_onnx(model, spec, tmp_path / "conv.so", trials=16, tuning_dir=db_dir)
+    assert res.trials == 0 and res.tuned and res.db_records == stats.trials
+    assert time.perf_counter() - t0 < 60
+    x = np.random.default_rng(0).standard_normal(SHAPE).astype("float32")
+    ref = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(_tvm(res.library, x), ref, atol=1e-5)
+
+
+_TUNER = textwrap.dedent("""
+    import sys
+    from edgenas.compile import frontend, pipeline, tune
+    from edgenas.target import get_target
+    model, db_dir, trials, per_round = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    spec = get_target("x86-avx2")
+    fused = pipeline.fuse(frontend.import_onnx(model), spec)
+    stats = tune.tune(fused, spec, db_dir, trials, trials_per_round=per_round,
+                      progress=lambda m: print(m, flush=True))
+    print("done", stats.trials, stats.build_errors, flush=True)
+""")
+
+
+def _spawn(model, db_dir, trials, per_round):
+    return subprocess.Popen([sys.executable, "-c", _TUNER, str(model), str(db_dir), str(trials), str(per_round)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+
+
+def test_concurrent_and_killed_tuners_leave_a_loadable_db_with_both_runs(tmp_path):
+    from tvm.s_tir import meta_schedule as ms
+
+    spec, db_dir = get_target("x86-avx2"), tmp_path / "tl"
+    a, b = _conv_onnx(tmp_path / "a.onnx", 8), _conv_onnx(tmp_path / "b.onnx", 16)
+    finished = _spawn(a, db_dir, 4, 2)
+    killed = _spawn(b, db_dir, 400, 2)  # far more than it will be allowed to run
+    try:
+        for line in killed.stdout:  # kill -9 right after its first checkpoint merge
+            if line.startswith("tuned "):
+                os.killpg(killed.pid, signal.SIGKILL)
+                break
+        out, _ = finished.communicate(timeout=300)
+    finally:
+        for p in (finished, killed):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert killed.returncode == -signal.SIGKILL
+    assert "done 4 0" in out, out
+
+    snapshot = tmp_path / "snapshot"  # MetaSchedule itself loads the shared files as they are
+    shutil.copytree(db_dir, snapshot)
+    full = ms.database.JSONDatabase(work_dir=str(snapshot), allow_missing=False, module_equality=tune.MODULE_EQUALITY)
+    assert len(full) == tuning_db.count_records(db_dir) >= 4 + 2
+    best, _ = tuning_db.load(db_dir, tune.MODULE_EQUALITY)
+    tgt = spec.tvm()
+    for model in (a, b):
+        fused = pipeline.fuse(frontend.import_onnx(model), spec)
+        for task in ms.relax_integration.extract_tasks(fused, tgt, module_equality=tune.MODULE_EQUALITY):
+            assert best.query_tuning_record(task.dispatched[0], tgt, task.task_name) is not None, (model, task.task_name)
+
+
+def test_merge_remaps_dedupes_and_skips_partial_lines(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (dst / tuning_db.WORKLOADS).write_text('["h1","W1"]\n')
+    (dst / tuning_db.RECORDS).write_text('[0,{"r":"old"}]\n')
+    (src / tuning_db.WORKLOADS).write_text('["h0","W0"]\n["h1","W1"]\n')
+    (src / tuning_db.RECORDS).write_text('[0,{"r":"a"}]\n[1,{"r":"b"}]\n[1,{"r":"half-writ')  # killed mid-append
+    first = tuning_db.merge(src, dst)
+    again = tuning_db.merge(src, dst)
+    assert (first.consumed, first.new_workloads, first.new_records) == (2, 1, 2)
+    assert (again.new_workloads, again.new_records, again.total_records) == (0, 0, 3)
+    assert (dst / tuning_db.WORKLOADS).read_text() == '["h1","W1"]\n["h0","W0"]\n'
+    assert (dst / tuning_db.RECORDS).read_text() == '[0,{"r":"old"}]\n[1,{"r":"a"}]\n[0,{"r":"b"}]\n'

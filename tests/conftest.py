@@ -1,0 +1,38 @@
+"""Shared fixtures. Tests never write into the committed tuning_logs/: EDGENAS_TUNING_LOGS points at
+one temp dir per session (so the op table is profiled once and shared by every build test)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tuning_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tuning_logs")
+    os.environ["EDGENAS_TUNING_LOGS"] = str(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tmp_path_factory) -> Path:
+    """The default recipe with a one-epoch QAT, for fast builds."""
+    text = (REPO / "quant" / "int8-per-channel.toml").read_text().replace("epochs = 6", "epochs = 1")
+    p = tmp_path_factory.mktemp("recipes") / "int8-fast.toml"
+    p.write_text(text)
+    return p
+
+
+def tiny_build_args(out: Path, recipe: Path, search_epochs: int = 3) -> list[str]:
+    """CLI flags of the smallest build that still runs every stage."""
+    return ["build", "--target", "x86-avx2", "--out", str(out), "--rounds", "1", "--image-size", "8",
+            "--search-epochs", str(search_epochs), "--epochs", "3", "--samples", "1", "--recipe", str(recipe)]
+
+
+def edgenas_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edgenas.cli", *args]

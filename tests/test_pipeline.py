@@ -1,0 +1,90 @@
+"""The spine end to end: a tiny build through every real stage, and kill -9 / --resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import edgenas_cmd, tiny_build_args
+from edgenas import records
+from edgenas.fsio import sha256_file
+from edgenas.manifest import Manifest
+from edgenas.search.darts import SearchResult
+
+ARTIFACTS = ["arch.json", "model_fp32.onnx", "model_int8.onnx", "model_x86-avx2.so", "manifest.json", "latency.json"]
+
+
+@pytest.fixture(scope="module")
+def built_run(tmp_path_factory, tiny_recipe):
+    out = tmp_path_factory.mktemp("runs") / "a"
+    proc = subprocess.run(edgenas_cmd(*tiny_build_args(out, tiny_recipe)), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_build_writes_a_complete_run_directory(built_run):
+    out, proc = built_run
+    for name in ARTIFACTS:
+        assert (out / name).is_file(), name
+    m = records.load(out / "manifest.json", Manifest)
+    for name, digest in m.files.items():
+        assert sha256_file(out / name) == digest
+    assert m.software["apache-tvm"].startswith("0.27")
+    assert m.latency["median_ms"] > 0 and m.latency["p90_ms"] >= m.latency["median_ms"] and m.latency["n"] >= 10
+    assert set(m.stage_seconds) >= {"profile", "search", "train_fp32", "qat", "compile", "measure"}
+    assert "edgenas build" in proc.stdout and "accuracy int8" in proc.stdout
+
+
+def test_build_accuracy_and_parity(built_run):
+    m = records.load(built_run[0] / "manifest.json", Manifest)
+    acc = m.accuracy
+    assert acc["fp32"] > 0.6, acc
+    assert acc["int8_tvm"] >= acc["int8_onnx"] - 0.01
+    tvm_vs_ort = [p for p in m.parity if p["candidate"].startswith("tvm")][0]
+    print("TVM vs onnxruntime int8:", tvm_vs_ort)
+    assert tvm_vs_ort["top1_agreement"] >= 0.99
+
+
+def test_build_runs_integer_kernels(built_run):
+    m = records.load(built_run[0] / "manifest.json", Manifest)
+    assert m.compile["int8_ops"].get("conv2d", 0) > 0, m.compile
+
+
+def test_rounds_record_prediction_and_measurement(built_run):
+    out, _ = built_run
+    rows = json.loads((out / "rounds/r1/measured.json").read_text())
+    assert len(rows) == 2 and rows[0]["chosen"]
+    assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in rows)
+
+
+def test_second_build_into_same_dir_refuses(built_run, tiny_recipe):
+    out, _ = built_run
+    proc = subprocess.run(edgenas_cmd(*tiny_build_args(out, tiny_recipe)), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--resume" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_kill_during_search_then_resume(tmp_path, tiny_recipe):
+    out = tmp_path / "k"
+    args = tiny_build_args(out, tiny_recipe, search_epochs=12)
+    proc = subprocess.Popen(edgenas_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / "rounds/r1/search_ckpt.pt"
+    deadline = time.time() + 600
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((out / "state.json").read_text())
+    assert "r1.search" not in state["completed"], "the kill landed after the search; test did not exercise resume"
+    resumed = subprocess.run(edgenas_cmd(*args, "--resume"), capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name in ARTIFACTS:
+        assert (out / name).is_file(), name
+    hist = records.load(out / "rounds/r1/search.json", SearchResult).history
+    assert [h["epoch"] for h in hist] == list(range(1, 13))
