@@ -125,13 +125,14 @@ def compile_cmd(
     float_only: bool = typer.Option(False, "--float", help="Do not fold Q/DQ into integer ops (float simulation)."),
 ):
     """Compile a bring-your-own ONNX model for TARGET with TVM (INT8 kernels for QDQ models)."""
-    from .cli_view import kv_table, out as console
+    from .cli_view import console as err_console, kv_table, out as console
     from .compile import compile_onnx
     from .target import get_target
 
     spec = get_target(target)
     lib = out or model.with_name(f"{model.stem}_{spec.name}.so")
-    res = compile_onnx(model, spec, lib, int8=not float_only, trials=trials, progress=lambda m: typer.echo(m, err=True))
+    with err_console.status(f"compiling {model.name} for {spec.name}") as status:
+        res = compile_onnx(model, spec, lib, int8=not float_only, trials=trials, progress=lambda m: status.update(m))
     rows = [("library", str(res.library)), ("target", res.target),
             ("int8 ops", ", ".join(f"{k}×{v}" for k, v in res.int8_ops.items()) or "none"),
             ("tuning", f"{res.trials} new trials, {res.db_records} records, applied={res.tuned}"),
@@ -165,8 +166,45 @@ def targets_show(name: str = typer.Argument(..., help="Target name or TOML path.
     console.print(kv_table(f"target {s.name}", rows))
 
 
+# Command groups that live beside their stage (each module imports only typer at import time and
+# registers its commands on ``app`` with ``@app.command()`` / ``app.add_typer``).
+COMMAND_MODULES = ("edgenas.cli_artifacts", "edgenas.cli_farm")
+
+
+def _register_command_modules() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+
+
+_register_command_modules()
+
+
 def main() -> None:
-    app()
+    """Run the app; click's own usage errors (unknown option, bad value) become one line, exit 2."""
+    try:  # typer >= 0.20 vendors click
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover - older typer
+        from click import exceptions as cx
+
+    try:
+        rv = app(standalone_mode=False)
+    except cx.UsageError as e:
+        if e.format_message().strip():  # empty for "no arguments: help was shown"
+            cmd = e.ctx.command_path if e.ctx else "edgenas"
+            typer.echo(f"error: {e.format_message()} (see `{cmd} --help`)", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted: finished stages are kept; rerun with --resume to continue", err=True)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(getattr(e, "exit_code", 1))
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

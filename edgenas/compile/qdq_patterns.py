@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from tvm import relax
+from tvm.ir import Op
 from tvm.ir.expr import GenericConst
 from tvm.relax.dpl import is_const, is_op, wildcard
 
@@ -86,7 +87,7 @@ def _diagnose(call: relax.Call, var2val) -> str:
         if _dtype(arg) in ("int8", "uint8", "int32"):
             continue
         inner = var2val.get(arg, arg) if isinstance(arg, relax.Var) else arg
-        if isinstance(inner, relax.Call) and inner.op.name == "relax.permute_dims":
+        if isinstance(inner, relax.Call) and isinstance(inner.op, Op) and inner.op.name == "relax.permute_dims":
             inner = inner.args[0]
             inner = var2val.get(inner, inner) if isinstance(inner, relax.Var) else inner
         if not _ANY_DQ.match(inner, var2val):

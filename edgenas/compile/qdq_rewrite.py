@@ -13,10 +13,17 @@ the ``z_x * sum(w)`` term removes the zero point from every other tap. Bias adds
 BatchNormalization left after a quantized conv (brevitas exports keep it) and a constant
 multiply (Gemm alpha) are absorbed into the requantize when the anchor's result has no other
 user; the ReLU / Clip / quantize after it stay as ops, and Relax's FuseOps later fuses them
-with the integer op into one kernel. FoldConstant + DeadCodeElimination then turn the weight
-chains (brevitas ``Clip`` on int8 initializers, the transpose of a Gemm weight, ``sum(w)``,
-the folded bias) into constants. Anything else stays float, Q/DQ included, and is listed in
-:attr:`FoldReport.fallbacks` with the reason.
+with the integer op into one kernel (``fused_conv2d_subtract_cast_multiply_add_relu_quantize``).
+Weight and bias chains (brevitas ``Clip`` on int8 initializers, a Gemm weight's transpose,
+``sum(w)``, the folded bias) become constants: evaluated by ``qdq_consts`` where it can, by
+FoldConstant otherwise, then DeadCodeElimination drops the float chains. Anything else stays
+float with its activation Q/DQ (FoldConstant does turn its ``dequantize(int8 weight)`` into a
+float constant) and is listed in :attr:`FoldReport.fallbacks` with the reason.
+
+Residual adds and average pooling are not rewritten: FuseOps already puts ``dequantize -> add
+-> quantize`` into the producer's kernel, which reads and writes integers. An integer
+``sum(astype(x_q, int32))`` for the pool was tried and dropped: FuseOps fuses the cast into the
+producer, which then writes int32 instead of float32, so nothing is saved.
 """
 
 from __future__ import annotations
@@ -35,7 +42,6 @@ from tvm.relax.expr_functor import PyExprMutator, PyExprVisitor, mutator, visito
 from .qdq_absorb import Requant, absorb_tail, collect_users
 from .qdq_consts import ConstEval
 from .qdq_patterns import CONV_OPS, MATMUL_OPS, Anchor, match_anchor
-from .qdq_pool import int_mean, match_mean
 
 __all__ = ["FoldQDQ", "FoldReport", "float_compute_ops", "fold_qdq"]
 
@@ -154,11 +160,6 @@ def _fold_function(mod, func: relax.Function, counts: Counter, fallbacks: list[s
         tail, requant = absorb_tail(var, anchor, ev, users)
         plans[tail] = functools.partial(_requantize, anchor, requant, ev)
         counts[anchor.kind] += 1
-    for var, call in _calls(func, ("relax.mean",)):
-        matched = match_mean(call, var2val)
-        if matched is not None and var not in plans:
-            plans[var] = functools.partial(int_mean, call, *matched)
-            counts["mean"] += 1
     return _Emitter(mod, plans).visit_expr(func) if plans else func
 
 
@@ -207,6 +208,8 @@ def float_compute_ops(mod: tvm.IRModule) -> list[str]:
 
     The acceptance check for "no float conv2d/matmul left": empty after :func:`fold_qdq` when
     every such op was foldable. Lines look like ``main/lv17: relax.nn.conv2d(float32, float32)``.
+    Give it the high-level module (``fold_qdq``'s output): after LegalizeOps there are no Relax
+    conv/matmul calls left, and the list would be empty for any model.
     """
     finder = _FloatComputeFinder()
     for gvar, func in mod.functions_items():

@@ -97,7 +97,24 @@ class QuantClassifier(nn.Module):
         return self.fc(self.q(torch.flatten(self.pool(x), 1)))
 
 
+class QuantSparseConvAct(QuantConvAct):
+    """DASS sparse unit (``edgenas.space.sparse.SparseConvBNAct``): QAT starts from the masked weights
+    and the mask is re-applied on every training forward, so the exported weights keep their zeros
+    (symmetric quantization maps 0 to 0) and QAT cannot regrow pruned weights."""
+
+    def __init__(self, unit, q: dict):
+        super().__init__(unit.to_dense(), q)
+        self.register_buffer("mask", (unit.conv.effective_weight() != 0).to(self.conv.weight.dtype).detach())
+
+    def forward(self, x):
+        if self.training:
+            with torch.no_grad():
+                self.conv.weight.mul_(self.mask)
+        return super().forward(x)
+
+
 CONVERTERS.register("ConvBNAct", QuantConvAct)
+CONVERTERS.register("SparseConvBNAct", QuantSparseConvAct)
 CONVERTERS.register("Add", QuantAdd)
 CONVERTERS.register("Classifier", QuantClassifier)
 

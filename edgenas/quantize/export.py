@@ -52,7 +52,22 @@ def export_int8(qmodel: nn.Module, example: torch.Tensor, path: Path) -> Path:
         warnings.simplefilter("ignore")
         export_onnx_qcdq(qmodel, args=example, export_path=str(tmp), dynamo=False, opset_version=OPSET,
                          input_names=["input"], output_names=["logits"])
+        _strip_initializer_inputs(tmp)
     return path
+
+
+def _strip_initializer_inputs(path: Path) -> None:
+    """Drop initializers listed as graph inputs: onnxruntime treats those as overridable and then
+    refuses to fuse the QDQ groups into its int8 kernels (the comparison would be float)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    inits = {t.name for t in model.graph.initializer}
+    keep = [i for i in model.graph.input if i.name not in inits]
+    if len(keep) != len(model.graph.input):
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+        onnx.save(model, str(path))
 
 
 def ort_session(path: Path, threads: int = 1, optimize: bool = True):

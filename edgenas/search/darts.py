@@ -1,10 +1,17 @@
-"""First-order DARTS with a hardware-aware objective (Liu et al. 2019; Cai et al., ProxylessNAS).
+"""First-order DARTS with a hardware-aware objective (Liu et al., ICLR 2019; Cai et al., ProxylessNAS).
 
 Weights and architecture weights live in separate optimizers and see disjoint data splits
 (``DataSplits.weights`` / ``.alphas``): the alphas never enter the weight optimizer (DASS's code
 lets its SGD update them, a quirk we avoid). Alphas are frozen during ``warmup`` epochs, then
 each weight step is preceded by one alpha step on the alpha split. The state is checkpointed
 after every epoch, so ``--resume`` continues mid-search with identical results.
+
+The methods plug in through ``SearchConfig`` fields (all off by default except the latency term):
+``noise`` (QuantNAS quantization noise or the direct fake-quant baseline, with ``SpaceConfig.bits``
+as the per-layer choice), ``entropy_weight`` and ``bitops_weight`` (QuantNAS's alpha-step terms),
+``sparsity_weight`` and ``sparse_stages`` (DASS, with ``SpaceConfig.sparse_levels``), and
+``selection`` (argmax or DARTS-PT perturbation). Every epoch records the collapse signal (the
+share of parameter-free ops in softmax(alpha) and in the derived architecture).
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ from torch import nn
 from ..data import DataSplits
 from ..latency.table import LatencyTable
 from ..records import record
+from ..space import cost, sparse
 from ..space.arch import Arch, SpaceConfig
+from ..space.noise import QuantNoise
+from ..space.ops import PARAMETER_FREE
 from ..space.supernet import Supernet
 from ..train import batches, evaluate, load_checkpoint, save_checkpoint
-from .objective import expected_latency, latency_loss
+from . import objective as obj
 
 
 @record("search_config")
@@ -34,8 +44,17 @@ class SearchConfig:
     batch: int = 64
     w_lr: float = 3e-3
     a_lr: float = 3e-3
-    latency_form: str = "add"
-    latency_weight: float = 0.5
+    latency_form: str = "add"                 # add | mul (ProxylessNAS add#linear | mul#log)
+    latency_weight: float = 0.5               # lambda of the add form
+    latency_beta: float = 0.3                 # beta of the mul form
+    noise: str = "none"                       # none | gauss | uniform | direct (QuantNAS; direct = fake-quant STE)
+    noise_p0: float | None = None             # full-precision share; None = 1/(|bits|+1)
+    entropy_weight: float = 0.0               # lambda_H (QuantNAS: 1e-3), scaled by the warm-up + ramp schedule
+    bitops_weight: float = 0.0                # eta: E[BitOps]/BitOps_0 in the alpha loss
+    sparsity_weight: float = 0.0              # E[weights kept]/W_0 in the alpha loss (DASS ops)
+    sparse_stages: tuple[float, float] = (0.3, 0.2)  # DASS dense / prune fractions of the epochs; rest fine-tunes
+    selection: str = "argmax"                 # argmax | pt (DARTS-PT perturbation)
+    pt_epochs: int = 1                        # fine-tune epochs after each DARTS-PT projection
 
 
 @record("search_result")
@@ -43,17 +62,61 @@ class SearchConfig:
 class SearchResult:
     arch: Arch
     alphas: tuple[tuple[float, ...], ...]            # final softmax(alpha) per layer
-    history: tuple[dict, ...] = field(default=())     # per epoch: losses, accuracy, expected latency, probs
+    history: tuple[dict, ...] = field(default=())     # per epoch: losses, accuracy, costs, probs, collapse signal
     budget_ms: float = 0.0
     expected_ms: float = 0.0
+
+
+class ArchObjective:
+    """The alpha-step loss: CE with its latency term, + entropy, BitOps and weights-kept terms."""
+
+    def __init__(self, net: Supernet, table: LatencyTable, budget_ms: float, cfg: SearchConfig):
+        space = net.space
+        self.cfg, self.budget_ms, self.fixed_ms = cfg, budget_ms, table.fixed_ms
+        self.lat = [torch.tensor(c) for c in table.layer_costs(space)]
+        self.bitops = [torch.tensor(c) for c in cost.layer_costs(space, "bitops")] if cfg.bitops_weight else None
+        self.kept = [torch.tensor(c) for c in cost.layer_costs(space, "kept_params")] if cfg.sparsity_weight else None
+        self.bitops0 = obj.uniform_cost(self.bitops) if self.bitops else 1.0
+        self.kept0 = obj.uniform_cost(self.kept) if self.kept else 1.0
+
+    def __call__(self, ce: torch.Tensor, probs: list[torch.Tensor], epoch: int) -> torch.Tensor:
+        cfg = self.cfg
+        loss = obj.latency_loss(ce, obj.expected_latency(probs, self.lat, self.fixed_ms), self.budget_ms,
+                                cfg.latency_form, cfg.latency_weight, cfg.latency_beta)
+        if cfg.entropy_weight:
+            loss = loss + cfg.entropy_weight * obj.entropy_schedule(epoch, cfg.epochs, cfg.warmup) * obj.entropy(probs)
+        if self.bitops:
+            loss = loss + cfg.bitops_weight * obj.expected_cost(probs, self.bitops) / self.bitops0
+        if self.kept:
+            loss = loss + cfg.sparsity_weight * obj.expected_cost(probs, self.kept) / self.kept0
+        return loss
+
+    @torch.no_grad()
+    def report(self, probs: list[torch.Tensor]) -> dict:
+        out = {"expected_ms": float(obj.expected_latency(probs, self.lat, self.fixed_ms)),
+               "entropy": float(obj.entropy(probs))}
+        if self.bitops:
+            out["bitops_rel"] = float(obj.expected_cost(probs, self.bitops) / self.bitops0)
+        if self.kept:
+            out["kept_rel"] = float(obj.expected_cost(probs, self.kept) / self.kept0)
+        return out
+
+
+def build_supernet(space: SpaceConfig, cfg: SearchConfig) -> Supernet:
+    net = Supernet(space)
+    if cfg.noise != "none":
+        net.set_transform(QuantNoise(cfg.noise, cfg.noise_p0))
+    return net
 
 
 def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms: float, cfg: SearchConfig,
            seed: int, checkpoint: Path | None = None,
            on_epoch: Callable[[int, dict], None] | None = None) -> SearchResult:
+    if cfg.selection not in ("argmax", "pt"):
+        raise ValueError(f"unknown selection {cfg.selection!r}; use argmax or pt")
     torch.manual_seed(seed)
-    net = Supernet(space)
-    costs = [torch.tensor(c) for c in table.layer_costs(space)]
+    net = build_supernet(space, cfg)
+    objective = ArchObjective(net, table, budget_ms, cfg)
     w_opt = torch.optim.Adam(net.weight_parameters(), lr=cfg.w_lr, weight_decay=3e-5)
     a_opt = torch.optim.Adam(net.arch_parameters(), lr=cfg.a_lr, betas=(0.5, 0.999))
     start, history = 0, []
@@ -64,9 +127,15 @@ def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms:
         a_opt.load_state_dict(state["a_opt"])
         start, history = state["epoch"], state["history"]
     ce = nn.CrossEntropyLoss()
+    has_sparse = bool(sparse.sparse_layers(net))
     for epoch in range(start, cfg.epochs):
         rng = np.random.default_rng(seed * 7919 + epoch)
         torch.manual_seed(seed * 7919 + epoch)
+        phase = None
+        if has_sparse:
+            phase, starts = sparse.phase_at(epoch, cfg.epochs, cfg.sparse_stages)
+            sparse.set_phase(net, phase, start=starts)
+        trainable = [p for p in net.weight_parameters() if p.requires_grad]
         net.train()
         a_iter = batches(*data.alphas, cfg.batch, rng)
         stats = {"w_loss": 0.0, "a_loss": 0.0, "steps": 0}
@@ -78,28 +147,29 @@ def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms:
                     a_iter = batches(*data.alphas, cfg.batch, rng)
                     xa, ya = next(a_iter)
                 a_opt.zero_grad()
-                lat = expected_latency([torch.softmax(a, 0) for a in net.alphas], costs, table.fixed_ms)
-                a_loss = latency_loss(ce(net(xa), ya), lat, budget_ms, cfg.latency_form, cfg.latency_weight)
+                a_loss = objective(ce(net(xa), ya), [torch.softmax(a, 0) for a in net.alphas], epoch)
                 a_loss.backward()
                 a_opt.step()
                 stats["a_loss"] += float(a_loss)
             w_opt.zero_grad()
             w_loss = ce(net(xb), yb)
             w_loss.backward()
-            nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
+            nn.utils.clip_grad_norm_(trainable, 5.0)
             w_opt.step()
             stats["w_loss"] += float(w_loss)
             stats["steps"] += 1
-        with torch.no_grad():
-            lat = float(expected_latency(net.probabilities(), costs, table.fixed_ms))
+        derived = net.derive()
         record_ = {
             "epoch": epoch + 1,
             "w_loss": stats["w_loss"] / max(1, stats["steps"]),
             "a_loss": stats["a_loss"] / max(1, stats["steps"]) if epoch >= cfg.warmup else None,
             "val_acc": evaluate(net, *data.val),
-            "expected_ms": lat,
+            **objective.report(net.probabilities()),
+            "skip_share_probs": net.parameter_free_share(),
+            "skip_share_arch": sum(layer.op in PARAMETER_FREE for layer in derived.layers) / max(1, len(derived.layers)),
+            "sparse_phase": phase,
             "probs": [p.tolist() for p in net.probabilities()],
-            "arch": str(net.derive()),
+            "arch": str(derived),
         }
         history.append(record_)
         if checkpoint:
@@ -107,11 +177,11 @@ def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms:
                                          "epoch": epoch + 1, "history": history})
         if on_epoch:
             on_epoch(epoch + 1, record_)
+    arch = net.derive()
+    if cfg.selection == "pt":
+        from .select import perturbation_select
+
+        arch = perturbation_select(net, data, cfg, seed)
     probs = net.probabilities()
-    return SearchResult(
-        arch=net.derive(),
-        alphas=tuple(tuple(float(v) for v in p) for p in probs),
-        history=tuple(history),
-        budget_ms=budget_ms,
-        expected_ms=float(expected_latency(probs, costs, table.fixed_ms)),
-    )
+    return SearchResult(arch=arch, alphas=tuple(tuple(float(v) for v in p) for p in probs), history=tuple(history),
+                        budget_ms=budget_ms, expected_ms=objective.report(probs)["expected_ms"])

@@ -21,6 +21,7 @@ class StageConfig:
     channels: int
     depth: int
     stride: int
+    ops: tuple[str, ...] = ()        # this stage's candidate ops (SpaceEvo's block type); () = the space's ops
 
 
 @record("space")
@@ -35,7 +36,9 @@ class SpaceConfig:
     stages: tuple[StageConfig, ...] = (StageConfig(16, 1, 1), StageConfig(24, 2, 2), StageConfig(32, 2, 2))
     head: int = 64
     ops: tuple[str, ...] = ("mb_k3_e3", "mb_k3_e6", "mb_k5_e3", "mb_k5_e6", "skip")
-    bits: tuple[int, ...] = (8,)
+    bits: tuple[int, ...] = (8,)                 # per-layer bit-width choices (QuantNAS), e.g. (4, 8)
+    sparse_levels: tuple[float, ...] = ()        # DASS: add <op>_sp<level> beside each conv op, e.g. (0.5,)
+    adq: bool = False                            # QuantNAS ADQ wrapper around every op during search
 
     def positions(self) -> list[tuple[int, int, int]]:
         """``(cin, cout, stride)`` of every searchable layer, in order."""
@@ -54,12 +57,28 @@ class SpaceConfig:
             hw = (hw + stride - 1) // stride
         return out
 
+    def layer_ops(self, index: int) -> list[str]:
+        """Op names offered at searchable layer ``index``: its stage's ops (or the space's), each
+        followed by its sparse variants at ``sparse_levels``."""
+        from .ops import sparse_variant
+
+        i = index
+        for st in self.stages:
+            if i < st.depth:
+                break
+            i -= st.depth
+        out = []
+        for op in st.ops or self.ops:
+            out.append(op)
+            out += [v for v in (sparse_variant(op, lv) for lv in self.sparse_levels) if v]
+        return list(dict.fromkeys(out))
+
     def candidates(self, index: int) -> list[tuple[str, int]]:
         """``(op, bits)`` choices valid at searchable layer ``index``."""
         from .ops import valid
 
         cin, cout, stride = self.positions()[index]
-        return [(op, b) for op in self.ops if valid(op, cin, cout, stride) for b in self.bits]
+        return [(op, b) for op in self.layer_ops(index) if valid(op, cin, cout, stride) for b in self.bits]
 
 
 @record("layer_choice")

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from .arch import Arch, SpaceConfig, arch_from_choices
-from .ops import create_op
+from .adq import wrap as adq_wrap
+from .ops import PARAMETER_FREE, create_op
 from .units import Classifier, ConvBNAct
 
 
@@ -33,17 +34,20 @@ class MixedOp(nn.Module):
     its output and only their weights add up.
     """
 
-    def __init__(self, cin: int, cout: int, stride: int, candidates: list[tuple[str, int]]):
+    def __init__(self, cin: int, cout: int, stride: int, candidates: list[tuple[str, int]], adq: bool = False):
         super().__init__()
         self.candidates = candidates
         self.op_names = sorted({op for op, _ in candidates}, key=[op for op, _ in candidates].index)
-        self.ops = nn.ModuleDict({name: create_op(name, cin, cout, stride) for name in self.op_names})
+        make = (lambda n: adq_wrap(create_op(n, cin, cout, stride), cin)) if adq else (lambda n: create_op(n, cin, cout, stride))
+        self.ops = nn.ModuleDict({name: make(name) for name in self.op_names})
         self.transform = None
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         out = 0
         for name in self.op_names:
             idx = [i for i, (op, _) in enumerate(self.candidates) if op == name]
+            if not bool((weights[idx] != 0).any()):  # masked out or projected away: costs nothing
+                continue
             if self.transform is None:
                 out = out + weights[idx].sum() * self.ops[name](x)
             else:
@@ -60,16 +64,23 @@ class Supernet(nn.Module):
         self.space = space
         self.stem = _stem(space.in_channels, space.stem)
         positions = space.positions()
-        self.cells = nn.ModuleList(MixedOp(cin, cout, s, space.candidates(i)) for i, (cin, cout, s) in enumerate(positions))
+        self.cells = nn.ModuleList(MixedOp(cin, cout, s, space.candidates(i), space.adq) for i, (cin, cout, s) in enumerate(positions))
         self.head = _head(positions[-1][1] if positions else space.stem, space.head, space.num_classes)
         # One vector per layer, initialised at zero (uniform), as in DARTS and QuantNAS.
         self.alphas = nn.ParameterList(nn.Parameter(torch.zeros(len(c.candidates))) for c in self.cells)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``weights`` (optional): per-layer mixture weights to use instead of softmax(alpha) —
+        perturbation-based selection masks out or fixes candidates this way."""
         x = self.stem(x)
-        for cell, alpha in zip(self.cells, self.alphas):
-            x = cell(x, torch.softmax(alpha, dim=0))
+        for i, cell in enumerate(self.cells):
+            x = cell(x, torch.softmax(self.alphas[i], dim=0) if weights is None else weights[i])
         return self.head(x)
+
+    def set_transform(self, transform) -> None:
+        """Install a ``MixedOp.transform`` (e.g. ``noise.QuantNoise``) in every searchable layer."""
+        for cell in self.cells:
+            cell.transform = transform
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(a) for a in self.alphas}
@@ -86,6 +97,12 @@ class Supernet(nn.Module):
         its running max at 0 and so silently picks op 0 when every alpha is negative)."""
         choices = [cell.candidates[int(torch.argmax(a))] for cell, a in zip(self.cells, self.alphas)]
         return arch_from_choices(self.space, choices)
+
+    def parameter_free_share(self) -> float:
+        """Mean over layers of the softmax mass on parameter-free ops (skip): DARTS's collapse signal."""
+        shares = [sum(float(p[j]) for j, (op, _) in enumerate(cell.candidates) if op in PARAMETER_FREE)
+                  for cell, p in zip(self.cells, self.probabilities())]
+        return sum(shares) / max(1, len(shares))
 
 
 class FrozenNet(nn.Module):

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tvm
+from tvm import relax
 
-tvm = pytest.importorskip("tvm")
-from tvm import relax  # noqa: E402
-
-from edgenas.compile.qdq_rewrite import FoldQDQ, fold_qdq, float_compute_ops  # noqa: E402
+from edgenas.compile.qdq_rewrite import FoldQDQ, fold_qdq, float_compute_ops
 
 TARGET = {"kind": "llvm", "mcpu": "haswell", "num-cores": 2}
 R = np.random.RandomState(0)
@@ -137,6 +136,17 @@ def _conv_case(cin, cout, groups, stride, pad, dil, zero, xdtype):
     return (1, cin, 9, 10), body
 
 
+def _shared_output_case():
+    """The conv result has two users, so its bias add must stay outside the requantize."""
+    shape, conv = _conv_case(4, 8, 1, 1, 1, 1, 0, "int8")
+
+    def body(bb, x):
+        y = bb.emit(conv(bb, x))
+        z = bb.emit(relax.op.add(y, c(R.uniform(-1, 1, (1, 8, 1, 1)), "float32")))
+        return relax.op.multiply(z, y)
+    return shape, body
+
+
 def _matmul_case(zero, xdtype):
     w = R.randint(-127, 128, (16, 6)).astype("int8")  # MatMul form: (K, N), scale per N (axis 1)
 
@@ -152,17 +162,42 @@ def _matmul_case(zero, xdtype):
     _conv_case(4, 8, 1, 2, (1, 0, 2, 1), 1, 7, "uint8"),     # strided, asymmetric pad, zero point
     _conv_case(8, 8, 8, 1, 1, 2, 128, "uint8"),             # depthwise, dilated
     _conv_case(8, 4, 2, 1, 1, 1, -3, "int8"),               # grouped, int8 with zero point
+    _shared_output_case(),
     _matmul_case(0, "int8"),
     _matmul_case(200, "uint8"),
-], ids=["conv-stride-pad", "depthwise-dilated", "grouped-int8", "matmul-int8", "matmul-uint8-zp"])
+], ids=["conv-stride-pad", "depthwise-dilated", "grouped-int8", "shared-output", "matmul-int8",
+        "matmul-uint8-zp"])
 def test_single_op_matches_float_simulation(case):
     shape, body = case
     mod = build(shape, body)
     folded, report = fold_qdq(mod)
     assert sum(report.int8_ops.values()) == 1 and not float_compute_ops(folded)
     x = np.random.RandomState(1).uniform(-3, 8, shape).astype("float32")
-    ref, out = _run(mod, x), _run(FoldQDQ(mod), x)
+    ref, out = _run(mod, x), _run(tvm.transform.Sequential([FoldQDQ])(mod), x)  # the pass form
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_numpy_constant_evaluation_matches_fold_constant():
+    """qdq_consts evaluates weight/bias chains without compiling; it must agree with TVM."""
+    from edgenas.compile.qdq_consts import ConstEval
+
+    q = R.randint(-128, 128, (6, 4)).astype("int8")
+
+    def body(bb, x):
+        w = bb.emit(relax.op.clip(c(q), -127, 127))
+        d = dq(bb, w, R.uniform(0.01, 0.1, 4), c(R.randint(-3, 3, 4), "int8"), axis=1)
+        t = bb.emit(relax.op.reshape(relax.op.permute_dims(d, [1, 0]), (2, 12)))
+        s = bb.emit(relax.op.sum(relax.op.astype(w, "int32"), axis=[0], keepdims=True))
+        return relax.Tuple([t, s])
+
+    mod = build((1,), body)
+    func = mod["main"]
+    ev = ConstEval(relax.analysis.get_var2val(func), mod)
+    values = [ev(v) for v in func.body.blocks[0].bindings[-1].value.fields]
+    folded = relax.transform.FoldConstant()(mod)["main"]
+    var2val = relax.analysis.get_var2val(folded)
+    for value, ref in zip(values, var2val[folded.body.body].fields):
+        np.testing.assert_array_equal(value, var2val.get(ref, ref).value.numpy())
 
 
 # --- fallbacks ---------------------------------------------------------------------------------

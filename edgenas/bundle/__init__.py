@@ -1,0 +1,144 @@
+"""Deployable bundles: ``package(run_dir, target)`` writes ``OUT/<target>/`` from a finished run.
+
+A run directory is the record of a search; a bundle is what goes to one device. It holds the
+library compiled for that target (the run's own library when the target is the run's, otherwise
+the run's ``model_int8.onnx`` compiled here with the target's tuning records), the float and int8
+ONNX, ``arch.json``, the quantization recipe, the slice of the tuning database the library was
+built with, inputs and reference outputs for ``edgenas verify``, and the manifest
+(``bundle/manifest.py``).
+
+Everything is written into a temporary directory beside the destination and swapped in with one
+``renameat2(RENAME_EXCHANGE)`` (two renames where the kernel lacks it), so a reader sees the old
+bundle or the new one, never a mix, and an interrupted package leaves the old bundle intact.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
+
+from .. import fsio, records
+from ..manifest import Manifest
+from .manifest import BUNDLE_SCHEMA_VERSION, MANIFEST, SUMS, BundleManifest, hash_tree, sums_text
+from .sources import RunSources
+
+VERIFY_INPUTS = "verify/inputs.npy"
+VERIFY_OUTPUTS = "verify/expected.npy"
+N_VERIFY = 16
+
+
+def _exchange(new: Path, dst: Path) -> None:
+    """Put directory ``new`` at ``dst`` atomically; the old bundle (if any) ends up at ``new``."""
+    if not dst.exists():
+        os.rename(new, dst)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    fn = getattr(libc, "renameat2", None)
+    if fn is None or fn(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(dst), rename_exchange) != 0:
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.rename(dst, old)
+        os.rename(new, dst)
+        os.rename(old, new)
+
+
+def package(run_dir: str | os.PathLike, target: str, out_dir: str | os.PathLike | None = None,
+            progress: Callable[[str], None] | None = None, n_verify: int = N_VERIFY) -> Path:
+    """Write (or atomically replace) the bundle ``out_dir/<target>/``; returns its path."""
+    from ..target import get_target
+
+    say = progress or (lambda _m: None)
+    src = RunSources(Path(run_dir))
+    spec = get_target(target)
+    spec.check_host_prerequisites()
+    out = Path(out_dir) if out_dir is not None else src.run
+    dst = out / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out / f".{spec.name}.lock")):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.tmp-", dir=out))
+        try:
+            manifest = _fill(src, spec, tmp, say, n_verify)
+            records.save(tmp / MANIFEST, manifest)
+            fsio.write_text(tmp / SUMS, sums_text(tmp))
+            _exchange(tmp, dst)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    say(f"bundle written to {dst}")
+    return dst
+
+
+def _fill(src: RunSources, spec, tmp: Path, say: Callable[[str], None], n_verify: int) -> BundleManifest:
+    from ..target import tuning_root
+    from .tuning import slice_tuning_db
+
+    m: Manifest = src.manifest
+    lib_name = f"model_{spec.name}.so"
+    for name in ("model_fp32.onnx", "model_int8.onnx", "arch.json"):
+        fsio.copy_file(src.run / name, tmp / name)
+    recipe_name = src.copy_recipe(tmp)
+
+    same = spec.name == m.target and (src.run / lib_name).exists()
+    if same:
+        fsio.copy_file(src.run / lib_name, tmp / lib_name)
+        comp = {**m.compile, "compiled_by": "the build (run directory library)"}
+    else:
+        from ..compile import compile_onnx
+
+        say(f"compiling model_int8.onnx for {spec.name}")
+        res = compile_onnx(src.run / "model_int8.onnx", spec, tmp / lib_name, int8=True, trials=0,
+                           progress=lambda msg: say(f"  {msg}"))
+        comp = {**dataclasses.asdict(res), "library": lib_name, "compiled_by": "edgenas package (trials=0)"}
+    comp.pop("library", None)
+
+    say(f"slicing tuning_logs/{spec.name} for this model")
+    tslice = slice_tuning_db(tmp / "model_int8.onnx", spec, tuning_root() / spec.name, tmp / "tuning")
+    tuning = {**tslice.as_dict(), "db": f"tuning_logs/{spec.name}", "dir": "tuning/",
+              "trials_in_build": src.config.get("trials", 0) if same else 0,
+              "tuning_seconds": src.seconds.get("tune", 0.0) if same else 0.0}
+
+    say(f"storing {n_verify} held-out inputs and the onnxruntime int8 outputs")
+    verification = src.write_verification(tmp / VERIFY_INPUTS, tmp / VERIFY_OUTPUTS, n_verify)
+    latency, how = _latency(src, spec, same, tmp, lib_name, say)
+
+    acc = dict(m.accuracy)
+    int8_lib = acc.pop("int8_tvm", None) if same else None
+    acc.pop("int8_tvm", None)
+    accuracy = {**acc, "data": m.data, "int8_library": int8_lib,
+                "int8_library_note": "TVM library on this target, test split" if same else
+                "not measured on the whole test split for this target; `edgenas verify` checks the library "
+                "against onnxruntime int8 on the stored inputs"}
+    return BundleManifest(
+        schema_version=BUNDLE_SCHEMA_VERSION, target=spec.name, target_dict=spec.tvm_target, target_host=spec.tvm_host,
+        target_arch=spec.arch, arch=m.arch, library=lib_name, data=m.data, accuracy=accuracy, latency=latency,
+        latency_how=how, compile=comp, tuning=tuning, search_cost_s=m.search_cost_s, stage_seconds=m.stage_seconds,
+        verification=verification,
+        source={"run_dir": str(src.run.resolve()), "run_manifest_sha256": src.manifest_sha256, "recipe": recipe_name,
+                "run_target": m.target},
+        files=hash_tree(tmp), created_at=time.time())
+
+
+def _latency(src: RunSources, spec, same: bool, tmp: Path, lib_name: str, say) -> tuple[dict | None, str]:
+    """The run's measurement for its own target; a fresh local one for another local target."""
+    if same and src.manifest.latency:
+        fsio.copy_file(src.run / "latency.json", tmp / "latency.json")
+        return dict(src.manifest.latency), src.manifest.latency_how
+    if spec.measurable_locally:
+        from ..measure.local import measure_local
+
+        say(f"measuring {lib_name} on this machine")
+        stats = measure_local(str(tmp / lib_name), tuple(src.input_shape), repeat=50)
+        records.save(tmp / "latency.json", stats)
+        return dataclasses.asdict(stats), f"TVM time_evaluator, {stats.n} repeats, {stats.where} (at package time)"
+    reach = f"a device farm (RPC key {spec.rpc_key})" if spec.runner == "rpc" else "no runner"
+    return None, f"not measured: compile-only target here (reached through {reach}; run `edgenas measure` with --tracker)"
+
+
+__all__ = ["package", "BundleManifest", "VERIFY_INPUTS", "VERIFY_OUTPUTS"]

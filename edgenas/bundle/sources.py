@@ -1,0 +1,113 @@
+"""What a bundle takes from a finished run directory, checked before anything is copied.
+
+The run's own manifest hashes its artifacts, so packaging first re-checks them: a bundle must
+never seal bytes that already differ from what the build measured. The run keeps no data, so the
+held-out inputs for ``edgenas verify`` are regenerated from the run's own data spec, image size
+and seed (the same test split the manifest's accuracy was measured on); their reference outputs
+come from onnxruntime running the int8 ONNX with graph optimizations off, the execution the TVM
+integer rewrite is bit-exact against (TVM_NOTES.md §1).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .. import fsio, records
+from ..errors import UsageError
+from ..manifest import Manifest
+
+
+class RunSources:
+    def __init__(self, run: Path):
+        self.run = run
+        if not (run / "manifest.json").exists():
+            hint = "finish it with `edgenas build --resume`" if (run / "state.json").exists() else "pass a run directory"
+            raise UsageError(f"{run}: not a finished edgenas run (no manifest.json)", hint=hint)
+        self.manifest: Manifest = records.load(run / "manifest.json", Manifest)
+        self.manifest_sha256 = fsio.sha256_file(run / "manifest.json")
+        for name, digest in self.manifest.files.items():
+            if not (run / name).exists():
+                raise UsageError(f"{run / name}: listed in the run's manifest but missing")
+            if fsio.sha256_file(run / name) != digest:
+                raise UsageError(f"{run / name}: changed since the build (sha256 differs from the run's manifest)")
+
+    @cached_property
+    def config(self) -> dict:
+        return fsio.read_json(self.run / "state.json")["config"]
+
+    @cached_property
+    def seconds(self) -> dict:
+        return dict(self.manifest.stage_seconds)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        from ..space.arch import Arch
+
+        arch = records.load(self.run / "arch.json", Arch)
+        return (1, arch.in_channels, arch.image_size, arch.image_size)
+
+    def copy_recipe(self, dst_dir: Path) -> str:
+        """Copy the recipe TOML the run was built with to ``dst_dir/recipe.toml``; returns its source.
+
+        The recipe file may have changed since the build, so the copy is checked against the
+        manifest's recipe name and refused if it no longer loads.
+        """
+        from ..quantize.recipe import RECIPES_DIR, get_recipe
+
+        spec = self.config.get("recipe", self.manifest.recipe)
+        path = Path(spec) if spec.endswith(".toml") or "/" in spec else RECIPES_DIR / f"{spec}.toml"
+        if not path.is_file():
+            raise UsageError(f"the recipe {spec!r} this run was built with is no longer at {path}")
+        if get_recipe(str(path)).name != self.manifest.recipe:
+            raise UsageError(f"{path}: now names recipe {get_recipe(str(path)).name!r}, the run used {self.manifest.recipe!r}")
+        fsio.copy_file(path, dst_dir / "recipe.toml")
+        return str(path)
+
+    def verify_inputs(self, n: int) -> tuple[np.ndarray, str]:
+        """The first ``n`` samples of the run's test split (or seeded noise if the data is gone)."""
+        from ..data import load_data
+
+        cfg = self.config
+        try:
+            data = load_data(cfg["data"], cfg["space"]["image_size"], cfg["seed"])
+            return data.test[0][:n].astype(np.float32), f"{data.name} test split, first {n} samples (seed {cfg['seed']})"
+        except UsageError as e:
+            x = np.random.default_rng(0).standard_normal((n, *self.input_shape[1:])).astype(np.float32)
+            return x, f"standard-normal noise, seed 0 (the run's data was not available: {e})"
+
+    def write_verification(self, inputs_path: Path, outputs_path: Path, n: int) -> dict:
+        from ..quantize.export import run_ort
+
+        x, what = self.verify_inputs(n)
+        ref = run_ort(self.run / "model_int8.onnx", x, optimize=False).astype(np.float32)
+        for path, arr in ((inputs_path, x), (outputs_path, ref)):
+            with fsio.atomic_path(path) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, arr)
+        step = output_step(ref)
+        return {"inputs": inputs_path.parent.name + "/" + inputs_path.name,
+                "outputs": outputs_path.parent.name + "/" + outputs_path.name,
+                "inputs_are": what, "n": int(len(x)),
+                "reference": "onnxruntime int8 (model_int8.onnx, graph optimizations off)",
+                "atol": tolerance(ref, step), "output_step": step, "min_top1_agreement": 1.0}
+
+
+def output_step(ref: np.ndarray) -> float | None:
+    """The output quantization step when the logits are dequantized int8 (their values lie on a
+    grid), else ``None``: the int8 issue's criterion is agreement to within one such step."""
+    v = np.unique(np.round(ref.astype(np.float64).ravel(), 7))
+    if len(v) < 3:
+        return None
+    d = np.diff(v)
+    step = float(d.min())
+    if step <= 0 or not np.allclose(d / step, np.round(d / step), atol=1e-2):
+        return None
+    return step
+
+
+def tolerance(ref: np.ndarray, step: float | None) -> float:
+    scale = float(np.abs(ref).max()) or 1.0
+    return max(1e-3 * scale, 1.01 * step) if step else 1e-3 * scale

@@ -1,0 +1,212 @@
+"""The measurement protocol, the same on this CPU and on a farm device.
+
+Why: one latency number feeds the predictor, the search's budget check and the regression gate,
+and on a shared CPU a single time_evaluator call can be off by 2x. So every measurement
+
+* warms up (page faults, thread-pool start, caches, clock ramp-up) for ``warmup_ms``;
+* takes samples in batches, each sample one time_evaluator repeat lasting ``>= min_sample_ms``
+  (TVM raises ``number`` until it does, so timer resolution never matters);
+* replaces outliers — samples more than ``outlier_mads`` scaled MADs from the median, typically
+  a preemption by a neighbour — with fresh samples, within a budget, and reports how many;
+* stops once the distribution-free (order-statistic) confidence interval of the median is
+  narrower than ``rel_ci`` of the median, or at ``max_samples``, and says which;
+* records the thread count and the pinning in force, and the software that measured.
+
+TVM's default pool on x86 uses ``hardware_concurrency / 2`` threads (1 on this 2-core box) and
+binds the calling thread to core 0 — even over ``taskset`` (unless ``TVM_BIND_THREADS=0``).
+``threads`` sets the pool size through ``runtime.config_threadpool`` (big-core mode, bound),
+which also works through RPC; a core list cannot be passed over RPC (arrays do not cross it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..records import record
+from .stats import LatencyStats
+
+
+@record("measure_protocol")
+@dataclass(frozen=True)
+class Protocol:
+    warmup_ms: float = 50.0
+    min_samples: int = 10
+    max_samples: int = 120
+    batch: int = 10
+    rel_ci: float = 0.02          # stop when the CI half-width of the median is below this share of it
+    confidence: float = 0.95
+    min_sample_ms: float = 5.0
+    outlier_mads: float = 5.0
+    max_remeasure: int = 30       # fresh samples spent on replacing outliers, at most
+    threads: int = 0              # TVM pool size (can only shrink the pool), bound; 0 = the device's default
+
+
+@dataclass(frozen=True)
+class Outcome:
+    samples_ms: tuple[float, ...]
+    ci_ms: tuple[float, float]
+    converged: bool
+    remeasured: int
+
+
+def median_ci(samples, confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free CI of the median: ``[x_(j), x_(n+1-j)]`` with the largest ``j`` whose
+    coverage ``1 - 2 P(Bin(n, 1/2) <= j-1)`` is at least ``confidence`` ([min, max] when n is too
+    small for any such ``j``)."""
+    x = np.sort(np.asarray(samples, dtype=float))
+    n, alpha = len(x), 1.0 - confidence
+    j, tail = 0, 0.0
+    while j < n // 2:
+        tail += math.comb(n, j) / 2.0**n          # P(B <= j)
+        if 2 * tail > alpha:
+            break
+        j += 1
+    j = max(j, 1)
+    return float(x[j - 1]), float(x[n - j])
+
+
+def outlier_mask(samples, k: float) -> np.ndarray:
+    """Samples more than ``k`` scaled MADs (1.4826·MAD ~ sigma for a normal) from the median."""
+    x = np.asarray(samples, dtype=float)
+    med = np.median(x)
+    mad = 1.4826 * np.median(np.abs(x - med))
+    if mad == 0:
+        return np.zeros(len(x), dtype=bool)
+    return np.abs(x - med) > k * mad
+
+
+def run_protocol(sample: Callable[[int], list[float]], proto: Protocol, min_samples: int | None = None) -> Outcome:
+    """Drive ``sample(n) -> n fresh samples (ms)`` through the protocol (warm-up done by the caller)."""
+    want = max(min_samples or proto.min_samples, 6)
+    xs: list[float] = list(sample(want))
+    remeasured = 0
+    while True:
+        mask = outlier_mask(xs, proto.outlier_mads)
+        budget = proto.max_remeasure - remeasured
+        if mask.any() and budget > 0:
+            keep = [v for v, bad in zip(xs, mask) if not bad]
+            n_new = min(int(mask.sum()), budget)
+            xs = keep + list(sample(n_new)) + [v for v, bad in zip(xs, mask) if bad][n_new:]
+            remeasured += n_new
+            continue
+        lo, hi = median_ci(xs, proto.confidence)
+        converged = (hi - lo) / 2 <= proto.rel_ci * float(np.median(xs))
+        if converged or len(xs) >= proto.max_samples:
+            return Outcome(tuple(xs), (lo, hi), bool(converged), remeasured)
+        xs += list(sample(min(proto.batch, proto.max_samples - len(xs))))
+
+
+def configure_threads(get_function: Callable[[str], Callable], proto: Protocol) -> tuple[int, str]:
+    """Apply ``proto.threads`` on the device (local or remote) and report ``(threads, pinning)``."""
+    if proto.threads:
+        get_function("runtime.config_threadpool")(1, int(proto.threads))
+        pinning = f"tvm pool asked for {proto.threads} threads, bound to the fastest cores"
+    else:
+        pinning = "tvm default pool (bound to the first cores unless TVM_BIND_THREADS=0)"
+    return int(get_function("runtime.NumThreads")()), pinning
+
+
+def time_vm(vm, dev, x, proto: Protocol, min_samples: int | None = None) -> Outcome:
+    """Run the protocol on ``vm["main"](x)`` with TVM's time evaluator (works through RPC too)."""
+    vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=int(proto.warmup_ms))(x)
+
+    def sample(n: int) -> list[float]:
+        timer = vm.time_evaluator("main", dev, number=1, repeat=n, min_repeat_ms=int(math.ceil(proto.min_sample_ms)))
+        return [float(r) * 1e3 for r in timer(x).results]
+
+    return run_protocol(sample, proto, min_samples)
+
+
+def software_versions() -> dict[str, str]:
+    import tvm
+    import tvm_ffi
+
+    from .. import __version__
+
+    return {"edgenas": __version__, "tvm": tvm.__version__, "tvm_ffi": tvm_ffi.__version__,
+            "numpy": np.__version__, "python": platform.python_version(), "os": f"{platform.system()} {platform.release()}"}
+
+
+@record("measurement")
+@dataclass(frozen=True)
+class Measurement:
+    """One protocol measurement of one library, with everything needed to trust or redo it."""
+
+    stats: LatencyStats
+    ci_ms: tuple[float, float]
+    converged: bool
+    outliers_remeasured: int
+    protocol: Protocol
+    target: str
+    key: str               # RPC key ("" when measured on this host)
+    tracker: str           # "" when measured on this host
+    device_id: str         # the server's address, or "local:<host>"
+    threads: int
+    pinning: str
+    library: str
+    library_sha256: str
+    input_shape: tuple[int, ...]
+    versions: dict[str, str]
+    measured_at: float
+
+
+def make_measurement(outcome: Outcome, *, proto: Protocol, target: str, key: str, tracker: str, device_id: str,
+                     device: str, threads: int, pinning: str, library: str, input_shape) -> Measurement:
+    from ..fsio import sha256_file
+
+    stats = LatencyStats.from_samples(outcome.samples_ms, number=-1, threads=threads,
+                                      where=f"rpc:{tracker}/{key}" if tracker else device_id, device=device)
+    return Measurement(stats, outcome.ci_ms, outcome.converged, outcome.remeasured, proto, target, key, tracker,
+                       device_id, threads, pinning, os.fspath(library), sha256_file(library),
+                       tuple(int(d) for d in input_shape), software_versions(), time.time())
+
+
+def append_journal(path, m: Measurement) -> None:
+    """Append ``m`` as one JSON line (append-only: concurrent writers never clobber each other)."""
+    import json
+    from pathlib import Path
+
+    from ..records import to_dict
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(to_dict(m), sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def measure_here(lib_path, input_shape, proto: Protocol | None = None, *, min_samples: int | None = None,
+                 target: str = "", journal=None) -> Measurement:
+    """Measure ``lib_path`` on this host with the protocol (the local twin of ``Farm.measurement``)."""
+    import socket
+
+    import tvm
+    import tvm_ffi
+    from tvm import relax
+
+    from .local import cpu_name
+
+    proto = proto or Protocol()
+    dev = tvm.cpu()
+    threads, pinning = configure_threads(tvm_ffi.get_global_func, proto)
+    if hasattr(os, "sched_getaffinity"):
+        pinning += f"; main thread on cores {sorted(os.sched_getaffinity(0))}"
+    vm = relax.VirtualMachine(tvm.runtime.load_module(os.fspath(lib_path)), dev)
+    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape).astype("float32"), dev)
+    out = time_vm(vm, dev, x, proto, min_samples)
+    m = make_measurement(out, proto=proto, target=target, key="", tracker="", device_id=f"local:{socket.gethostname()}",
+                         device=cpu_name(), threads=threads, pinning=pinning, library=lib_path, input_shape=input_shape)
+    if journal is not None:
+        append_journal(journal, m)
+    return m
+
+
+__all__ = ["Protocol", "Outcome", "Measurement", "median_ci", "outlier_mask", "run_protocol", "time_vm",
+           "configure_threads", "measure_here", "make_measurement", "append_journal", "software_versions"]

@@ -1,0 +1,127 @@
+"""Everything the report shows, read from a run directory, tolerant of a run that is not finished.
+
+The report is regenerated from files alone (``edgenas report RUN_DIR``), so it must read any run
+directory: a finished one, one interrupted mid-round, or one written by an older edgenas whose
+configuration no longer decodes. Missing pieces become ``None`` / empty lists and the page says
+"not available yet" instead of failing.
+
+``baselines.json`` (optional, written by the random-search / hand-designed benchmarks): a list
+of ``{"name", "latency_ms", "accuracy"}`` with optional ``"latency_std"``, ``"accuracy_std"``,
+``"seeds"``; accuracy is a fraction in [0, 1] and may be ``null`` when only latency is known.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import fsio, records
+from ..errors import EdgenasError
+
+
+@dataclass
+class RoundView:
+    index: int
+    summary: dict | None          # state.json's r<N>.measure: predicted/measured/error/budget
+    predictor: object | None      # latency.predictor.Predictor
+    search: object | None         # search.darts.SearchResult
+    measured: list[dict]          # measured.json rows (chosen first)
+
+
+@dataclass
+class RunView:
+    run: Path
+    config: dict
+    manifest: object | None       # manifest.Manifest
+    arch: object | None           # space.arch.Arch
+    op_table: object | None       # latency.table.LatencyTable
+    rounds: list[RoundView]
+    baselines: list[dict]
+    candidate_labels: list[list[str]] = field(default_factory=list)  # per searchable layer
+    stage_of_layer: list[int] = field(default_factory=list)
+    stage_seconds: dict = field(default_factory=dict)
+
+
+def _load(path: Path, cls):
+    if not path.exists():
+        return None
+    try:
+        return records.load(path, cls)
+    except EdgenasError:
+        return None
+
+
+def _json(path: Path, default):
+    try:
+        return fsio.read_json(path)
+    except (OSError, ValueError):
+        return default
+
+
+def _space_labels(config: dict, n_layers: int) -> tuple[list[list[str]], list[int]]:
+    """Candidate names per layer and the stage index of each layer, from the run's space config."""
+    space = config.get("space") or {}
+    stage_of = [i for i, st in enumerate(space.get("stages", [])) for _ in range(st.get("depth", 0))]
+    try:
+        from ..space.arch import SpaceConfig
+
+        sc = records.from_dict({"type": "space", "version": SpaceConfig.__record_version__, "data": space}, SpaceConfig)
+        labels = [[op if len(sc.bits) == 1 else f"{op} w{b}" for op, b in sc.candidates(i)] for i in range(n_layers)]
+    except Exception:  # noqa: BLE001 - a config from another edgenas version: plain labels
+        labels = []
+    return labels, stage_of
+
+
+def collect(run_dir: str | Path) -> RunView:
+    from ..latency.predictor import Predictor
+    from ..latency.table import LatencyTable
+    from ..manifest import Manifest
+    from ..search.darts import SearchResult
+    from ..space.arch import Arch
+
+    run = Path(run_dir)
+    state = _json(run / "state.json", {})
+    config, done = state.get("config", {}), state.get("completed", {})
+    n_rounds = max([config.get("rounds", 0)] + [int(p.name[1:]) for p in (run / "rounds").glob("r*") if p.name[1:].isdigit()])
+    rounds = []
+    for r in range(1, n_rounds + 1):
+        d = run / "rounds" / f"r{r}"
+        rounds.append(RoundView(r, done.get(f"r{r}.measure"), _load(d / "predictor.json", Predictor),
+                                _load(d / "search.json", SearchResult), _json(d / "measured.json", [])))
+    manifest = _load(run / "manifest.json", Manifest)
+    arch = _load(run / "arch.json", Arch)
+    if arch is None:  # mid-run: the latest round's choice is the best we have
+        last = next((rv.search for rv in reversed(rounds) if rv.search is not None), None)
+        arch = last.arch if last is not None else None
+    baselines = _json(run / "baselines.json", [])
+    if isinstance(baselines, dict):
+        baselines = baselines.get("baselines", [])
+    n_layers = len(arch.layers) if arch is not None else 0
+    labels, stage_of = _space_labels(config, n_layers)
+    return RunView(run=run, config=config, manifest=manifest, arch=arch, op_table=_load(run / "op_table.json", LatencyTable),
+                   rounds=rounds, baselines=[b for b in baselines if isinstance(b, dict) and "name" in b],
+                   candidate_labels=labels, stage_of_layer=stage_of,
+                   stage_seconds=_json(run / "timing.json", {}))
+
+
+def layer_latencies(view: RunView) -> list[tuple[str, float | None]]:
+    """(label, ms) for the stem+head and each layer of the chosen arch, from the op table."""
+    from ..latency.table import op_key
+
+    arch, table = view.arch, view.op_table
+    if arch is None or table is None:
+        return []
+    out: list[tuple[str, float | None]] = [("stem + head (fixed)", table.fixed_ms)]
+    cin, hw = arch.stem, arch.image_size
+    for i, layer in enumerate(arch.layers):
+        key = op_key(layer.op, layer.w_bits, cin, layer.cout, layer.stride, hw)
+        ms = 0.0 if layer.op == "skip" else table.entries.get(key)
+        out.append((f"L{i} {layer.op} c{layer.cout} s{layer.stride} ({hw}x{hw})", ms))
+        cin, hw = layer.cout, (hw + layer.stride - 1) // layer.stride
+    return out
+
+
+def describe(value) -> str:
+    """Compact text of a JSON-ish value for tables."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
