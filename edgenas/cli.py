@@ -97,7 +97,10 @@ def build(
     recipe: str = typer.Option("int8-per-channel", "--recipe", help="Quantization recipe name (quant/*.toml) or path."),
     image_size: int = typer.Option(16, "--image-size", help="Input resolution of the search space (digits are 8x8, upsampled)."),
     seed: int = typer.Option(0, "--seed", help="Seed for data split, search, training and sampling."),
+    strategy: str = typer.Option("darts", "--strategy", help="darts (differentiable, hardware-aware) | random (same compute, the baseline)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last finished stage."),
+    tracker: Optional[str] = typer.Option(None, "--tracker", help="TVM RPC tracker HOST:PORT of a device farm; measure there instead of locally."),
+    key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key)."),
 ):
     """Search, quantize, compile and measure a model for TARGET; writes a run directory."""
     import dataclasses
@@ -109,10 +112,27 @@ def build(
 
     search_cfg = SearchConfig(epochs=search_epochs, warmup=min(3, max(0, search_epochs - 1)))
     cfg = BuildConfig(target=target, data=data, out=str(out), rounds=rounds, latency_budget_ms=_parse_ms(latency_budget),
-                      seed=seed, recipe=recipe, trials=trials, final_epochs=epochs, sampled_per_round=samples,
+                      seed=seed, recipe=recipe, trials=trials, strategy=strategy, final_epochs=epochs, sampled_per_round=samples,
                       space=dataclasses.replace(SpaceConfig(), image_size=image_size), search=search_cfg)
-    manifest = run_build(cfg, RichReporter(), resume=resume)
+    manifest = run_build(cfg, RichReporter(), resume=resume, farm=_farm(tracker, key, target))
     console.print(build_summary(manifest, out))
+
+
+def _farm(tracker: Optional[str], key: Optional[str], target: str):
+    """A device-farm client when --tracker is given (checked now, before any long work)."""
+    from .errors import UsageError
+
+    if tracker is None:
+        if key is not None:
+            raise UsageError("--key needs --tracker HOST:PORT")
+        return None
+    from .measure.rpc import Farm
+    from .target import get_target
+
+    key = key or get_target(target).rpc_key or get_target(target).name
+    farm = Farm(tracker, key)
+    farm.check()
+    return farm
 
 
 @app.command("compile")
@@ -139,6 +159,38 @@ def compile_cmd(
             ("seconds", f"{res.seconds:.1f}")]
     rows += [("fell back to float", f) for f in res.fallbacks]
     console.print(kv_table("edgenas compile", rows))
+
+
+@app.command("tune-space")
+@handled
+def tune_space_cmd(
+    target: str = typer.Option("x86-avx2", "--target", "-t", help="Target name or TOML path (must be measurable here)."),
+    trials: int = typer.Option(16, "--trials", help="MetaSchedule trials per op configuration (tasks with records are skipped)."),
+    image_size: int = typer.Option(16, "--image-size", help="Input resolution of the space (as for build)."),
+    recipe: str = typer.Option("int8-per-channel", "--recipe", help="Quantization recipe name or path."),
+):
+    """Tune every op configuration of the search space into tuning_logs/<target>/ (resumable).
+
+    Per-model tuning cannot sit inside a search loop; tuning the space once means every architecture the search picks compiles from database hits, and the op table is re-profiled from the same tuned kernels.
+    """
+    import dataclasses
+
+    from .cli_view import RichReporter
+    from .latency.profile import tune_space
+    from .pipeline import op_table_path
+    from .quantize.recipe import get_recipe
+    from .space.arch import SpaceConfig
+    from .target import get_target
+
+    spec = get_target(target)
+    space = dataclasses.replace(SpaceConfig(), image_size=image_size)
+    n = len(space.positions())
+    with RichReporter().stage(f"tune {spec.name}: ops of the space", total=None) as adv:
+        new = tune_space(space, get_recipe(recipe), spec, trials, progress=lambda i, total, key: adv(1 if i else 0, f"{i + 1}/{total} {key}"))
+    stale = op_table_path(spec.name)
+    if new and stale.exists():
+        stale.unlink()  # measured on the old kernels: the next build re-profiles
+    typer.echo(f"{new} new trials for {n} searchable layers; database in {stale.parent}")
 
 
 @targets_app.command("list")

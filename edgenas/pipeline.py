@@ -34,6 +34,7 @@ class BuildConfig:
     trials: int = 0                   # MetaSchedule trials for the final model (0: reuse tuning_logs only)
     final_epochs: int = 20
     sampled_per_round: int = 2        # extra architectures measured per round to fit the predictor
+    strategy: str = "darts"           # darts | random (edgenas.search.strategies)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
 
@@ -44,6 +45,9 @@ class BuildConfig:
             raise UsageError(f"--latency-budget must be positive (got {self.latency_budget_ms} ms)")
         if self.trials < 0 or self.final_epochs < 1 or self.sampled_per_round < 0:
             raise UsageError("--trials and --samples must be >= 0 and --epochs >= 1")
+        from .search.strategies import STRATEGIES
+
+        STRATEGIES.get(self.strategy)
         if self.search.epochs < 1 or not 0 <= self.search.warmup < self.search.epochs:
             raise UsageError("search epochs must be >= 1 and warm-up shorter than the search")
 

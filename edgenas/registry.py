@@ -34,7 +34,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             valid = ", ".join(sorted(self._items)) or "(none)"
-            raise UsageError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}") from None
+            raise UsageError(f"unknown {self.kind} {name!r}; choose from: {valid}") from None
 
     def create(self, name: str, *args, **kwargs):
         factory = self.get(name)

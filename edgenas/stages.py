@@ -26,11 +26,18 @@ from .quantize.convert import calibrate, to_brevitas
 from .quantize.export import compare, export_float, export_int8, run_ort, run_torch
 from .quantize.recipe import get_recipe
 from .rundir import RunDir
-from .search.darts import SearchResult, search
+from .search.darts import SearchResult
+from .search.strategies import STRATEGIES
 from .space.arch import Arch, arch_from_choices
 from .space.supernet import freeze
 from .target import get_target
 from .train import evaluate, fit
+
+
+def _step_note(h: dict) -> str:
+    if "epoch" in h:
+        return f"epoch {h['epoch']} val {h['val_acc']:.3f} E[lat] {h.get('expected_ms', float('nan')):.3f} ms"
+    return f"sample {h['sample']} val {h['val_acc']:.3f} pred {h['predicted_ms']:.3f} ms"
 
 
 class Build:
@@ -85,7 +92,7 @@ class Build:
             table = self._timed("profile", lambda: profile_space(
                 self.space, table, self.recipe, self.target, self._median,
                 progress=lambda i, n, key: adv(1 if i else 0, key)))
-        if todo and self.farm is None:
+        if todo:
             records.save(shared, table)
         records.save(run.file("op_table.json"), table)
         run.mark("op_table", entries=len(table.entries))
@@ -109,11 +116,13 @@ class Build:
         if not run.done(f"r{r}.search"):
             budget = cfg.latency_budget_ms or float(np.mean([
                 pred.predict(table.arch_sum(arch_from_choices(self.space, [self.space.candidates(i)[0] for i in range(len(self.space.positions()))])))]))
-            with self.rep.stage(f"round {r}: search (DARTS, budget {budget:.3f} ms)", total=cfg.search.epochs) as adv:
-                res = self._timed("search", lambda: search(
+            strategy = STRATEGIES.get(cfg.strategy)
+            total = cfg.search.epochs if cfg.strategy == "darts" else None
+            with self.rep.stage(f"round {r}: search ({cfg.strategy}, budget {budget:.3f} ms)", total=total) as adv:
+                res = self._timed("search", lambda: strategy(
                     self.space, self.data, scaled, budget, cfg.search, cfg.seed + r,
                     checkpoint=run.file(f"rounds/r{r}/search_ckpt.pt"),
-                    on_epoch=lambda e, h: adv(1, f"epoch {e} val {h['val_acc']:.3f} E[lat] {h['expected_ms']:.3f} ms")))
+                    on_step=lambda e, h: adv(1, _step_note(h))))
             records.save(run.file(f"rounds/r{r}/search.json"), res)
             run.mark(f"r{r}.search", arch=str(res.arch))
         res = records.load(run.file(f"rounds/r{r}/search.json"), SearchResult)
@@ -137,11 +146,13 @@ class Build:
         return res
 
     def _sample(self, res: SearchResult, rng: np.random.Generator) -> Arch:
-        """An architecture drawn from the round's softmax(alpha): latency needs no trained weights."""
+        """An architecture drawn from the round's softmax(alpha) (uniform when the strategy has no
+        alphas): latency needs no trained weights, so these measurements are cheap."""
         choices = []
-        for i, probs in enumerate(res.alphas):
+        for i in range(len(self.space.positions())):
             cands = self.space.candidates(i)
-            choices.append(cands[int(rng.choice(len(cands), p=np.asarray(probs) / np.sum(probs)))])
+            p = np.asarray(res.alphas[i]) if res.alphas else np.ones(len(cands))
+            choices.append(cands[int(rng.choice(len(cands), p=p / p.sum()))])
         return arch_from_choices(self.space, choices)
 
     def train_fp32(self, arch: Arch) -> torch.nn.Module:

@@ -115,7 +115,8 @@ def _compare(source: str, root: Path, expected: dict[str, str], v: Verification)
             v.add(f"sha256 {name}", "fail", f"{name}: missing (listed in {source})")
             ok = False
         elif sha256_file(path) != digest:
-            v.add(f"sha256 {name}", "fail", f"{name}: sha256 differs from {source} (the file changed)")
+            why = f"{name} or {SUMS} changed" if name == MANIFEST else "the file changed"
+            v.add(f"sha256 {name}", "fail", f"{name}: sha256 differs from {source} ({why})")
             ok = False
         else:
             v.add(f"sha256 {name}", "ok", digest[:16] + "…")

@@ -28,7 +28,10 @@ def tiny_recipe(tmp_path_factory) -> Path:
     return p
 
 
-def tiny_build_args(out: Path, recipe: Path, search_epochs: int = 3) -> list[str]:
+TINY_SEARCH_EPOCHS = 8
+
+
+def tiny_build_args(out: Path, recipe: Path, search_epochs: int = TINY_SEARCH_EPOCHS) -> list[str]:
     """CLI flags of the smallest build that still runs every stage."""
     return ["build", "--target", "x86-avx2", "--out", str(out), "--rounds", "1", "--image-size", "8",
             "--search-epochs", str(search_epochs), "--epochs", "3", "--samples", "1", "--recipe", str(recipe)]
@@ -36,3 +39,15 @@ def tiny_build_args(out: Path, recipe: Path, search_epochs: int = 3) -> list[str
 
 def edgenas_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "edgenas.cli", *args]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_recipe):
+    """One complete tiny build, shared by every test that only reads a finished run directory
+    (and the reference the kill/resume tests compare against)."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    proc = subprocess.run(edgenas_cmd(*tiny_build_args(out, tiny_recipe)), capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc

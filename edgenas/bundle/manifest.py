@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..compile import tuning_db
 from ..fsio import sha256_file
 from ..manifest import software_versions
 from ..records import record
@@ -22,6 +23,7 @@ BUNDLE_SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 SEALS = (MANIFEST, SUMS)
+TUNING_LOCK = f"tuning/{tuning_db.LOCK}"
 
 
 @record("bundle_manifest")
@@ -50,12 +52,16 @@ class BundleManifest:
 
 
 def bundle_files(root: Path) -> list[str]:
-    """Every regular file under ``root`` (relative POSIX paths, sorted), seals excluded."""
+    """Every regular file under ``root`` (relative POSIX paths, sorted), seals excluded.
+
+    ``tuning/database.lock`` is not part of a bundle either: whoever compiles with ``tuning/`` as
+    the tuning dir takes that (empty) lock file there, which must not make the bundle "changed".
+    """
     out = []
     for dirpath, _, names in os.walk(root):
         for n in names:
             rel = (Path(dirpath) / n).relative_to(root).as_posix()
-            if rel not in SEALS:
+            if rel not in SEALS and rel != TUNING_LOCK:
                 out.append(rel)
     return sorted(out)
 

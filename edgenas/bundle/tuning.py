@@ -2,8 +2,8 @@
 
 ``tuning_logs/<target>/`` holds records for every op configuration of the search space (DESIGN.md
 §3, "tune the space, not the model"); a bundle needs only the records its own kernels were built
-with, so that the compile can be reproduced from the bundle alone (``edgenas compile
-model_int8.onnx --target T`` with ``tuning/`` as the tuning dir). The model is imported and
+with, so that the compile can be reproduced from the bundle alone
+(``compile_onnx(B/model_int8.onnx, spec, out, tuning_dir=B/"tuning")``). The model is imported and
 fused exactly as the compile stage does, its MetaSchedule tasks are extracted with the same
 ``anchor-block`` equality, and the best record of each task is copied into a fresh
 ``JSONDatabase``. A task without a record was built with the target's fallback schedule; the

@@ -29,17 +29,13 @@ from .table import LatencyTable, op_key
 MeasureFn = Callable[[nn.Module, QuantRecipe, tuple[int, ...]], float]
 
 
-def int8_latency(module: nn.Module, recipe: QuantRecipe, input_shape: tuple[int, ...], target, work: Path,
-                 measure_lib: Callable[[str, tuple[int, ...]], float], tuning_dir: str | None = None) -> float:
-    """Quantize ``module`` (random calibrated weights), compile for ``target``, return median ms.
+def export_op(module: nn.Module, recipe: QuantRecipe, input_shape: tuple[int, ...], work: Path) -> Path:
+    """``module`` quantized with random calibrated weights and exported QCDQ into a fresh directory.
 
-    Each call writes a fresh file name: ``dlopen`` returns the already-loaded library for a path
-    it has seen, so reusing one name would time the first op over and over.
+    A fresh name per call matters: ``dlopen`` returns the already-loaded library for a path it has
+    seen, so reusing one name downstream would time the first op over and over.
     """
-    from ..compile import compile_onnx
-
     work = Path(tempfile.mkdtemp(prefix="op-", dir=work))
-
     torch.manual_seed(0)  # latency does not depend on the weights; fixed ones keep profiles reproducible
     module.eval()
     with torch.no_grad():
@@ -49,8 +45,16 @@ def int8_latency(module: nn.Module, recipe: QuantRecipe, input_shape: tuple[int,
             if isinstance(getattr(m, "bias", None), torch.Tensor):
                 m.bias.zero_()
     q = calibrate(to_brevitas(module, recipe), np.random.default_rng(0).standard_normal((64, *input_shape[1:])).astype("float32"))
-    onnx_path = export_int8(q, torch.zeros(input_shape), work / "op.onnx")
-    res = compile_onnx(onnx_path, target, work / "op.so", int8=True, trials=0, tuning_dir=tuning_dir)
+    return export_int8(q, torch.zeros(input_shape), work / "op.onnx")
+
+
+def int8_latency(module: nn.Module, recipe: QuantRecipe, input_shape: tuple[int, ...], target, work: Path,
+                 measure_lib: Callable[[str, tuple[int, ...]], float], tuning_dir: str | None = None) -> float:
+    """Quantize ``module`` (random calibrated weights), compile for ``target``, return median ms."""
+    from ..compile import compile_onnx
+
+    onnx_path = export_op(module, recipe, input_shape, work)
+    res = compile_onnx(onnx_path, target, onnx_path.with_suffix(".so"), int8=True, trials=0, tuning_dir=tuning_dir)
     return measure_lib(res.library, input_shape)
 
 
@@ -66,30 +70,18 @@ class _Seq(nn.Module):
 def profile_space(space: SpaceConfig, table: LatencyTable, recipe: QuantRecipe, target,
                   measure_lib: Callable[[str, tuple[int, ...]], float], tuning_dir: str | None = None,
                   progress: Callable[[int, int, str], None] | None = None) -> LatencyTable:
-    """Measure every op configuration of ``space`` missing from ``table``; return the merged table."""
-    todo = table.missing(space)
+    """Measure every op configuration of ``space`` missing from ``table``; return the merged table.
+    The stem and head are measured once as the table's fixed cost."""
+    missing = {op_key(*m) for m in table.missing(space)}
     need_fixed = table.fixed_ms == 0.0
-    total = len(todo) + (2 if need_fixed else 0)
+    todo = [it for it in space_modules(space, recipe) if it[0] in missing or (need_fixed and it[0] in ("stem", "head"))]
     new: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="edgenas-prof-") as tmp:
-        work = Path(tmp)
-        for i, (op, bits, cin, cout, stride, hw) in enumerate(todo):
-            key = op_key(op, bits, cin, cout, stride, hw)
+        for i, (key, module, r, shape) in enumerate(todo):
             if progress:
-                progress(i, total, key)
-            r = dataclasses.replace(recipe, weight_bits=bits, act_bits=bits)
-            new[key] = int8_latency(_Seq(create_op(op, cin, cout, stride)), r, (1, cin, hw, hw), target, work, measure_lib, tuning_dir)
-        fixed = None
-        if need_fixed:
-            if progress:
-                progress(len(todo), total, "stem+head")
-            final_c = space.positions()[-1][1] if space.positions() else space.stem
-            final_hw = space.spatial_sizes()[-1] // space.positions()[-1][2] if space.positions() else space.image_size
-            stem = int8_latency(_Seq(_stem(space.in_channels, space.stem)), recipe,
-                                (1, space.in_channels, space.image_size, space.image_size), target, work, measure_lib, tuning_dir)
-            head = int8_latency(_Seq(*_head(final_c, space.head, space.num_classes)), recipe,
-                                (1, final_c, final_hw, final_hw), target, work, measure_lib, tuning_dir)
-            fixed = stem + head
+                progress(i, len(todo), key)
+            new[key] = int8_latency(module, r, shape, target, Path(tmp), measure_lib, tuning_dir)
+    fixed = new.pop("stem") + new.pop("head") if need_fixed else None
     return table.merged(new, fixed)
 
 
@@ -98,3 +90,35 @@ def measure_arch(arch: Arch, recipe: QuantRecipe, target, measure_lib, tuning_di
     with tempfile.TemporaryDirectory(prefix="edgenas-arch-") as tmp:
         return int8_latency(FrozenNet(arch), recipe, (1, arch.in_channels, arch.image_size, arch.image_size),
                             target, Path(tmp), measure_lib, tuning_dir)
+
+
+def space_modules(space: SpaceConfig, recipe: QuantRecipe):
+    """Every op configuration of ``space`` (and its stem and head) as ``(key, module, recipe, shape)``."""
+    for op, bits, cin, cout, stride, hw in LatencyTable("").missing(space):
+        yield (op_key(op, bits, cin, cout, stride, hw), _Seq(create_op(op, cin, cout, stride)),
+               dataclasses.replace(recipe, weight_bits=bits, act_bits=bits), (1, cin, hw, hw))
+    pos = space.positions()
+    final_c = pos[-1][1] if pos else space.stem
+    final_hw = space.spatial_sizes()[-1] // pos[-1][2] if pos else space.image_size
+    yield "stem", _Seq(_stem(space.in_channels, space.stem)), recipe, (1, space.in_channels, space.image_size, space.image_size)
+    yield "head", _Seq(*_head(final_c, space.head, space.num_classes)), recipe, (1, final_c, final_hw, final_hw)
+
+
+def tune_space(space: SpaceConfig, recipe: QuantRecipe, target, trials_per_op: int, tuning_dir: str | None = None,
+               progress: Callable[[int, int, str], None] | None = None) -> int:
+    """Tune every op configuration of the space into the target's database (DESIGN.md §3: tune the
+    space, not the model). Tasks that already have records are skipped, so this is resumable and
+    incremental; any architecture of the space then compiles with database hits only. Returns the
+    number of new trials."""
+    from ..compile import compile_onnx
+
+    items = list(space_modules(space, recipe))
+    trials = 0
+    with tempfile.TemporaryDirectory(prefix="edgenas-tune-") as tmp:
+        for i, (key, module, r, shape) in enumerate(items):
+            if progress:
+                progress(i, len(items), key)
+            onnx_path = export_op(module, r, shape, Path(tmp))
+            trials += compile_onnx(onnx_path, target, onnx_path.with_suffix(".so"), int8=True, trials=trials_per_op,
+                                   tuning_dir=tuning_dir).trials
+    return trials

@@ -197,7 +197,8 @@ if __name__ == "__main__":  # used by scripts/farm: wait for servers, or print t
     ap.add_argument("--timeout", type=float, default=60.0)
     a = ap.parse_args()
     try:
-        st = wait_for_servers(a.tracker, a.wait_key, a.wait_count, a.timeout) if a.wait_key else farm_status(a.tracker)
+        st = (wait_for_servers(a.tracker, a.wait_key, a.wait_count, a.timeout) if a.wait_key
+              else farm_status(a.tracker, timeout_s=min(a.timeout, 10.0)))
     except EdgenasError as err:
         raise SystemExit(f"error: {err}") from None
     Console().print(render_status(st))

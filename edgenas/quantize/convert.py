@@ -98,13 +98,18 @@ class QuantClassifier(nn.Module):
 
 
 class QuantSparseConvAct(QuantConvAct):
-    """DASS sparse unit (``edgenas.space.sparse.SparseConvBNAct``): QAT starts from the masked weights
-    and the mask is re-applied on every training forward, so the exported weights keep their zeros
+    """DASS sparse unit (``edgenas.space.sparse.SparseConvBNAct``): QAT starts from the masked weights,
+    their gradient is masked (so Adam, with or without L2 decay, never moves a zero) and the mask is
+    re-applied on every training forward as a guard; the exported weights keep their zeros
     (symmetric quantization maps 0 to 0) and QAT cannot regrow pruned weights."""
 
     def __init__(self, unit, q: dict):
         super().__init__(unit.to_dense(), q)
         self.register_buffer("mask", (unit.conv.effective_weight() != 0).to(self.conv.weight.dtype).detach())
+        self.conv.weight.register_hook(self._mask_grad)
+
+    def _mask_grad(self, grad):
+        return grad * self.mask
 
     def forward(self, x):
         if self.training:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from .. import fsio, records
 from ..errors import EdgenasError
@@ -24,8 +25,9 @@ from ..errors import EdgenasError
 class RoundView:
     index: int
     summary: dict | None          # state.json's r<N>.measure: predicted/measured/error/budget
-    predictor: object | None      # latency.predictor.Predictor
-    search: object | None         # search.darts.SearchResult
+    predictor: dict | None        # predictor.json's data (scale, offset_ms, n_points, kind, ...)
+    arch: str | None              # the round's chosen architecture string
+    history: list[dict]           # search.json's per-epoch history (probs per layer)
     measured: list[dict]          # measured.json rows (chosen first)
 
 
@@ -33,9 +35,9 @@ class RoundView:
 class RunView:
     run: Path
     config: dict
-    manifest: object | None       # manifest.Manifest
-    arch: object | None           # space.arch.Arch
-    op_table: object | None       # latency.table.LatencyTable
+    manifest: SimpleNamespace | None  # manifest.json's data, attribute access, missing keys defaulted
+    arch: object | None               # space.arch.Arch
+    op_table: object | None           # latency.table.LatencyTable
     rounds: list[RoundView]
     baselines: list[dict]
     candidate_labels: list[list[str]] = field(default_factory=list)  # per searchable layer
@@ -43,13 +45,8 @@ class RunView:
     stage_seconds: dict = field(default_factory=dict)
 
 
-def _load(path: Path, cls):
-    if not path.exists():
-        return None
-    try:
-        return records.load(path, cls)
-    except EdgenasError:
-        return None
+MANIFEST_DEFAULTS = {"target": "?", "data": "?", "recipe": "?", "arch": "", "accuracy": {}, "latency": None,
+                     "latency_how": "", "parity": [], "compile": {}, "search_cost_s": 0.0, "software": {}}
 
 
 def _json(path: Path, default):
@@ -57,6 +54,26 @@ def _json(path: Path, default):
         return fsio.read_json(path)
     except (OSError, ValueError):
         return default
+
+
+def _data(path: Path) -> dict | None:
+    """A record file's ``data``, whatever its version: a report must read runs of older edgenas
+    versions too, so records are read as plain JSON here, never refused for their version."""
+    raw = _json(path, None)
+    return raw.get("data") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
+
+
+def _arch(run: Path, fallback: str | None):
+    from ..space.arch import Arch
+
+    try:
+        return records.load(run / "arch.json", Arch)
+    except EdgenasError:
+        pass
+    try:
+        return Arch.parse(fallback) if fallback else None
+    except EdgenasError:
+        return None
 
 
 def _space_labels(config: dict, n_layers: int) -> tuple[list[list[str]], list[int]]:
@@ -74,11 +91,7 @@ def _space_labels(config: dict, n_layers: int) -> tuple[list[list[str]], list[in
 
 
 def collect(run_dir: str | Path) -> RunView:
-    from ..latency.predictor import Predictor
     from ..latency.table import LatencyTable
-    from ..manifest import Manifest
-    from ..search.darts import SearchResult
-    from ..space.arch import Arch
 
     run = Path(run_dir)
     state = _json(run / "state.json", {})
@@ -87,22 +100,26 @@ def collect(run_dir: str | Path) -> RunView:
     rounds = []
     for r in range(1, n_rounds + 1):
         d = run / "rounds" / f"r{r}"
-        rounds.append(RoundView(r, done.get(f"r{r}.measure"), _load(d / "predictor.json", Predictor),
-                                _load(d / "search.json", SearchResult), _json(d / "measured.json", [])))
-    manifest = _load(run / "manifest.json", Manifest)
-    arch = _load(run / "arch.json", Arch)
-    if arch is None:  # mid-run: the latest round's choice is the best we have
-        last = next((rv.search for rv in reversed(rounds) if rv.search is not None), None)
-        arch = last.arch if last is not None else None
+        measured = _json(d / "measured.json", [])
+        chosen = next((row.get("arch") for row in measured if row.get("chosen")), None)
+        rounds.append(RoundView(r, done.get(f"r{r}.measure"), _data(d / "predictor.json"),
+                                (done.get(f"r{r}.search") or {}).get("arch") or chosen,
+                                list((_data(d / "search.json") or {}).get("history") or []), measured))
+    data = _data(run / "manifest.json")
+    manifest = SimpleNamespace(**{**MANIFEST_DEFAULTS, **data}) if data is not None else None
+    last = next((rv.arch for rv in reversed(rounds) if rv.arch), None)
+    arch = _arch(run, manifest.arch if manifest is not None and manifest.arch else last)
+    try:
+        table = records.load(run / "op_table.json", LatencyTable)
+    except EdgenasError:
+        table = None
     baselines = _json(run / "baselines.json", [])
     if isinstance(baselines, dict):
         baselines = baselines.get("baselines", [])
-    n_layers = len(arch.layers) if arch is not None else 0
-    labels, stage_of = _space_labels(config, n_layers)
-    return RunView(run=run, config=config, manifest=manifest, arch=arch, op_table=_load(run / "op_table.json", LatencyTable),
-                   rounds=rounds, baselines=[b for b in baselines if isinstance(b, dict) and "name" in b],
-                   candidate_labels=labels, stage_of_layer=stage_of,
-                   stage_seconds=_json(run / "timing.json", {}))
+    labels, stage_of = _space_labels(config, len(arch.layers) if arch is not None else 0)
+    return RunView(run=run, config=config, manifest=manifest, arch=arch, op_table=table, rounds=rounds,
+                   baselines=[b for b in baselines if isinstance(b, dict) and "name" in b],
+                   candidate_labels=labels, stage_of_layer=stage_of, stage_seconds=_json(run / "timing.json", {}))
 
 
 def layer_latencies(view: RunView) -> list[tuple[str, float | None]]:

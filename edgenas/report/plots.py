@@ -39,10 +39,10 @@ def pareto(view: RunView) -> Figure | None:
     fig = Figure(figsize=(9, 6), layout="constrained")
     ax, strip = fig.subplots(2, 1, sharex=True, height_ratios=(4, 1.3))
     known: list[tuple[float, float]] = []
-    if m is not None and m.latency:
+    acc = m.accuracy if m is not None else {}
+    int8 = acc.get("int8_tvm", acc.get("int8_onnx"))
+    if m is not None and m.latency and int8 is not None and acc.get("fp32") is not None:
         x = m.latency["median_ms"]
-        acc = m.accuracy
-        int8 = acc.get("int8_tvm", acc.get("int8_onnx"))
         ax.errorbar([x], [int8 * 100], xerr=[[0.0], [max(0.0, m.latency.get("p90_ms", x) - x)]],
                     fmt="*", ms=16, color="#d62728", ecolor="#d62728", capsize=3, zorder=5,
                     label=f"final model, int8 on {m.target} (median, bar to p90)")
@@ -146,8 +146,8 @@ def op_breakdown(view: RunView) -> Figure | None:
                  padding=3, fontsize=8)
     total = sum(vals)
     measured = view.manifest.latency["median_ms"] if view.manifest is not None and view.manifest.latency else None
-    title = f"Per-op INT8 latency on {view.op_table.target} (op table sum {total:.3f} ms"
-    title += f", whole model measured {measured:.3f} ms)" if measured else ")"
+    title = f"Per-op INT8 latency on {view.op_table.target}\nop table sum {total:.3f} ms"
+    title += f", whole model measured {measured:.3f} ms" if measured else ""
     ax.set(xlabel="ms (each op compiled and measured alone)", title=title, xlim=(0, max(vals + [1e-6]) * 1.35))
     ax.invert_yaxis()
     ax.grid(alpha=0.3, axis="x")
@@ -156,7 +156,7 @@ def op_breakdown(view: RunView) -> Figure | None:
 
 def alpha_trajectories(view: RunView) -> Figure | None:
     """softmax(α) of each candidate per layer across the epochs of every round."""
-    hists = [(rv.index, rv.search.history) for rv in view.rounds if rv.search is not None and rv.search.history]
+    hists = [(rv.index, rv.history) for rv in view.rounds if rv.history and rv.history[0].get("probs")]
     if not hists:
         return None
     n_layers = len(hists[0][1][0]["probs"])
@@ -179,11 +179,12 @@ def alpha_trajectories(view: RunView) -> Figure | None:
                 ax.axvline(start + 0.5, color="gray", ls=":", lw=1)
             start += len(hist)
         ax.set_title(f"layer {i}", fontsize=9)
+        if i >= n_layers - cols:
+            ax.set_xlabel("epoch", fontsize=8)
         ax.grid(alpha=0.3)
     for ax in axes[n_layers:]:
         ax.set_visible(False)
     handles = {h.get_label(): h for ax in axes[:n_layers] for h in ax.get_lines() if not h.get_label().startswith("_")}
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(6, len(handles)), fontsize=8)
-    fig.suptitle("softmax(α) per layer over search epochs (dotted lines: next round)", fontsize=10)
-    fig.supxlabel("epoch (all rounds)", fontsize=9)
+    fig.suptitle("softmax(α) per layer over the search epochs of all rounds (dotted line: next round)", fontsize=10)
     return fig

@@ -150,13 +150,13 @@ def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms:
                 a_loss = objective(ce(net(xa), ya), [torch.softmax(a, 0) for a in net.alphas], epoch)
                 a_loss.backward()
                 a_opt.step()
-                stats["a_loss"] += float(a_loss)
+                stats["a_loss"] += a_loss.item()
             w_opt.zero_grad()
             w_loss = ce(net(xb), yb)
             w_loss.backward()
             nn.utils.clip_grad_norm_(trainable, 5.0)
             w_opt.step()
-            stats["w_loss"] += float(w_loss)
+            stats["w_loss"] += w_loss.item()
             stats["steps"] += 1
         derived = net.derive()
         record_ = {

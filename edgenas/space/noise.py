@@ -41,15 +41,15 @@ def step(x: torch.Tensor, bits: int) -> torch.Tensor:
     return (x.detach().max() - x.detach().min()) / (2**bits - 1)
 
 
-def quant_noise(x: torch.Tensor, bits: int, kind: str = "gauss") -> torch.Tensor:
-    """x + sg(Delta_b * eps): the gradient is the identity, the value carries b-bit-sized noise."""
+def noise_like(x: torch.Tensor, delta: torch.Tensor, kind: str = "gauss") -> torch.Tensor:
+    """Delta * eps with eps ~ N(0, 1/4) (``gauss``) or U(-1/2, 1/2) (``uniform``); no gradient."""
     if kind == "gauss":
         eps = torch.randn_like(x) / 2
     elif kind == "uniform":
         eps = torch.rand_like(x) - 0.5
     else:
         raise ValueError(f"unknown noise kind {kind!r}; use gauss or uniform")
-    return x + (step(x, bits) * eps).detach()
+    return (delta * eps).detach()
 
 
 def fake_quant(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -80,18 +80,19 @@ class QuantNoise:
 
     def perturb(self, x: torch.Tensor, bits: list[int], p0: float, pi: torch.Tensor, training: bool,
                 ref: torch.Tensor | None = None) -> torch.Tensor:
-        """The mixed tensor p0*x + sum_b pi_b*x~_b (``ref``: tensor whose range sets Delta, default x)."""
-        ref = x if ref is None else ref
-        out = p0 * x
+        """The mixed tensor p0*x + sum_b pi_b*x~_b (``ref``: tensor whose range sets Delta, default x).
+
+        Written as (p0 + sum pi) * x + sum_b pi_b * sg(n_b): the same value and gradients as the
+        per-branch sum, with the tensor range computed once for all bit widths.
+        """
+        if self.kind == "direct":
+            return p0 * x + sum(w * fake_quant(x, b) for b, w in zip(bits, pi))
+        out = (p0 + pi.sum()) * x
+        if not training:  # the noise's expectation
+            return out
+        span = step(x if ref is None else ref, 1)  # max - min
         for b, w in zip(bits, pi):
-            if self.kind == "direct":
-                xb = fake_quant(x, b)
-            elif training:
-                noise = quant_noise(ref, b, self.kind) - ref
-                xb = x + noise.detach()
-            else:
-                xb = x
-            out = out + w * xb
+            out = out + w * noise_like(x, span / (2**b - 1), self.kind)
         return out
 
     def __call__(self, op: nn.Module, x: torch.Tensor, a: torch.Tensor, bits: list[int]) -> torch.Tensor:

@@ -1,0 +1,84 @@
+"""Random search at the same compute as the differentiable search — the baseline NAS must beat.
+
+Random sampling from a good space often matches a searched architecture (Li & Talwalkar 2019;
+Yu et al., "Evaluating the search phase of NAS", 2020), so every claim about the search is made
+against this strategy. Compute is matched in multiply-accumulates, not wall time, so the
+comparison is deterministic: the DARTS search costs ``epochs × (|weights| + |alphas| after
+warm-up) × MACs(supernet)``; random search spends the same MACs training sampled architectures
+(each for ``epochs_each`` epochs on the training split) and keeps the best on the validation
+split. Samples are drawn uniformly from each layer's candidates and rejected when the latency
+model predicts them over the budget (the same model DARTS searches with).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..data import DataSplits
+from ..latency.table import LatencyTable
+from ..space.arch import Arch, SpaceConfig, arch_from_choices
+from ..space.cost import module_cost
+from ..space.supernet import Supernet, freeze
+from ..train import evaluate, fit
+from .darts import SearchConfig, SearchResult
+
+
+@dataclass(frozen=True)
+class RandomConfig:
+    epochs_each: int = 3
+    max_samples: int = 64
+    max_rejections: int = 1000
+
+
+def darts_macs(space: SpaceConfig, data: DataSplits, cfg: SearchConfig) -> float:
+    """Training MACs of the DARTS search (forward ≈ backward/2 cancels out on both sides)."""
+    shape = (space.in_channels, space.image_size, space.image_size)
+    per_sample = module_cost(Supernet(space), shape).macs
+    n_w, n_a = len(data.weights[0]), len(data.alphas[0])
+    return per_sample * (cfg.epochs * n_w + max(0, cfg.epochs - cfg.warmup) * min(n_w, n_a))
+
+
+def sample_arch(space: SpaceConfig, rng: np.random.Generator) -> Arch:
+    choices = []
+    for i in range(len(space.positions())):
+        cands = space.candidates(i)
+        choices.append(cands[int(rng.integers(len(cands)))])
+    return arch_from_choices(space, choices)
+
+
+def random_search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms: float, cfg: SearchConfig,
+                  seed: int, rcfg: RandomConfig = RandomConfig(),
+                  on_sample: Callable[[int, dict], None] | None = None) -> SearchResult:
+    """Sample, train and validate architectures until the DARTS compute is spent."""
+    rng = np.random.default_rng(seed)
+    budget_macs = darts_macs(space, data, cfg)
+    shape = (space.in_channels, space.image_size, space.image_size)
+    n_train = len(data.train[0])
+    spent, history, best = 0.0, [], None
+    rejections = 0
+    while spent < budget_macs and len(history) < rcfg.max_samples:
+        arch = sample_arch(space, rng)
+        if table.arch_sum(arch) > budget_ms:
+            rejections += 1
+            if rejections > rcfg.max_rejections:
+                break
+            continue
+        torch.manual_seed(seed * 1009 + len(history))
+        model = freeze(arch)
+        fit(model, data.train, rcfg.epochs_each, 3e-3, seed + len(history))
+        spent += module_cost(model, shape).macs * n_train * rcfg.epochs_each
+        rec = {"sample": len(history) + 1, "arch": str(arch), "val_acc": evaluate(model, *data.val),
+               "predicted_ms": table.arch_sum(arch), "macs_spent": spent, "macs_budget": budget_macs}
+        history.append(rec)
+        if best is None or rec["val_acc"] > best[1]:
+            best = (arch, rec["val_acc"])
+        if on_sample:
+            on_sample(len(history), rec)
+    if best is None:
+        raise ValueError(f"no architecture of the space is predicted under the {budget_ms:.3f} ms budget")
+    return SearchResult(arch=best[0], alphas=(), history=tuple(history), budget_ms=budget_ms,
+                        expected_ms=table.arch_sum(best[0]))

@@ -1,0 +1,292 @@
+#!/usr/bin/env python
+"""Benchmark edgenas' compile stage against PyTorch and onnxruntime on this machine (x86-avx2).
+
+Why: the claim that matters is "the INT8 library edgenas builds is fast on the target"; the
+honest reference is onnxruntime's INT8 kernels measured in the same run, at the same thread
+count (DESIGN.md §5). For each model and thread count this measures the median latency of
+PyTorch eager fp32, ORT fp32, ORT int8 (QDQ and QOperator, ``quantize_static``), TVM fp32
+untuned / tuned, and edgenas int8 untuned / tuned, and prints each as a ratio to ORT int8 QDQ.
+
+Models: a small CNN at 32x32 and a MobileNetV2-0.35-style net at 96x96 (``--large`` adds it at
+224x224); ``--run DIR`` adds a searched model (``DIR/model_fp32.onnx``, ``DIR/model_int8.onnx``).
+Tuning goes into ``--tuning-dir`` (default ``build/bench/tuning``, reused by later runs, so a
+second run reports 0 new trials). Each thread count is measured in a fresh subprocess because
+TVM reads ``TVM_NUM_THREADS`` once per process (and defaults to cores/2 on x86).
+
+    python scripts/bench_compile.py --trials 64 --threads 1,2 --json build/bench/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+ENGINES = ["torch fp32", "ORT fp32", "ORT int8 QDQ", "ORT int8 QOp", "TVM fp32 untuned", "TVM fp32 tuned",
+           "edgenas int8 untuned", "edgenas int8 tuned"]
+REFERENCE = "ORT int8 QDQ"
+
+
+# ---------------------------------------------------------------- models (deterministic, by name)
+def small_cnn():
+    from torch import nn
+
+    def cbr(i, o, s):
+        return [nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
+
+    return nn.Sequential(*cbr(3, 16, 1), *cbr(16, 32, 2), *cbr(32, 64, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(64, 10))
+
+
+def mobilenet_v2(width: float = 0.35, classes: int = 1000):
+    """MobileNetV2 (Sandler et al. 2018) with channels rounded to multiples of 8, as torchvision."""
+    import torch
+    from torch import nn
+
+    def div8(c):
+        return max(8, int(c * width + 4) // 8 * 8)
+
+    def cbr(i, o, k=3, s=1, g=1, act=True):
+        return [nn.Conv2d(i, o, k, s, k // 2, groups=g, bias=False), nn.BatchNorm2d(o)] + ([nn.ReLU6()] if act else [])
+
+    class Inverted(nn.Module):
+        def __init__(self, i, o, s, t):
+            super().__init__()
+            h = i * t
+            self.res = s == 1 and i == o
+            self.body = nn.Sequential(*(cbr(i, h, 1) if t != 1 else []), *cbr(h, h, 3, s, h), *cbr(h, o, 1, act=False))
+
+        def forward(self, x):
+            return x + self.body(x) if self.res else self.body(x)
+
+    layers, c = cbr(3, div8(32), 3, 2), div8(32)
+    for t, ch, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]:
+        for k in range(n):
+            layers.append(Inverted(c, div8(ch), s if k == 0 else 1, t))
+            c = div8(ch)
+    layers += cbr(c, 1280, 1) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, classes)]
+    torch.manual_seed(0)
+    return nn.Sequential(*layers)
+
+
+FIXED = {"cnn-32": (small_cnn, 32), "mnv2-0.35-96": (mobilenet_v2, 96), "mnv2-0.35-224": (mobilenet_v2, 224)}
+
+
+def torch_model(name):
+    import torch
+
+    torch.manual_seed(0)
+    return FIXED[name][0]().eval()
+
+
+# ---------------------------------------------------------------- ONNX preparation
+def _quantize(fp32: Path, out: Path, fmt: str, shape) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = out.with_name(out.stem + ".pre.onnx")
+    quant_pre_process(str(fp32), str(pre))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rs = np.random.RandomState(0)
+            self.it = iter([{"input": rs.randn(*shape).astype("float32")} for _ in range(16)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(pre), str(out), Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+def prepare(name: str, work: Path, run_dir: Path | None) -> dict:
+    """fp32 / QDQ / QOperator ONNX files of one model (and whether PyTorch can run it)."""
+    import onnx
+    import torch
+
+    d = work / name
+    d.mkdir(parents=True, exist_ok=True)
+    if run_dir is None:
+        shape = (1, 3, FIXED[name][1], FIXED[name][1])
+        fp32 = d / "fp32.onnx"
+        if not fp32.exists():
+            torch.onnx.export(torch_model(name), (torch.randn(*shape),), str(fp32), opset_version=17, dynamo=False,
+                              input_names=["input"], output_names=["logits"])
+    else:
+        fp32 = run_dir / "model_fp32.onnx"
+        dims = onnx.load(str(fp32)).graph.input[0].type.tensor_type.shape.dim
+        shape = tuple(x.dim_value for x in dims)
+    qdq = run_dir / "model_int8.onnx" if run_dir else d / "qdq.onnx"
+    if not qdq.exists():
+        _quantize(fp32, qdq, "QDQ", shape)
+    qop = d / "qop.onnx"
+    if not qop.exists():
+        _quantize(fp32, qop, "QOperator", shape)
+    return {"name": name, "shape": list(shape), "fp32": str(fp32), "qdq": str(qdq), "qop": str(qop),
+            "torch": run_dir is None, "libs": {}}
+
+
+def compile_all(m: dict, work: Path, tuning_dir: Path, trials: int, log) -> dict:
+    """The four TVM libraries of a model; tuned ones record trials and tuning time."""
+    from edgenas.compile import compile_onnx
+    from edgenas.target import get_target
+
+    spec, info = get_target("x86-avx2"), {}
+    for label, src, int8 in [("TVM fp32", m["fp32"], False), ("edgenas int8", m["qdq"], True)]:
+        for tuned in (False, True):
+            engine = f"{label} {'tuned' if tuned else 'untuned'}"
+            lib = work / m["name"] / f"{engine.replace(' ', '_')}.so"
+            db = tuning_dir if tuned else work / "no-tuning"
+            r = compile_onnx(src, spec, lib, int8=int8, trials=trials if tuned else 0, tuning_dir=db,
+                             progress=lambda s, e=engine: log(f"  {m['name']} {e}: {s}"))
+            entry = {"trials": r.trials, "db_records": r.db_records, "int8_ops": r.int8_ops,
+                     "fallbacks": len(r.fallbacks), "seconds": round(r.seconds, 2)}
+            if tuned:  # compile again from the DB alone: the tuning time is the difference
+                again = compile_onnx(src, spec, lib, int8=int8, trials=0, tuning_dir=db)
+                entry.update(compile_s=round(again.seconds, 2), tuning_s=round(r.seconds - again.seconds, 1))
+            m["libs"][engine] = str(lib)
+            info[engine] = entry
+    return info
+
+
+# ---------------------------------------------------------------- measurement (one process per thread count)
+def _median_ms(fn, samples: int = 30, min_sample_s: float = 0.005) -> dict:
+    for _ in range(5):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    number = max(1, int(min_sample_s / max(time.perf_counter() - t0, 1e-7)))
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - t0) / number * 1e3)
+    return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90)), "n": samples * number}
+
+
+def measure_worker(models: list[dict], threads: int) -> dict:
+    import onnxruntime as ort
+    import torch
+    import tvm
+    from tvm import relax
+
+    torch.set_num_threads(threads)
+    out = {}
+    for m in models:
+        x = np.random.default_rng(0).standard_normal(m["shape"]).astype("float32")
+        fns = {}
+        if m["torch"]:
+            model, tx = torch_model(m["name"]), torch.from_numpy(x)
+            fns["torch fp32"] = lambda model=model, tx=tx: model(tx)
+        for engine, key in [("ORT fp32", "fp32"), ("ORT int8 QDQ", "qdq"), ("ORT int8 QOp", "qop")]:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
+            sess = ort.InferenceSession(m[key], so, providers=["CPUExecutionProvider"])
+            fns[engine] = lambda s=sess, n=sess.get_inputs()[0].name: s.run(None, {n: x})
+        for engine, lib in m["libs"].items():
+            vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
+            fns[engine] = lambda vm=vm, tx=tvm.runtime.tensor(x): vm["main"](tx)
+        with torch.inference_mode():
+            out[m["name"]] = {e: _median_ms(f) for e, f in fns.items()}
+    return out
+
+
+def measure(models: list[dict], threads: int) -> dict:
+    env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    r = subprocess.run([sys.executable, __file__, "--measure-worker", str(threads)], input=json.dumps(models),
+                       capture_output=True, text=True, env=env, check=False)
+    if r.returncode != 0:
+        raise SystemExit(f"measurement worker failed:\n{r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- report
+def report(results: dict, threads: list[int]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"median latency (ms) and ratio to {REFERENCE} (lower is better)")
+    table.add_column("model")
+    table.add_column("engine")
+    for t in threads:
+        table.add_column(f"{t} thr ms", justify="right")
+        table.add_column(f"{t} thr ×ref", justify="right")
+    for name, res in results["models"].items():
+        for engine in ENGINES:
+            row = [name, engine]
+            for t in threads:
+                lat = res["latency_ms"][str(t)]
+                ms = lat.get(engine, {}).get("median")
+                ref = lat[REFERENCE]["median"]
+                row += [f"{ms:.3f}" if ms else "-", f"{ms / ref:.2f}" if ms else "-"]
+            table.add_row(*row)
+        table.add_section()
+    Console().print(table)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=64, help="MetaSchedule trials per tuned model and precision")
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    ap.add_argument("--large", action="store_true", help="also MobileNetV2-0.35 at 224x224")
+    ap.add_argument("--run", type=Path, action="append", default=[], help="a run directory with model_fp32/int8.onnx")
+    ap.add_argument("--work", type=Path, default=REPO / "build" / "bench")
+    ap.add_argument("--tuning-dir", type=Path, default=None, help="default: WORK/tuning (reused across runs)")
+    ap.add_argument("--json", type=Path, default=None, help="default: WORK/bench_compile.json")
+    ap.add_argument("--measure-worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.measure_worker is not None:
+        print(json.dumps(measure_worker(json.loads(sys.stdin.read()), args.measure_worker)))
+        return
+    warnings.simplefilter("ignore")
+    threads = [int(t) for t in args.threads.split(",")]
+    tuning_dir = args.tuning_dir or args.work / "tuning"
+    names = ["cnn-32", "mnv2-0.35-96"] + (["mnv2-0.35-224"] if args.large else [])
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    t_start = time.time()
+    models = [prepare(n, args.work, None) for n in names]
+    models += [prepare(f"run:{d.name}", args.work, d) for d in args.run]
+    results = {"cpu": _cpu(), "trials": args.trials, "threads": threads, "tuning_dir": str(tuning_dir), "models": {}}
+    for m in models:
+        log(f"compiling {m['name']}")
+        results["models"][m["name"]] = {"input_shape": m["shape"], "compile": compile_all(m, args.work, tuning_dir, args.trials, log),
+                                        "latency_ms": {}}
+    for t in threads:
+        log(f"measuring at {t} thread(s)")
+        for name, lat in measure(models, t).items():
+            results["models"][name]["latency_ms"][str(t)] = lat
+    results["wall_s"] = round(time.time() - t_start, 1)
+    out = args.json or args.work / "bench_compile.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    report(results, threads)
+    for name, r in results["models"].items():
+        tuned = {e: (c["trials"], c.get("tuning_s")) for e, c in r["compile"].items() if e.endswith(" tuned")}
+        print(f"{name}: new trials / tuning s {tuned}")
+    print(f"wrote {out} ({results['wall_s']} s)")
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+if __name__ == "__main__":
+    main()

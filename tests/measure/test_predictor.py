@@ -1,0 +1,91 @@
+"""The whole-model latency predictor: model choice by leave-one-out, the corrected table, records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgenas import records
+from edgenas.latency.dataset import LatencyDataset, LatencyPoint, arch_features, layer_keys
+from edgenas.latency.predictor import Predictor, fit_arch_predictor, fit_predictor, quality, reusable
+from edgenas.latency.table import LatencyTable, op_key
+from edgenas.space.arch import Arch, SpaceConfig, arch_from_choices
+
+SPACE = SpaceConfig()
+
+
+@pytest.fixture(scope="module")
+def table() -> LatencyTable:
+    """A plausible op table: cost grows with MACs, plus a per-op overhead."""
+    from edgenas.space.cost import op_cost
+
+    entries = {}
+    for i, ((cin, cout, s), hw) in enumerate(zip(SPACE.positions(), SPACE.spatial_sizes())):
+        for op, b in SPACE.candidates(i):
+            if op != "skip":
+                entries[op_key(op, b, cin, cout, s, hw)] = 0.03 + op_cost(op, cin, cout, s, hw).macs / 4e6
+    return LatencyTable("x86-avx2", entries, 0.02)
+
+
+def _archs(n: int, seed: int) -> list[Arch]:
+    rng = np.random.default_rng(seed)
+    return [arch_from_choices(SPACE, [SPACE.candidates(i)[rng.integers(len(SPACE.candidates(i)))]
+                                      for i in range(len(SPACE.positions()))]) for _ in range(n)]
+
+
+def _truth(a: Arch, table: LatencyTable) -> float:
+    """What the sum misses: fused boundaries save a per-layer cost, residual adds cost a little."""
+    f = arch_features(a)
+    return 0.85 * table.arch_sum(a) - 0.02 * f["layers"] + 0.004 * f["act_k"] + 0.01
+
+
+def test_features_are_sums_over_layers(table):
+    a = _archs(1, 0)[0]
+    f = arch_features(a)
+    assert f["layers"] == len(layer_keys(a)) == a.depth
+    assert f["macs_m"] > 0 and f["residuals"] <= f["layers"]
+
+
+def test_few_points_give_simple_models_and_many_points_the_feature_model(table):
+    archs = _archs(40, 1)
+    rng = np.random.default_rng(2)
+    y = np.array([_truth(a, table) for a in archs]) * (1 + 0.01 * rng.standard_normal(40))
+    assert fit_arch_predictor(archs[:1], y[:1], table).kind == "ratio"
+    many = fit_arch_predictor(archs[:20], y[:20], table)
+    assert many.kind == "features" and many.n_points == 20
+    held = archs[20:]
+    plain = fit_predictor([table.arch_sum(a) for a in archs[:20]], y[:20])         # no features: ratio/affine
+    q_feat = quality([many.predict_arch(a, table) for a in held], y[20:])
+    q_plain = quality([plain.predict(table.arch_sum(a)) for a in held], y[20:])
+    assert q_feat["mape"] < q_plain["mape"] and q_feat["within10"] == 100 and q_feat["kendall_tau"] > 0.9
+
+
+def test_corrected_table_is_the_predictor(table):
+    archs = _archs(20, 3)
+    pred = fit_arch_predictor(archs, [_truth(a, table) for a in archs], table)
+    corrected = pred.corrected_table(table)
+    for a in _archs(5, 4):
+        assert corrected.arch_sum(a) == pytest.approx(pred.predict_arch(a, table), rel=1e-9)
+    assert all(v > 0 for v in corrected.entries.values())
+
+
+def test_predictor_and_dataset_records_round_trip(table, tmp_path):
+    archs = _archs(12, 5)
+    pred = fit_arch_predictor(archs, [_truth(a, table) for a in archs], table)
+    records.save(tmp_path / "p.json", pred)
+    again = records.load(tmp_path / "p.json", Predictor)
+    assert again == pred and reusable(again, table)
+    assert not reusable(again, table.merged({"x|w8|1->1|s1|1x1": 1.0}))
+    ds = LatencyDataset("x86-avx2").add(*(LatencyPoint(str(a), 1.0) for a in archs[:3]))
+    assert records.from_dict(records.to_dict(ds)) == ds and ds.archs() == archs[:3]
+
+
+def test_quality_metrics():
+    q = quality([1.0, 2.2, 2.9], [1.0, 2.0, 3.0])
+    assert q["n"] == 3 and q["within10"] == pytest.approx(100.0) and q["kendall_tau"] == pytest.approx(1.0)
+    assert q["mape"] == pytest.approx((0 + 10 + 100 / 30) / 3)
+
+
+def test_predict_without_features_is_refused_for_a_feature_model():
+    with pytest.raises(ValueError, match="predict_arch"):
+        Predictor(kind="features", features=("layers",), coef=(1.0,)).predict(1.0)
