@@ -57,11 +57,15 @@ class Build:
 
     # -- helpers ------------------------------------------------------------------------------
     def _measure_lib(self, lib: str, shape: tuple[int, ...], repeat: int = 15) -> LatencyStats:
+        """Every latency of the build goes through the measurement protocol (warm-up, short samples,
+        repeats until the median's interval is tight, outliers re-measured), journaled in the run."""
+        journal = self.run_dir.file("measurements.jsonl")
         if self.farm is not None:
+            self.farm.journal = self.farm.journal or journal
             return self.farm.measure(lib, shape, repeat=repeat)
-        from .measure.local import measure_local
+        from .measure.protocol import measure_here
 
-        return measure_local(lib, shape, repeat=repeat)
+        return measure_here(lib, shape, min_samples=repeat, target=self.target.name, journal=journal).stats
 
     def _median(self, lib: str, shape: tuple[int, ...]) -> float:
         return self._measure_lib(lib, shape).median_ms

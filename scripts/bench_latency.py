@@ -64,7 +64,8 @@ def main() -> int:
     a = ap.parse_args()
     if a.archs < 2 * a.per_round + 3:
         ap.error("--archs must leave at least 3 held-out archs after two rounds")
-    os.environ.setdefault("EDGENAS_TUNING_LOGS", a.tuning_logs or tempfile.mkdtemp(prefix="edgenas-bench-tl-"))
+    own_logs = None if a.tuning_logs or "EDGENAS_TUNING_LOGS" in os.environ else tempfile.mkdtemp(prefix="edgenas-bench-tl-")
+    os.environ.setdefault("EDGENAS_TUNING_LOGS", a.tuning_logs or own_logs)
 
     import numpy as np
     from rich.console import Console
@@ -156,8 +157,13 @@ def main() -> int:
                   f"{noise['within10']:.0f} % within ±10 %; latencies {y.min():.3f}-{y.max():.3f} ms; written {out}")
         return 0
     finally:
+        import shutil
+
         if farm_dir is not None:
             subprocess.run([str(REPO / "scripts" / "farm"), "stop"], env=farm_env, check=False)
+            shutil.rmtree(farm_dir, ignore_errors=True)
+        if own_logs:
+            shutil.rmtree(own_logs, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,11 @@ def pareto(view: RunView) -> Figure | None:
     if len(known) > 1:
         fx, fy = zip(*_front(known))
         ax.step(fx, fy, where="post", color="gray", alpha=0.6, lw=1.5, label="Pareto front (known accuracy)")
+    if known:  # at least a 2-point span: a 0.2-point spread must not look like a cliff
+        lo, hi = ax.get_ylim()
+        if hi - lo < 2.0:
+            mid = (hi + lo) / 2
+            ax.set_ylim(mid - 1.0, mid + 1.0)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy vs measured INT8 latency" + (f" on {m.target}" if m is not None else ""))
     ax.grid(alpha=0.3)

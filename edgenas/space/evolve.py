@@ -37,7 +37,7 @@ import numpy as np
 from ..records import record
 from .arch import SpaceConfig, StageConfig
 from .ops import BLOCK_TYPES
-from .stage_tables import StageTables
+from .stage_tables import StageTables, build_stage_tables, default_widths
 
 Candidate = tuple[tuple[int, int], ...]   # per stage: (block index, window index)
 
@@ -46,7 +46,8 @@ Candidate = tuple[tuple[int, int], ...]   # per stage: (block index, window inde
 @dataclass(frozen=True)
 class EvolveConfig:
     blocks: tuple[str, ...] = ("mb", "fmb", "dw", "mbh")
-    widths: tuple[tuple[int, ...], ...] = ()  # per stage; () = stage_tables.default_widths(base)
+    widths: tuple[tuple[int, ...], ...] = ()  # per stage; () = default_widths(base, n_widths)
+    n_widths: int = 3
     window: int = 2
     variants: int = 1          # ops per block type measured in the tables (the family's first ones)
     t: float = 0.08            # SpaceEvo README (CLI default 0.1)
@@ -171,3 +172,15 @@ def evolve_space(base: SpaceConfig, tables: StageTables, cfg: EvolveConfig, widt
     scorer = SpaceScorer(tables, cfg, widths, target_ms, seed)
     best, score, history = aging_evolution(scorer, seed)
     return EvolveResult(best, score, to_space(base, scorer, best), len(scorer._cache), tuple(history))
+
+
+def evolve_for_budget(base: SpaceConfig, data, table, budget_ms: float, cfg: EvolveConfig, latency_of, seed: int = 0,
+                      progress=None):
+    """The whole SpaceEvo step: per-stage tables (KD proxy + latencies measured through
+    ``latency_of(space, table)``, normally ``profile_space`` bound to recipe/target/measure), then
+    aging evolution at ``budget_ms``. Returns ``(EvolveResult, StageTables, grown LatencyTable)``;
+    ``result.space`` is the space to search next."""
+    widths = cfg.widths or default_widths(base, cfg.n_widths)
+    tables, table = build_stage_tables(base, widths, cfg.blocks, cfg.variants, data, table, latency_of,
+                                       cfg.teacher_epochs, cfg.kd_epochs, seed=seed, progress=progress)
+    return evolve_space(base, tables, cfg, widths, budget_ms, seed), tables, table

@@ -122,6 +122,8 @@ def build_stage_tables(base: SpaceConfig, widths: tuple[tuple[int, ...], ...], b
     from ..train import evaluate, fit
     from .supernet import FrozenNet
 
+    if table.fixed_ms == 0.0:
+        raise ValueError("profile the base space first: the table has no stem + head cost (fixed_ms)")
     say = progress or (lambda _m: None)
     torch.manual_seed(seed)
     teacher_arch = arch_from_choices(base, [("mb_k3_e6", 8)] * len(base.positions()))

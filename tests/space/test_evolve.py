@@ -82,3 +82,41 @@ def test_nsr_is_normalised_by_the_teacher_variance():
 def test_default_widths_are_int8_friendly():
     for ws in default_widths(SpaceConfig(), n=4):
         assert len(ws) == 4 and all(w % 8 == 0 and w > 0 for w in ws)
+
+
+def test_evolve_for_budget_end_to_end_with_a_stand_in_latency():
+    """Teacher, block-wise KD proxy and evolution on a toy set; latencies from a MACs stand-in
+    (the real runs measure them on the target through profile_space)."""
+    import dataclasses
+
+    import torch
+
+    from edgenas.data import DataSplits
+    from edgenas.latency.table import LatencyTable, op_key
+    from edgenas.space.arch import StageConfig
+    from edgenas.space.cost import op_cost
+    from edgenas.space.evolve import evolve_for_budget
+    from edgenas.space.supernet import Supernet
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((96, 1, 8, 8)).astype("float32")
+    y = rng.integers(0, 3, 96)
+    part = lambda i: (x[i * 24 : (i + 1) * 24], y[i * 24 : (i + 1) * 24])  # noqa: E731
+    data = DataSplits("toy", 3, 1, 8, part(0), part(1), part(2), part(3))
+    base = SpaceConfig(image_size=8, stem=8, head=16, num_classes=3, stages=(StageConfig(8, 1, 1), StageConfig(16, 2, 2)))
+
+    def latency_of(space, table):
+        new = {op_key(op, b, cin, cout, s, hw): op_cost(op, cin, cout, s, hw).macs * 1e-5
+               for op, b, cin, cout, s, hw in table.missing(space)}
+        return table.merged(new)
+
+    cfg = EvolveConfig(blocks=("mb", "dw"), n_widths=2, n_samples=500, top_k=5, population=4, sample_size=2, cycles=5,
+                       teacher_epochs=1, kd_epochs=1)
+    torch.manual_seed(0)
+    res, tables, table = evolve_for_budget(base, data, LatencyTable("toy", {}, 0.01), 10.0, cfg, latency_of)
+    assert len(tables.rows) == 2 * 2 * 2 and all(r.nsr >= 0 and r.latency_ms > 0 for r in tables.rows)
+    stage1 = [r for r in tables.rows if r.stage == 1 and r.block == "mb"]
+    hand = op_cost("mb_k3_e3", 8, stage1[0].width, 2, 8).macs * 1e-5 + op_cost("mb_k3_e3", stage1[0].width, stage1[0].width, 1, 4).macs * 1e-5
+    assert stage1[0].latency_ms == pytest.approx(hand)
+    space = dataclasses.replace(res.space)
+    assert Supernet(space)(torch.randn(2, 1, 8, 8)).shape == (2, 3)

@@ -73,3 +73,22 @@ def test_noisy_supernet_trains_alphas_and_weights(kind):
     assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in net.alphas)
     conv = net.cells[1].ops["mb_k3_e6"].body[0].conv
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+def test_adq_block_follows_the_formula():
+    from edgenas.space.adq import ADQ, wrap
+    from edgenas.space.ops import create_op
+
+    torch.manual_seed(0)
+    op = create_op("mb_k3_e3", 8, 8, 1)
+    adq = wrap(op, 8).eval()
+    assert isinstance(adq, ADQ) and float(adq.phi.weight) == 1.5 and float(adq.phi.bias) == 0.0
+    assert wrap(create_op("skip", 8, 8, 1), 8).__class__.__name__ == "Skip"
+    x = torch.randn(3, 8, 5, 5) * torch.tensor([0.5, 1.0, 4.0]).reshape(3, 1, 1, 1)
+    sigma = x.flatten(1).std(dim=1, unbiased=False).reshape(3, 1, 1, 1)
+    expect = x + 1.5 * sigma * op.body(adq.bn(x))
+    assert torch.allclose(adq(x), expect, atol=1e-5)
+    net = Supernet(SpaceConfig(image_size=8, adq=True))
+    net.set_transform(QuantNoise("gauss"))
+    net(torch.randn(2, 1, 8, 8)).sum().backward()
+    assert all(a.grad is not None for a in net.alphas)

@@ -1,0 +1,62 @@
+"""CLI commands for the device farm and the latency regression gate: ``farm status``, ``bench``.
+
+Registered on the main app by ``edgenas.cli``; the work is in ``edgenas.measure`` and
+``edgenas.bench``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .cli import _farm, app, handled
+
+farm_app = typer.Typer(help="Inspect a TVM RPC device farm (tracker + servers).", no_args_is_help=True)
+app.add_typer(farm_app, name="farm")
+
+
+@farm_app.command("status")
+@handled
+def farm_status_cmd(tracker: str = typer.Option(..., "--tracker", help="Tracker HOST:PORT.")):
+    """Keys on the tracker with their free/busy servers and queued requests."""
+    from .cli_view import out
+    from .measure.farm_status import farm_status, render_status
+
+    out.print(render_status(farm_status(tracker)))
+
+
+@app.command()
+@handled
+def bench(
+    runs: Optional[List[Path]] = typer.Argument(None, help="Run directories to bench (their model_<target>.so). Default: the benchmark model set."),
+    target: str = typer.Option("x86-avx2", "--target", "-t", help="Target name or TOML path."),
+    baseline: Path = typer.Option(..., "--baseline", help="Baseline JSON (e.g. tuning_logs/x86-avx2/baseline.json); missing: every model is new."),
+    tolerance: str = typer.Option("10%", "--tolerance", help="Allowed slow-down before a model counts as a regression, e.g. 10% or 0.1."),
+    update_baseline: bool = typer.Option(False, "--update-baseline", help="Write these measurements as the new baseline (atomically)."),
+    tracker: Optional[str] = typer.Option(None, "--tracker", help="Measure on a device farm: tracker HOST:PORT."),
+    key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key)."),
+):
+    """Latency regression gate: measure artifacts and fail (exit 1) on slow-downs beyond --tolerance."""
+    import tempfile
+
+    from .bench import bench as run_bench, model_set, render_bench, update_baseline as write_baseline
+    from .cli_view import out
+    from .errors import EdgenasError, UsageError
+    from .target import get_target
+
+    try:
+        tol = float(tolerance.rstrip("%")) / (100 if tolerance.endswith("%") else 1)
+    except ValueError:
+        raise UsageError(f"--tolerance {tolerance!r}: expected a percentage such as 10% or a fraction such as 0.1") from None
+    farm = _farm(tracker, key, target)
+    with tempfile.TemporaryDirectory(prefix="edgenas-bench-") as tmp:
+        items = list(runs) if runs else model_set(get_target(target), Path(tmp))
+        report = run_bench(items, target, baseline, tolerance=tol, farm=farm)
+    out.print(render_bench(report))
+    if update_baseline:
+        typer.echo(f"baseline written: {write_baseline(report, baseline)}")
+    elif not report.passed:
+        names = ", ".join(r.name for r in report.regressions)
+        raise EdgenasError(f"{len(report.regressions)} latency regression(s) beyond {tol:.0%}: {names}")
