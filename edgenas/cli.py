@@ -98,6 +98,9 @@ def build(
     image_size: int = typer.Option(16, "--image-size", help="Input resolution of the search space (digits are 8x8, upsampled)."),
     seed: int = typer.Option(0, "--seed", help="Seed for data split, search, training and sampling."),
     strategy: str = typer.Option("darts", "--strategy", help="darts (differentiable, hardware-aware) | random (same compute, the baseline)."),
+    bits: str = typer.Option("8", "--bits", help="Per-layer bit widths to search, e.g. 4,8 (QuantNAS noise + entropy + BitOps terms turn on with several)."),
+    sparse: bool = typer.Option(False, "--sparse", help="Add DASS sparse ops (75% of weights pruned) beside the dense ones, with a sparsity cost term."),
+    selection: str = typer.Option("argmax", "--selection", help="argmax | pt (DARTS-PT: keep the op whose removal hurts validation accuracy most)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last finished stage."),
     tracker: Optional[str] = typer.Option(None, "--tracker", help="TVM RPC tracker HOST:PORT of a device farm; measure there instead of locally."),
     key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key)."),
@@ -110,10 +113,24 @@ def build(
     from .search.darts import SearchConfig
     from .space.arch import SpaceConfig
 
-    search_cfg = SearchConfig(epochs=search_epochs, warmup=min(3, max(0, search_epochs - 1)))
+    from .errors import UsageError
+
+    try:
+        bit_set = tuple(sorted({int(b) for b in bits.split(",")}))
+    except ValueError:
+        raise UsageError(f"--bits {bits!r}: expected comma-separated widths such as 8 or 4,8") from None
+    if not bit_set or any(b not in range(2, 9) for b in bit_set):
+        raise UsageError(f"--bits {bits!r}: widths must be between 2 and 8")
+    if selection not in ("argmax", "pt"):
+        raise UsageError(f"--selection {selection!r}: choose argmax or pt")
+    mixed = len(bit_set) > 1  # QuantNAS: noise per candidate width, entropy and BitOps terms (METHODS.md §1)
+    search_cfg = SearchConfig(epochs=search_epochs, warmup=min(3, max(0, search_epochs - 1)), selection=selection,
+                              noise="gauss" if mixed else "none", entropy_weight=1e-2 if mixed else 0.0,
+                              bitops_weight=1e-2 if mixed else 0.0, sparsity_weight=0.2 if sparse else 0.0)
+    space_cfg = dataclasses.replace(SpaceConfig(), image_size=image_size, bits=bit_set, sparse_levels=(0.75,) if sparse else ())
     cfg = BuildConfig(target=target, data=data, out=str(out), rounds=rounds, latency_budget_ms=_parse_ms(latency_budget),
                       seed=seed, recipe=recipe, trials=trials, strategy=strategy, final_epochs=epochs, sampled_per_round=samples,
-                      space=dataclasses.replace(SpaceConfig(), image_size=image_size), search=search_cfg)
+                      space=space_cfg, search=search_cfg)
     manifest = run_build(cfg, RichReporter(), resume=resume, farm=_farm(tracker, key, target))
     console.print(build_summary(manifest, out))
 
@@ -260,4 +277,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # ``python -m edgenas.cli`` runs this file as __main__, a second copy of the module whose app
+    # would miss the commands registered on ``edgenas.cli.app``; run the real one.
+    from edgenas.cli import main as _main
+
+    _main()

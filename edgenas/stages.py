@@ -167,9 +167,15 @@ class Build:
         if run.done("train_fp32"):
             model.load_state_dict(torch.load(run.file("model_fp32.pt"), weights_only=True))
             return model.eval()
-        with self.rep.stage("train fp32", total=cfg.final_epochs) as adv:
-            self._timed("train_fp32", lambda: fit(model, self.data.train, cfg.final_epochs, 3e-3, cfg.seed, checkpoint=ckpt,
-                                                  on_epoch=lambda e, loss: adv(1, f"loss {loss:.3f}")))
+        sparse = any("_sp" in layer.op for layer in arch.layers)
+        with self.rep.stage("train fp32" + (" (DASS: dense, prune, fine-tune)" if sparse else ""), total=cfg.final_epochs) as adv:
+            if sparse:  # the three DASS stages; restarts from scratch on resume (no per-epoch checkpoint)
+                from .space.sparse import train_sparse
+
+                self._timed("train_fp32", lambda: train_sparse(model, self.data.train, cfg.final_epochs, 3e-3, cfg.seed))
+            else:
+                self._timed("train_fp32", lambda: fit(model, self.data.train, cfg.final_epochs, 3e-3, cfg.seed, checkpoint=ckpt,
+                                                      on_epoch=lambda e, loss: adv(1, f"loss {loss:.3f}")))
         from .train import save_checkpoint
 
         save_checkpoint(run.file("model_fp32.pt"), model.state_dict())
@@ -196,7 +202,9 @@ class Build:
         run = self.run_dir
         if not run.done("export"):
             with self.rep.stage("export ONNX (float + QCDQ) and check with onnxruntime", total=2) as adv:
-                export_float(model, self._example(), run.file("model_fp32.onnx"))
+                from .space.sparse import densify
+
+                export_float(densify(model), self._example(), run.file("model_fp32.onnx"))
                 adv()
                 export_int8(qmodel, self._example(), run.file("model_int8.onnx"))
                 adv()
@@ -254,7 +262,21 @@ class Build:
             parity = self.export(model, qmodel)
             lib, comp = self.compile()
             stats, meas = self.measure(lib)
-            return self.manifest(arch, parity + [meas["parity"]], comp, stats, meas)
+            manifest = self.manifest(arch, parity + [meas["parity"]], comp, stats, meas)
+            self.deliver()
+            return manifest
+
+    def deliver(self) -> None:
+        """The report a user reads and the deployable bundle ``OUT/<target>/`` (both regenerable:
+        ``edgenas report`` / ``edgenas package``)."""
+        from .bundle import package
+        from .report import write_report
+
+        with self.rep.stage("report.html and bundle", total=2) as adv:
+            write_report(self.run_dir.path)
+            adv()
+            package(self.run_dir.path, self.target.name)
+            adv()
 
     def manifest(self, arch, parity, comp, stats, meas) -> Manifest:
         run, cfg = self.run_dir, self.cfg

@@ -23,6 +23,14 @@ ensure_venv() {
   fi
 }
 
+ensure_browser() {
+  # Headless chromium renders report.html in the report test (Debian package; skipped if absent).
+  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1 \
+      || echo "warning: could not install chromium; the report screenshot test will skip" >&2
+  fi
+}
+
 ensure_cross_tools() {
   # aarch64 cross compiler + qemu + the aarch64 TVM runtime, for the ARM artifact checks.
   if [[ -x scripts/setup_cross ]] && [[ "${EDGENAS_SKIP_CROSS:-0}" != 1 ]]; then

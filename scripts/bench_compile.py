@@ -13,7 +13,7 @@ Tuning goes into ``--tuning-dir`` (default ``build/bench/tuning``, reused by lat
 second run reports 0 new trials). Each thread count is measured in a fresh subprocess because
 TVM reads ``TVM_NUM_THREADS`` once per process (and defaults to cores/2 on x86).
 
-    python scripts/bench_compile.py --trials 64 --threads 1,2 --json build/bench/bench.json
+    python scripts/bench_compile.py --trials 32 --threads 1,2 --json build/bench/bench.json
 """
 
 from __future__ import annotations
@@ -218,8 +218,8 @@ def report(results: dict, threads: list[int]) -> None:
     from rich.table import Table
 
     table = Table(title=f"median latency (ms) and ratio to {REFERENCE} (lower is better)")
-    table.add_column("model")
-    table.add_column("engine")
+    table.add_column("model", no_wrap=True)
+    table.add_column("engine", no_wrap=True)
     for t in threads:
         table.add_column(f"{t} thr ms", justify="right")
         table.add_column(f"{t} thr ×ref", justify="right")
@@ -238,7 +238,7 @@ def report(results: dict, threads: list[int]) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=64, help="MetaSchedule trials per tuned model and precision")
+    ap.add_argument("--trials", type=int, default=32, help="MetaSchedule trials per tuned model and precision")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--large", action="store_true", help="also MobileNetV2-0.35 at 224x224")
     ap.add_argument("--run", type=Path, action="append", default=[], help="a run directory with model_fp32/int8.onnx")

@@ -198,10 +198,14 @@ class Bench:
             ax.plot([r["int8_ms"] for r in sweep], [100 * r["quant_acc"] for r in sweep], "o--", color="gray",
                     label="MobileNetV2-style width sweep")
             for r in sweep:
-                ax.annotate(r["arm"].split("_")[1], (r["int8_ms"], 100 * r["quant_acc"]), fontsize=7, color="gray")
+                ax.annotate(r["arm"].split("_")[1], (r["int8_ms"], 100 * r["quant_acc"]), xytext=(4, -10),
+                            textcoords="offset points", fontsize=7, color="gray")
+        points: dict[tuple[float, float], list[str]] = {}
         for r in (r for r in self.results if not r["arm"].startswith("mbv2")):
-            ax.scatter(r["int8_ms"], 100 * r["quant_acc"], zorder=3)
-            ax.annotate(r["arm"], (r["int8_ms"], 100 * r["quant_acc"]), fontsize=9)
+            points.setdefault((r["int8_ms"], 100 * r["quant_acc"]), []).append(r["arm"])
+        for xy, names in points.items():  # arms that found the same model share one labelled point
+            ax.scatter(*xy, zorder=3)
+            ax.annotate(",".join(names), xy, xytext=(4, 4), textcoords="offset points", fontsize=9)
         ax.set_xlabel(f"measured INT8 latency on {self.target.name} (ms, TVM)")
         ax.set_ylabel(f"quantized test accuracy (%, {self.data.name})")
         ax.grid(alpha=0.3)

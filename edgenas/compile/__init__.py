@@ -88,7 +88,9 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
         say(f"tuning: {stats.trials} trials on {stats.tasks_tuned}/{stats.tasks} tasks in {stats.seconds:.0f} s")
     database, n_records = tuning_db.load(tuning_dir, tune.MODULE_EQUALITY)
     say(f"building for {target.name}" + (f" with {n_records} tuning records" if database else " (untuned)"))
-    lib = build.build(fused, target, out_path, database)
+    lib, skipped = build.build(fused, target, out_path, database)
+    if skipped:
+        say(f"{len(skipped)} kernel(s) kept untuned, their record did not apply: {'; '.join(skipped)}")
     return CompileResult(library=str(lib), target=target.name, int8_ops=int8_ops, fallbacks=fallbacks,
                          trials=new_trials, db_records=n_records, tuned=database is not None,
                          seconds=time.perf_counter() - t0)

@@ -90,8 +90,10 @@ def cuda_fatbin_env(spec):
         yield
 
 
-def build(fused_mod, spec, out_path: str | os.PathLike, database=None) -> Path:
+def build(fused_mod, spec, out_path: str | os.PathLike, database=None) -> tuple[Path, list[str]]:
     """Compile the fused module for ``spec`` (with ``database`` applied if given) and export it.
+
+    Returns the library path and the kernels whose tuning record could not be applied.
 
     The library is exported into a temporary directory beside ``out_path`` and renamed into place,
     so an interrupted build never leaves a truncated ``.so`` where a good one is expected.
@@ -101,10 +103,9 @@ def build(fused_mod, spec, out_path: str | os.PathLike, database=None) -> Path:
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tgt = spec.tvm()
-    db_scope = database if database is not None else contextlib.nullcontext()
-    with pipeline.build_env(spec), tgt, db_scope, tvm.transform.PassContext(opt_level=3):
-        ex = tvm.compile(fused_mod, target=tgt,
-                         relax_pipeline=pipeline.schedule_and_lower(spec, database is not None))
+    skipped: list[str] = []
+    with pipeline.build_env(spec), tgt, tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(fused_mod, target=tgt, relax_pipeline=pipeline.schedule_and_lower(spec, database, skipped))
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_path.parent))
     try:
         lib = tmp / out_path.name
@@ -112,4 +113,4 @@ def build(fused_mod, spec, out_path: str | os.PathLike, database=None) -> Path:
         os.replace(lib, out_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out_path
+    return out_path, skipped

@@ -102,9 +102,3 @@ def import_onnx(path: str | os.PathLike):
         first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
         raise UsageError(f"{path}: the TVM Relax ONNX importer failed: {first}") from None
 
-
-def input_info(model) -> list[tuple[str, tuple[int, ...], int]]:
-    """(name, static shape, ONNX elem type) of each real graph input of a checked model."""
-    initializers = {t.name for t in model.graph.initializer}
-    return [(i.name, tuple(d.dim_value for d in i.type.tensor_type.shape.dim), i.type.tensor_type.elem_type)
-            for i in model.graph.input if i.name not in initializers]

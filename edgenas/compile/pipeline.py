@@ -120,15 +120,75 @@ def fuse(mod, spec):
         return seq(mod)
 
 
-def schedule_and_lower(spec, with_database: bool):
+def tuned_schedule(query, database, tgt, top_k: int = 8):
+    """The fastest record of ``database`` that applies to the normalised PrimFunc module ``query``.
+
+    Returns ``(schedule or None, reason the last candidate failed or None)``. With
+    ``anchor-block`` equality a record may come from a kernel with the same anchor (conv, matmul,
+    reduction) but other constants or another epilogue; its trace is then re-targeted with
+    ``schedule_using_anchor_trace``, which in 0.27 sometimes fails an internal check
+    (``inst->outputs.size() <= outputs.size()``, e.g. an fp32 ``mean`` record offered to an int8
+    ``mean + quantize + dequantize`` kernel). The next-best record is tried instead, and a
+    kernel no record fits is left to the fallback schedule (and counts as untuned for ``tune``).
+    """
+    import tvm_ffi
+    from tvm import s_tir
+    from tvm.s_tir.meta_schedule.trace_apply import schedule_using_anchor_trace
+
+    if not database.has_workload(query):
+        return None, None
+    reason = None
+    for record in database.get_top_k(database.commit_workload(query), top_k):
+        try:
+            if tvm_ffi.structural_equal(query, record.workload.mod):
+                sch = s_tir.Schedule(record.workload.mod)
+                record.trace.apply_to_schedule(sch, remove_postproc=False)
+            else:
+                sch = s_tir.Schedule(query)
+                schedule_using_anchor_trace(sch, record.trace, tgt)
+            return sch, None
+        except RuntimeError as e:  # tvm InternalError / ScheduleError / TVMError
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:120]
+    return None, reason
+
+
+def apply_database(mod, database, tgt, skipped: list[str]):
+    """Phase 4a: replace each fused PrimFunc that has a usable record by its tuned schedule.
+
+    ``relax.transform.MetaScheduleApplyDatabase`` does the same but aborts the whole build on
+    the first record that does not apply (see ``tuned_schedule``); here that kernel keeps the
+    backend's fallback schedule and is named in ``skipped``.
+    """
+    import tvm
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    for gv, func in list(mod.functions.items()):
+        if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
+            continue
+        sch, reason = tuned_schedule(_normalize_mod(func), database, tgt)
+        if sch is None:
+            if reason is not None:
+                skipped.append(f"{gv.name_hint} ({reason})")
+            continue
+        tuned = sch.mod["main"]
+        new = tvm.tirx.PrimFunc(tuned.params, tuned.body, tuned.ret_type, attrs=func.attrs)
+        mod[gv] = new.with_attr("tirx.is_scheduled", True)
+    return mod
+
+
+def schedule_and_lower(spec, database=None, skipped: list[str] | None = None):
     """Phases 4–5 as one pass for ``tvm.compile(relax_pipeline=...)``; run it inside ``with tgt``."""
     import tvm
-    from tvm import relax
 
     tgt = spec.tvm()
     be = backend(spec)
-    apply_db = [relax.transform.MetaScheduleApplyDatabase(enable_warning=False)] if with_database else []
-    return tvm.transform.Sequential([*apply_db, *be.fallback_schedule(tgt), *be.lowering(tgt)],
+    skipped = [] if skipped is None else skipped
+
+    @tvm.transform.module_pass(opt_level=0, name="edgenas.apply_database")
+    def _apply(mod, _ctx):
+        return apply_database(mod, database, tgt, skipped) if database is not None else mod
+
+    return tvm.transform.Sequential([_apply, *be.fallback_schedule(tgt), *be.lowering(tgt)],
                                     name="edgenas.schedule_and_lower")
 
 

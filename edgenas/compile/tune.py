@@ -2,11 +2,12 @@
 
 Why it looks like this (DESIGN.md §3 "Tune the space, not the model", §5):
 
-* Only tasks with no record in the shared DB are tuned, so a second compile of the same model,
-  or of another model built from the same op configurations, runs no trials at all.
-* ``module_equality="anchor-block"``: INT8 layers that differ only in their requantize constants
-  are one task and share records (``MetaScheduleApplyDatabase`` re-targets the trace with
-  ``ScheduleUsingAnchorTrace`` when the constants differ).
+* Only tasks no record of the shared DB applies to are tuned, so a second compile of the same
+  model, or of another model built from the same op configurations, runs no trials at all.
+* ``module_equality="anchor-block"`` (checked in 0.27: four same-shape int8 convs with different
+  scales are one task, 9 -> 6 tasks on a small net): such layers share records, and the trace is
+  re-targeted with ``schedule_using_anchor_trace`` (``pipeline.tuned_schedule``, which also
+  survives the cases where 0.27 cannot re-target a trace).
 * Tuning writes into a private work dir; a measure callback merges the new records into the
   shared DB after every measured batch (``tuning_db.merge``), so a killed run keeps what it paid
   for and two concurrent tuners cannot corrupt the shared files.
@@ -24,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from . import fastinspect, tuning_db
+from . import fastinspect, pipeline, tuning_db
 
 MODULE_EQUALITY = "anchor-block"
 BUILD_TIMEOUT_S = 60.0
@@ -38,7 +39,7 @@ class TuneStats:
     build_errors: int    # candidates that failed to build (should be 0)
     run_errors: int      # candidates that built but failed to run
     tasks: int           # tasks in the module
-    tasks_tuned: int     # tasks without records, tuned in this call
+    tasks_tuned: int     # tasks without a usable record, tuned in this call
     seconds: float
 
 
@@ -139,8 +140,8 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
     tgt = target.tvm()
     tasks = extract_tasks(mod, tgt, module_equality=MODULE_EQUALITY)
     shared, _ = tuning_db.load(tuning_dir, MODULE_EQUALITY)
-    todo = [t for t in tasks if shared is None
-            or shared.query_tuning_record(t.dispatched[0], tgt, t.task_name) is None]
+    # A task counts as tuned only if some record actually applies to it (pipeline.tuned_schedule).
+    todo = [t for t in tasks if shared is None or pipeline.tuned_schedule(t.dispatched[0], shared, tgt)[0] is None]
     if trials <= 0 or not todo:
         return TuneStats(0, 0, 0, len(tasks), 0, time.perf_counter() - t0)
     per_iter = trials_per_round or max(1, min(MAX_TRIALS_PER_ITER, trials // len(todo)))

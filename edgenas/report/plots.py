@@ -69,13 +69,13 @@ def pareto(view: RunView) -> Figure | None:
     if known:  # at least a 2-point span: a 0.2-point spread must not look like a cliff
         lo, hi = ax.get_ylim()
         if hi - lo < 2.0:
-            mid = (hi + lo) / 2
-            ax.set_ylim(mid - 1.0, mid + 1.0)
+            lo, hi = (hi + lo) / 2 - 1.0, (hi + lo) / 2 + 1.0
+        ax.set_ylim(lo, min(hi, 100.5))  # accuracy above 100 % is not a place to look
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy vs measured INT8 latency" + (f" on {m.target}" if m is not None else ""))
     ax.grid(alpha=0.3)
     if ax.has_data():
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     for r, row in rows:
         strip.plot([row["measured_ms"]], [r], "D" if row.get("chosen") else "o", color=_round_color(r),
                    ms=9 if row.get("chosen") else 6, mfc=_round_color(r) if row.get("chosen") else "none", mew=1.5)
