@@ -32,7 +32,12 @@ def _state(ctx: typer.Context) -> dict:
 
 @app.callback()
 def _root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+    import warnings
+
     ctx.obj = {"debug": debug}
+    if not debug:  # library chatter (brevitas' optional kernels, torch.onnx deprecations) is not for users
+        for module in ("brevitas", "torch", "onnxscript"):
+            warnings.filterwarnings("ignore", module=module)
 
 
 def handled(fn):

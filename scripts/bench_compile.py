@@ -161,19 +161,25 @@ def compile_all(m: dict, work: Path, tuning_dir: Path, trials: int, log) -> dict
 
 
 # ---------------------------------------------------------------- measurement (one process per thread count)
-def _median_ms(fn, samples: int = 30, min_sample_s: float = 0.005) -> dict:
-    for _ in range(5):
-        fn()
-    t0 = time.perf_counter()
-    fn()
-    number = max(1, int(min_sample_s / max(time.perf_counter() - t0, 1e-7)))
-    times = []
-    for _ in range(samples):
-        t0 = time.perf_counter()
-        for _ in range(number):
+def _interleaved_ms(fns: dict, samples: int = 30, min_sample_s: float = 0.005) -> dict:
+    """Median/p90 per engine. Engines are sampled round-robin, so load from other processes on
+    this shared box hits every engine alike instead of whichever was being timed at the time."""
+    number = {}
+    for e, fn in fns.items():
+        for _ in range(5):
             fn()
-        times.append((time.perf_counter() - t0) / number * 1e3)
-    return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90)), "n": samples * number}
+        t0 = time.perf_counter()
+        fn()
+        number[e] = max(1, int(min_sample_s / max(time.perf_counter() - t0, 1e-7)))
+    times: dict[str, list[float]] = {e: [] for e in fns}
+    for _ in range(samples):
+        for e, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(number[e]):
+                fn()
+            times[e].append((time.perf_counter() - t0) / number[e] * 1e3)
+    return {e: {"median": float(np.median(t)), "p90": float(np.percentile(t, 90)), "n": samples * number[e]}
+            for e, t in times.items()}
 
 
 def measure_worker(models: list[dict], threads: int) -> dict:
@@ -199,7 +205,7 @@ def measure_worker(models: list[dict], threads: int) -> dict:
             vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
             fns[engine] = lambda vm=vm, tx=tvm.runtime.tensor(x): vm["main"](tx)
         with torch.inference_mode():
-            out[m["name"]] = {e: _median_ms(f) for e, f in fns.items()}
+            out[m["name"]] = _interleaved_ms(fns)
     return out
 
 

@@ -18,6 +18,7 @@ Why it looks like this (DESIGN.md §3 "Tune the space, not the model", §5):
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -108,7 +109,11 @@ def _checkpoint_callback(private_dir: str, shared_dir: str, total: int, task_nam
     return MergeIntoShared()
 
 
-def _memo_only() -> None:
+def _runner_init(threads: int) -> None:
+    """Runner worker set-up: the ``getmodule`` memo (it imports MetaSchedule too: 32 s bare), and
+    the target's thread count. TVM otherwise runs cores/2 threads on x86 (it assumes SMT), i.e.
+    1 thread on this 2-core box, and candidates would be ranked for the wrong thread count."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(threads))
     fastinspect.install(warm=False)
 
 
@@ -163,9 +168,9 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
         if console is not None:
             console_level = console.level
             console.setLevel("WARNING")
-        # The runner's worker imports MetaSchedule too (32 s here without the memo).
+        threads = int(target.tvm_target.get("num-cores", os.cpu_count() or 1))
         runner = runner or ms.runner.LocalRunner(
-            timeout_sec=60, initializer=_memo_only, evaluator_config=ms.runner.EvaluatorConfig(
+            timeout_sec=60, initializer=functools.partial(_runner_init, threads), evaluator_config=ms.runner.EvaluatorConfig(
                 number=3, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False))
         callbacks = ms.measure_callback.MeasureCallback.create("default") + [
             _checkpoint_callback(private, tuning_dir, trials, [t.task_name for t in todo], progress, counts)]

@@ -7,6 +7,8 @@ import json
 import subprocess
 import time
 
+import pytest
+
 from conftest import edgenas_cmd, tiny_build_args
 from edgenas import records
 from edgenas.manifest import Manifest
@@ -17,6 +19,7 @@ def _completed(out) -> dict:
     return json.loads(p.read_text())["completed"] if p.exists() else {}
 
 
+@pytest.mark.slow  # a whole build plus the farm's retry timeouts (~7 min under load); failover itself is in test_failover
 def test_build_through_farm_fails_cleanly_then_resumes(loopback_farm, tmp_path, tiny_recipe):
     loopback_farm.ensure(2)
     out = tmp_path / "run"
