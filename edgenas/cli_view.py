@@ -79,4 +79,6 @@ def build_summary(m, run_dir) -> Table:
                                             f"{'met' if r['budget_met'] else 'NOT met'}"))
     for name in sorted(m.files):
         rows.append(("artifact", str(run_dir / name)))
+    rows.append(("report", str(run_dir / "report.html")))
+    rows.append(("bundle", str(run_dir / m.target) + "  (edgenas verify checks it)"))
     return kv_table("edgenas build", rows)
