@@ -4,10 +4,11 @@ one temp dir per session (so the op table is profiled once and shared by every b
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
+
+from buildkit import edgenas_cmd, tiny_build_args  # noqa: F401  (re-exported for fixtures below)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,19 +27,6 @@ def tiny_recipe(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("recipes") / "int8-fast.toml"
     p.write_text(text)
     return p
-
-
-TINY_SEARCH_EPOCHS = 8
-
-
-def tiny_build_args(out: Path, recipe: Path, search_epochs: int = TINY_SEARCH_EPOCHS) -> list[str]:
-    """CLI flags of the smallest build that still runs every stage."""
-    return ["build", "--target", "x86-avx2", "--out", str(out), "--rounds", "1", "--image-size", "8",
-            "--search-epochs", str(search_epochs), "--epochs", "3", "--samples", "1", "--recipe", str(recipe)]
-
-
-def edgenas_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edgenas.cli", *args]
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import edgenas_cmd
+from buildkit import edgenas_cmd
 
 
 def run(*args, timeout=120):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import edgenas_cmd, tiny_build_args
+from buildkit import edgenas_cmd, tiny_build_args
 from edgenas import records
 from edgenas.fsio import sha256_file
 from edgenas.manifest import Manifest

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import edgenas_cmd, tiny_build_args
+from buildkit import edgenas_cmd, tiny_build_args
 
 BUILD_TIMEOUT_S = 1800
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import edgenas_cmd, tiny_build_args
+from buildkit import edgenas_cmd, tiny_build_args
 from edgenas import records
 from edgenas.manifest import Manifest
 

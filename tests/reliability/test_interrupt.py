@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import edgenas_cmd, tiny_build_args
+from buildkit import edgenas_cmd, tiny_build_args
 from edgenas import records
 from edgenas.search.darts import SearchResult
 

@@ -1,0 +1,22 @@
+"""Helpers shared by test modules: how to run the CLI and the smallest complete build.
+
+A uniquely named module, not ``conftest``: several conftest.py files exist, and ``from conftest
+import`` resolves to whichever one was imported first in a full run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+TINY_SEARCH_EPOCHS = 8
+
+
+def tiny_build_args(out: Path, recipe: Path, search_epochs: int = TINY_SEARCH_EPOCHS) -> list[str]:
+    """CLI flags of the smallest build that still runs every stage."""
+    return ["build", "--target", "x86-avx2", "--out", str(out), "--rounds", "1", "--image-size", "8",
+            "--search-epochs", str(search_epochs), "--epochs", "3", "--samples", "1", "--recipe", str(recipe)]
+
+
+def edgenas_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edgenas.cli", *args]
