@@ -20,3 +20,27 @@ def tiny_build_args(out: Path, recipe: Path, search_epochs: int = TINY_SEARCH_EP
 
 def edgenas_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "edgenas.cli", *args]
+
+
+def _one_thread():
+    """Single-threaded torch: intra-op threads on a shared, loaded CPU are several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _recipe():
+    from edgenas.quantize.recipe import get_recipe
+
+    return get_recipe("int8-per-channel")
+
+
+def package_fixtures():
+    """``(one_thread, recipe)`` fixtures for a test package's conftest (space and search share them)."""
+    import pytest
+
+    return (pytest.fixture(autouse=True, scope="package", name="_one_thread")(_one_thread),
+            pytest.fixture(scope="package", name="recipe")(_recipe))
