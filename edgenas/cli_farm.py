@@ -60,3 +60,39 @@ def bench(
     elif not report.passed:
         names = ", ".join(r.name for r in report.regressions)
         raise EdgenasError(f"{len(report.regressions)} latency regression(s) beyond {tol:.0%}: {names}")
+
+
+@app.command()
+@handled
+def measure(
+    run: Path = typer.Argument(..., help="Run directory (holds arch.json and model_<target>.so)."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Which library to measure (default: the run's target)."),
+    repeat: int = typer.Option(50, "--repeat", help="Minimum timed samples (the protocol adds more until the median is stable)."),
+    tracker: Optional[str] = typer.Option(None, "--tracker", help="Measure on a device farm: tracker HOST:PORT."),
+    key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key)."),
+):
+    """Re-measure a run's compiled library, locally or on a device of the farm."""
+    from . import records
+    from .cli_view import kv_table, out
+    from .errors import UsageError
+    from .manifest import Manifest
+    from .space.arch import Arch
+
+    if not (run / "manifest.json").is_file():
+        raise UsageError(f"{run} holds no finished edgenas run (no manifest.json)")
+    name = target or records.load(run / "manifest.json", Manifest).target
+    lib = run / f"model_{name}.so"
+    if not lib.is_file():
+        raise UsageError(f"{lib} does not exist; compile it with `edgenas package {run} --target {name}`")
+    arch = records.load(run / "arch.json", Arch)
+    shape = (1, arch.in_channels, arch.image_size, arch.image_size)
+    farm = _farm(tracker, key, name)
+    if farm is None:
+        from .measure.protocol import measure_here
+
+        stats = measure_here(lib, shape, min_samples=repeat, target=name).stats
+    else:
+        stats = farm.measure(lib, shape, repeat=repeat)
+    out.print(kv_table(f"edgenas measure {lib.name}", [
+        ("median", f"{stats.median_ms:.4f} ms"), ("p90", f"{stats.p90_ms:.4f} ms"), ("n", str(stats.n)),
+        ("threads", str(stats.threads)), ("where", stats.where), ("device", stats.device)]))

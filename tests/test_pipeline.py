@@ -61,3 +61,14 @@ def test_second_build_into_same_dir_refuses(built_run, tiny_recipe):
     proc = subprocess.run(edgenas_cmd(*tiny_build_args(out, tiny_recipe)), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "--resume" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_measure_command_remeasures_the_run(built_run):
+    proc = subprocess.run(edgenas_cmd("measure", str(built_run[0]), "--repeat", "10"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "median" in proc.stdout and " ms" in proc.stdout
+
+
+def test_measure_command_on_a_non_run_is_one_line(tmp_path):
+    proc = subprocess.run(edgenas_cmd("measure", str(tmp_path)), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no finished edgenas run" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
