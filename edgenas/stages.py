@@ -128,7 +128,12 @@ class Build:
                     checkpoint=run.file(f"rounds/r{r}/search_ckpt.pt"),
                     on_step=lambda e, h: adv(1, _step_note(h))))
             records.save(run.file(f"rounds/r{r}/search.json"), res)
-            run.mark(f"r{r}.search", arch=str(res.arch))
+            from .search.collapse import collapse_warning
+
+            warning = collapse_warning(res.history)
+            if warning:
+                self.rep.warn(f"round {r}: {warning}")
+            run.mark(f"r{r}.search", arch=str(res.arch), collapse=warning)
         res = records.load(run.file(f"rounds/r{r}/search.json"), SearchResult)
         if not run.done(f"r{r}.measure"):
             rng = np.random.default_rng(cfg.seed * 31 + r)
