@@ -9,7 +9,6 @@ from edgenas.space.arch import SpaceConfig, StageConfig
 SPACE = SpaceConfig(image_size=8, stem=8, stages=(StageConfig(8, 3, 1),), head=16, ops=("mb_k3_e3", "skip"))
 
 
-
 def test_forced_collapse_fires_the_warning():
     data = load_data("digits", 8, seed=0)
     # A huge alpha learning rate and a latency term that rewards the free op: skip wins every layer.
