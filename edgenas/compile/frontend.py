@@ -24,7 +24,8 @@ from ..errors import UsageError
 # ONNX QOperator ops have no Relax importer; QDQ graphs of the same model do import.
 _QOPERATOR_HINT = "export QDQ (QuantizeLinear/DequantizeLinear) instead of QOperator"
 _DEFAULT_DOMAINS = ("", "ai.onnx")
-_DIRECT_OPS = {"Constant", "If"}  # handled by the importer itself, not its converter map
+_DIRECT_OPS = {"Constant", "If"}
+MIN_OPSET = 7  # the Relax ONNX frontend's converters start at opset 1-7; older graphs use removed op forms  # handled by the importer itself, not its converter map
 
 
 def _all_nodes(graph):
@@ -70,6 +71,11 @@ def check_onnx(path: str | os.PathLike):
     except Exception as e:  # protobuf DecodeError, ValidationError, external-data errors, ...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise UsageError(f"{path}: not a valid ONNX model (truncated or not ONNX?): {first}") from None
+    known = onnx.defs.onnx_opset_version()
+    for imp in model.opset_import:
+        if imp.domain in _DEFAULT_DOMAINS and not MIN_OPSET <= imp.version <= known:
+            raise UsageError(f"{path}: declares ONNX opset {imp.version}; this importer reads opsets {MIN_OPSET}..{known} "
+                             "(re-export with a supported opset, e.g. 17)")
     if not model.graph.node or not model.graph.output:
         raise UsageError(f"{path}: the ONNX graph is empty (no nodes or no outputs)")
     initializers = {t.name for t in model.graph.initializer}

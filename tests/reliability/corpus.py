@@ -37,6 +37,16 @@ def _onnx_model(tmp: Path, op: str = "Relu", dims=(1, 4), domain: str = "") -> P
     return p
 
 
+def _future_opset(tmp: Path) -> list[str]:
+    import onnx
+
+    p = _onnx_model(tmp)
+    model = onnx.load(p)
+    model.opset_import[0].version = 99
+    onnx.save(model, p)
+    return ["compile", str(p), "--out", str(tmp / "o.so")]
+
+
 def _truncated(tmp: Path) -> list[str]:
     good = _onnx_model(tmp).read_bytes()
     p = tmp / "truncated.onnx"
@@ -130,5 +140,6 @@ CASES: list[Case] = [
     Case("ONNX with an op TVM cannot import", _unsupported_op, 2, ("Det",)),
     Case("ONNX with a custom-domain op", _custom_domain, 2, ("com.example",)),
     Case("ONNX with a dynamic batch dimension", _dynamic_batch, 2, ("N",)),
+    Case("ONNX declaring an opset that does not exist", _future_opset, 2, ("Relu.onnx",)),
     Case("target whose cross compiler is missing", _missing_cross_compiler, 2, ("no-such-aarch64-g++", "apt-get install")),
 ]
