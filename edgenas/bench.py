@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fsio, records
+from . import records
 from .errors import UsageError
 from .measure.protocol import Measurement, Protocol, measure_here, software_versions
 from .records import record

@@ -8,12 +8,10 @@ up after any interruption; the search and the two trainings also checkpoint ever
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fsio, records
+from . import records
 from .errors import UsageError
 from .progress import Reporter
 from .records import record

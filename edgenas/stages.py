@@ -14,8 +14,8 @@ import torch
 
 from . import fsio, records
 from .data import load_data
-from .errors import EdgenasError, UsageError
-from .latency.predictor import Predictor, fit_predictor
+from .errors import UsageError
+from .latency.predictor import fit_predictor
 from .latency.profile import measure_arch, profile_space
 from .latency.table import LatencyTable
 from .manifest import SCHEMA_VERSION, Manifest, hash_files

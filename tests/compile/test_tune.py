@@ -14,7 +14,6 @@ import time
 import warnings
 
 import numpy as np
-import pytest
 
 from edgenas.compile import compile_onnx, frontend, pipeline, tune, tuning_db
 from edgenas.target import get_target
