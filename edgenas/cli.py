@@ -104,6 +104,9 @@ def build(
     seed: int = typer.Option(0, "--seed", help="Seed for data split, search, training and sampling."),
     strategy: str = typer.Option("darts", "--strategy", help="darts (differentiable, hardware-aware) | random (same compute, the baseline)."),
     bits: str = typer.Option("8", "--bits", help="Per-layer bit widths to search, e.g. 4,8 (QuantNAS noise + entropy + BitOps terms turn on with several)."),
+    space: str = typer.Option("default", "--space", help="default: search the built-in INT8 space | evolve: SpaceEvo first "
+                              "picks per-stage block types and widths by Q-T score (KD proxy + latencies measured on the "
+                              "target; ~2-5 min more), then the rounds search that space."),
     sparse: bool = typer.Option(False, "--sparse", help="Add DASS sparse ops (75% of weights pruned) beside the dense ones, with a sparsity cost term."),
     selection: str = typer.Option("argmax", "--selection", help="argmax | pt (DARTS-PT: keep the op whose removal hurts validation accuracy most)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last finished stage."),
@@ -135,7 +138,7 @@ def build(
     space_cfg = dataclasses.replace(SpaceConfig(), image_size=image_size, bits=bit_set, sparse_levels=(0.75,) if sparse else ())
     cfg = BuildConfig(target=target, data=data, out=str(out), rounds=rounds, latency_budget_ms=_parse_ms(latency_budget),
                       seed=seed, recipe=recipe, trials=trials, strategy=strategy, final_epochs=epochs, sampled_per_round=samples,
-                      space=space_cfg, search=search_cfg)
+                      space_mode=space, space=space_cfg, search=search_cfg)
     manifest = run_build(cfg, RichReporter(), resume=resume, farm=_farm(tracker, key, target))
     console.print(build_summary(manifest, out))
 
@@ -165,21 +168,41 @@ def compile_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output library path (default: MODEL_<target>.so beside the model)."),
     trials: int = typer.Option(0, "--trials", help="MetaSchedule trials (tuning records go to tuning_logs/<target>/)."),
     float_only: bool = typer.Option(False, "--float", help="Do not fold Q/DQ into integer ops (float simulation)."),
+    tracker: Optional[str] = typer.Option(None, "--tracker", help="TVM RPC tracker HOST:PORT of a device farm: tune there "
+                                          "(MetaSchedule RPC runner) and measure the library there."),
+    key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key)."),
 ):
-    """Compile a bring-your-own ONNX model for TARGET with TVM (INT8 kernels for QDQ models)."""
+    """Compile a bring-your-own ONNX model for TARGET with TVM (INT8 kernels for QDQ models).
+
+    Examples:\n
+      edgenas compile model_int8.onnx --target x86-avx2 --trials 64\n
+      edgenas compile model_int8.onnx --target rpi4 --trials 64 --tracker 10.0.0.2:9190 --key rpi4
+    """
     from .cli_view import console as err_console, kv_table, out as console
     from .compile import compile_onnx
     from .target import get_target
 
     spec = get_target(target)
+    farm = _farm(tracker, key, spec.name)
     lib = out or model.with_name(f"{model.stem}_{spec.name}.so")
     with err_console.status(f"compiling {model.name} for {spec.name}") as status:
-        res = compile_onnx(model, spec, lib, int8=not float_only, trials=trials, progress=lambda m: status.update(m))
+        res = compile_onnx(model, spec, lib, int8=not float_only, trials=trials, farm=farm,
+                           progress=lambda m: status.update(m))
+        latency = None
+        if farm is not None:
+            from .compile.frontend import input_shape
+
+            status.update(f"measuring {lib.name} on {farm.tracker} key {farm.key!r}")
+            latency = farm.measurement(res.library, input_shape(model))
     rows = [("library", str(res.library)), ("target", res.target),
             ("int8 ops", ", ".join(f"{k}×{v}" for k, v in res.int8_ops.items()) or "none"),
-            ("tuning", f"{res.trials} new trials, {res.db_records} records, applied={res.tuned}"),
+            ("tuning", f"{res.trials} new trials ({res.failed_runs} failed to run), {res.db_records} records, "
+                       f"applied={res.tuned}"),
             ("seconds", f"{res.seconds:.1f}")]
     rows += [("fell back to float", f) for f in res.fallbacks]
+    if latency is not None:
+        rows.append(("latency on the farm", f"median {latency.stats.median_ms:.4f} ms (n = {latency.stats.n}, "
+                                            f"{latency.device_id}, key {latency.key})"))
     console.print(kv_table("edgenas compile", rows))
 
 

@@ -17,6 +17,13 @@ from .progress import Reporter
 from .records import record
 from .search.darts import SearchConfig
 from .space.arch import SpaceConfig
+from .space.evolve import EvolveConfig
+
+SPACE_MODES = ("default", "evolve")
+
+# SpaceEvo at the size the bench measured on digits (bench_search: ~2 min on 2 cores, 8x8): the
+# four INT8-friendly block families, 3 width windows per stage, 20k subnets per Q-T score.
+BUILD_EVOLVE = EvolveConfig(blocks=("mb", "fmb", "dw", "mbh"), n_samples=20_000, cycles=300)
 
 
 @record("build_config")
@@ -33,7 +40,9 @@ class BuildConfig:
     final_epochs: int = 20
     sampled_per_round: int = 2        # extra architectures measured per round to fit the predictor
     strategy: str = "darts"           # darts | random (edgenas.search.strategies)
+    space_mode: str = "default"       # default: search `space` | evolve: SpaceEvo picks the space first
     space: SpaceConfig = field(default_factory=SpaceConfig)
+    evolve: EvolveConfig = BUILD_EVOLVE
     search: SearchConfig = field(default_factory=SearchConfig)
 
     def validate(self) -> None:
@@ -46,6 +55,8 @@ class BuildConfig:
         from .search.strategies import STRATEGIES
 
         STRATEGIES.get(self.strategy)
+        if self.space_mode not in SPACE_MODES:
+            raise UsageError(f"--space {self.space_mode!r}: choose from {', '.join(SPACE_MODES)}")
         if self.search.epochs < 1 or not 0 <= self.search.warmup < self.search.epochs:
             raise UsageError("search epochs must be >= 1 and warm-up shorter than the search")
 

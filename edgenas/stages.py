@@ -54,6 +54,7 @@ class Build:
         self.data = load_data(cfg.data, cfg.space.image_size, cfg.seed)
         self.space = dataclasses.replace(cfg.space, in_channels=self.data.channels, num_classes=self.data.classes)
         self.run_dir = RunDir(cfg.out)
+        self.budget_ms = cfg.latency_budget_ms   # an evolved space keeps the budget it was evolved for
 
     # -- helpers ------------------------------------------------------------------------------
     def _measure_lib(self, lib: str, shape: tuple[int, ...], repeat: int = 15) -> LatencyStats:
@@ -102,6 +103,39 @@ class Build:
         run.mark("op_table", entries=len(table.entries))
         return table
 
+    def evolve_space(self, table: LatencyTable) -> LatencyTable:
+        """``--space evolve``: SpaceEvo chooses the space the rounds search (METHODS.md §3).
+
+        Per-stage tables (block-wise KD proxy + INT8 latencies profiled on the target, growing the
+        op table) and aging evolution by Q-T score at the build's latency budget; the winner
+        replaces ``self.space``. Returns the grown op table."""
+        from .space.arch import SpaceConfig
+        from .space.evolve import evolve_for_budget
+
+        run, cfg = self.run_dir, self.cfg
+        if not run.done("evolve"):
+            budget = cfg.latency_budget_ms or table.arch_sum(self._first_arch())
+            with self.rep.stage(f"SpaceEvo: evolve the search space (budget {budget:.3f} ms)", total=None) as adv:
+                res, tables, table = self._timed("evolve", lambda: evolve_for_budget(
+                    self.space, self.data, table, budget, cfg.evolve,
+                    lambda space, t: profile_space(space, t, self.recipe, self.target, self._median,
+                                                   progress=lambda i, n, key: adv(0, f"profile {key}")),
+                    cfg.seed, progress=lambda m: adv(0, m)))
+            records.save(op_table_path(self.target.name), table)
+            records.save(run.file("op_table.json"), table)
+            records.save(run.file("stage_tables.json"), tables)
+            records.save(run.file("space.json"), res.space)
+            blocks = [st.ops[0] for st in res.space.stages]
+            self.rep.info(f"SpaceEvo: Q-T {res.score:.4f} after {res.evaluated} candidate spaces; stages "
+                          + ", ".join(f"{op}×{st.channels}" for op, st in zip(blocks, res.space.stages)))
+            run.mark("evolve", candidate=str(res.best), qt_score=res.score, evaluated=res.evaluated, budget_ms=budget)
+        self.space = records.load(run.file("space.json"), SpaceConfig)
+        self.budget_ms = cfg.latency_budget_ms or run.info("evolve")["budget_ms"]
+        return records.load(run.file("op_table.json"), LatencyTable)
+
+    def _first_arch(self) -> Arch:
+        return arch_from_choices(self.space, [self.space.candidates(i)[0] for i in range(len(self.space.positions()))])
+
     def measured_so_far(self, upto: int) -> list[dict]:
         out = []
         for r in range(1, upto + 1):
@@ -118,8 +152,7 @@ class Build:
                               table.fixed_ms * pred.scale + pred.offset_ms)
         records.save(run.file(f"rounds/r{r}/predictor.json"), pred)
         if not run.done(f"r{r}.search"):
-            budget = cfg.latency_budget_ms or float(np.mean([
-                pred.predict(table.arch_sum(arch_from_choices(self.space, [self.space.candidates(i)[0] for i in range(len(self.space.positions()))])))]))
+            budget = self.budget_ms or pred.predict(table.arch_sum(self._first_arch()))
             strategy = STRATEGIES.get(cfg.strategy)
             total = cfg.search.epochs if cfg.strategy == "darts" else None
             with self.rep.stage(f"round {r}: search ({cfg.strategy}, budget {budget:.3f} ms)", total=total) as adv:
@@ -228,7 +261,8 @@ class Build:
         if not run.done("compile"):
             with self.rep.stage(f"compile INT8 with TVM for {self.target.name}" + (f" ({self.cfg.trials} tuning trials)" if self.cfg.trials else "")) as adv:
                 res = self._timed("compile", lambda: compile_onnx(run.file("model_int8.onnx"), self.target, lib, int8=True,
-                                                                 trials=self.cfg.trials, progress=lambda m: adv(0, m)))
+                                                                 trials=self.cfg.trials, farm=self.farm,
+                                                                 progress=lambda m: adv(0, m)))
             run.mark("compile", result=dataclasses.asdict(res))
         return lib, run.info("compile")["result"]
 
@@ -257,6 +291,8 @@ class Build:
         cfg = self.cfg
         with self.run_dir.open(records.to_dict(cfg)["data"], self.resume) as run:
             table = self.op_table()
+            if cfg.space_mode == "evolve":
+                table = self.evolve_space(table)
             res = None
             for r in range(1, cfg.rounds + 1):
                 res = self.round(r, table)
@@ -299,7 +335,7 @@ class Build:
                       "n": int(len(self.data.test[1]))},
             latency=dataclasses.asdict(stats), latency_how=f"TVM time_evaluator, {stats.n} repeats, {stats.where}",
             parity=tuple(parity), compile=comp, rounds=rounds, stage_seconds=seconds,
-            search_cost_s=round(seconds.get("search", 0.0) + seconds.get("profile", 0.0) + seconds.get("feedback", 0.0), 2),
+            search_cost_s=round(sum(seconds.get(k, 0.0) for k in ("profile", "evolve", "search", "feedback")), 2),
             files=hash_files(run.path, names),
         )
         records.save(run.file("manifest.json"), m)

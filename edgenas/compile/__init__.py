@@ -26,6 +26,7 @@ class CompileResult:
     int8_ops: dict          # from FoldReport ({} if float)
     fallbacks: tuple        # from FoldReport
     trials: int             # new MetaSchedule trials run in this call
+    failed_runs: int        # of those, candidates that built but failed to run (e.g. a lost farm server)
     db_records: int         # records in the tuning DB after the call
     tuned: bool             # whether a tuning database was applied
     seconds: float
@@ -49,13 +50,15 @@ def _fold_qdq():
 
 
 def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int = 0,
-                 tuning_dir: str | None = None,
+                 tuning_dir: str | None = None, farm=None,
                  progress: Callable[[str], None] | None = None) -> CompileResult:
     """Compile ``onnx_path`` for ``target`` (a ``TargetSpec``) into the library ``out_path``.
 
     ``trials > 0`` tunes the tasks that have no record yet in ``tuning_dir`` (default
-    ``default_tuning_dir(target)``); only targets measurable on this host can be tuned here. All input
-    and host problems raise ``UsageError`` before any tuning or writing.
+    ``default_tuning_dir(target)``): on this host when the target is measurable here, otherwise
+    (or whenever ``farm``, a ``measure.rpc.Farm``, is given) through the farm's RPC servers with
+    MetaSchedule's ``RPCRunner``. All input and host problems raise ``UsageError`` before any
+    tuning or writing.
     """
     from . import build, pipeline, tune, tuning_db
 
@@ -64,9 +67,14 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
     if trials < 0:
         raise UsageError(f"trials must be >= 0, got {trials}")
     target.check_host_prerequisites()
-    if trials > 0 and not pipeline.tunable_here(target):
+    if trials > 0 and farm is None and not pipeline.tunable_here(target):
         raise UsageError(f"target {target.name!r} cannot be measured on this host, so it cannot be tuned here",
-                         hint="compile with trials=0 to use the records in tuning_logs/, or tune through a device farm")
+                         hint="compile with trials=0 to use the records in tuning_logs/, or tune through a device "
+                              "farm with --tracker HOST:PORT --key KEY")
+    if trials > 0 and farm is not None and not pipeline.tunable_remotely(target):
+        raise UsageError(f"target {target.name!r} cannot be tuned through a farm yet (CUDA candidates need the "
+                         f"fatbin build in MetaSchedule's workers)",
+                         hint="compile with trials=0: CUDA kernels get DLight's default schedules")
     tuning_dir = Path(tuning_dir) if tuning_dir is not None else default_tuning_dir(target)
 
     say(f"importing {os.fspath(onnx_path)}")
@@ -81,18 +89,22 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
         say("int8: edgenas.compile.qdq_rewrite is not available; Q/DQ stays float-simulated")
     fused = pipeline.fuse(mod, target)
 
-    new_trials = 0
+    new_trials = failed_runs = 0
     if trials > 0:
-        stats = tune.tune(fused, target, str(tuning_dir), trials, progress=say)
-        new_trials = stats.trials
-        say(f"tuning: {stats.trials} trials on {stats.tasks_tuned}/{stats.tasks} tasks in {stats.seconds:.0f} s")
+        runner = farm.ms_runner() if farm is not None else None
+        where = f" through {farm.tracker} key {farm.key!r}" if farm is not None else ""
+        say(f"tuning{where}")
+        stats = tune.tune(fused, target, str(tuning_dir), trials, runner=runner, progress=say)
+        new_trials, failed_runs = stats.trials, stats.run_errors
+        say(f"tuning: {stats.trials} trials on {stats.tasks_tuned}/{stats.tasks} tasks in {stats.seconds:.0f} s"
+            + (f", {stats.run_errors} failed to run" if stats.run_errors else ""))
     database, n_records = tuning_db.load(tuning_dir, tune.MODULE_EQUALITY)
     say(f"building for {target.name}" + (f" with {n_records} tuning records" if database else " (untuned)"))
     lib, skipped = build.build(fused, target, out_path, database)
     if skipped:
         say(f"{len(skipped)} kernel(s) kept untuned, their record did not apply: {'; '.join(skipped)}")
     return CompileResult(library=str(lib), target=target.name, int8_ops=int8_ops, fallbacks=fallbacks,
-                         trials=new_trials, db_records=n_records, tuned=database is not None,
+                         trials=new_trials, failed_runs=failed_runs, db_records=n_records, tuned=database is not None,
                          seconds=time.perf_counter() - t0)
 
 

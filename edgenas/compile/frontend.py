@@ -97,6 +97,16 @@ def check_onnx(path: str | os.PathLike):
     return model
 
 
+def input_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """The static shape of the model's single graph input (``check_onnx`` guarantees it is static)."""
+    model = check_onnx(path)
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise UsageError(f"{path}: edgenas measures single-input models; this one has {len(inputs)} inputs")
+    return tuple(d.dim_value for d in inputs[0].type.tensor_type.shape.dim)
+
+
 def import_onnx(path: str | os.PathLike):
     """``check_onnx`` + ``relax.frontend.onnx.from_onnx`` with the weights as constants."""
     from tvm.relax.frontend.onnx import from_onnx

@@ -82,13 +82,16 @@ class Backend:
     build_env: Callable[[object], ContextManager]  # TargetSpec -> env around tvm.compile
     fcompile: Callable[[object], object]           # TargetSpec -> export_library's fcompile
     tunable_here: bool                             # may MetaSchedule measure it on this host?
+    tunable_remotely: bool                         # may MetaSchedule tune it through a device farm?
 
 
 BACKENDS: dict[tuple[str, str], Backend] = {
-    ("llvm", "x86_64"): Backend(_cpu_fallback, _stock_lowering("cpu_generic"), _no_env, _host_compiler, True),
-    ("llvm", "aarch64"): Backend(_cpu_fallback, _stock_lowering("cpu_generic"), _no_env, _cross_compiler, False),
-    ("cuda", "x86_64"): Backend(_gpu_fallback, _stock_lowering("cuda"), _cuda_env, _host_compiler, False),
-    ("cuda", "aarch64"): Backend(_gpu_fallback, _stock_lowering("cuda"), _cuda_env, _cross_compiler, False),
+    ("llvm", "x86_64"): Backend(_cpu_fallback, _stock_lowering("cpu_generic"), _no_env, _host_compiler, True, True),
+    ("llvm", "aarch64"): Backend(_cpu_fallback, _stock_lowering("cpu_generic"), _no_env, _cross_compiler, False, True),
+    # CUDA candidates would need the fatbin environment (build.cuda_fatbin_env) inside MetaSchedule's
+    # build workers; until then CUDA libraries use DLight's default schedules only.
+    ("cuda", "x86_64"): Backend(_gpu_fallback, _stock_lowering("cuda"), _cuda_env, _host_compiler, False, False),
+    ("cuda", "aarch64"): Backend(_gpu_fallback, _stock_lowering("cuda"), _cuda_env, _cross_compiler, False, False),
 }
 
 
@@ -202,4 +205,8 @@ def fcompile(spec):
 
 def tunable_here(spec) -> bool:
     return backend(spec).tunable_here and spec.measurable_locally
+
+
+def tunable_remotely(spec) -> bool:
+    return backend(spec).tunable_remotely
 

@@ -18,6 +18,7 @@ Why it looks like this (DESIGN.md §3 "Tune the space, not the model", §5):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -26,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from ..errors import EdgenasError
 from . import fastinspect, pipeline, tuning_db
 
 MODULE_EQUALITY = "anchor-block"
@@ -44,12 +46,18 @@ class TuneStats:
     seconds: float
 
 
-def export_shared_library(rt_mod) -> str:
+def export_shared_library(rt_mod, cross_compiler: str | None = None) -> str:
     """Builder-side export to a linked ``.so`` (MetaSchedule's default is a ``.tar``, which the
     single runner worker must then link with g++ — ~1 s per candidate, serialised; linking here
-    runs in the parallel build workers)."""
+    runs in the parallel build workers). Candidates for an aarch64 farm are linked with the
+    target's cross compiler."""
     path = os.path.join(tempfile.mkdtemp(prefix="edgenas-cand-"), "tvm_tmp_mod.so")
-    rt_mod.export_library(path)
+    if cross_compiler:
+        from tvm.support import cc
+
+        rt_mod.export_library(path, fcompile=cc.cross_compiler(cross_compiler))
+    else:
+        rt_mod.export_library(path)
     return path
 
 
@@ -85,8 +93,18 @@ def _builder(max_workers: int, f_export=None):
     return WarmBuilder()
 
 
+class TuningAborted(RuntimeError):
+    """A whole measured batch failed to run on a remote runner: the farm is gone."""
+
+
+def _error_line(msg: str) -> str:
+    lines = [ln.strip() for ln in (msg or "").splitlines() if ln.strip()]
+    tail = [ln for ln in lines if "Error" in ln or "error" in ln or "Timeout" in ln]
+    return (tail[-1] if tail else lines[-1] if lines else "unknown error")[:200]
+
+
 def _checkpoint_callback(private_dir: str, shared_dir: str, total: int, task_names: list[str],
-                         progress: Callable[[str], None], counts: dict):
+                         progress: Callable[[str], None], counts: dict, abort_on_lost_batch: bool):
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
     from tvm.ir.utils import derived_object
 
@@ -97,14 +115,24 @@ def _checkpoint_callback(private_dir: str, shared_dir: str, total: int, task_nam
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             counts["trials"] += len(measure_candidates)
             counts["build_errors"] += sum(b.error_msg is not None for b in builder_results)
-            counts["run_errors"] += sum(b.error_msg is None and r.error_msg is not None
-                                        for b, r in zip(builder_results, runner_results))
+            failed = [r.error_msg for b, r in zip(builder_results, runner_results)
+                      if b.error_msg is None and r.error_msg is not None]
+            counts["run_errors"] += len(failed)
+            if failed and not counts["first_run_error"]:
+                counts["first_run_error"] = _error_line(failed[0])
             times = [sum(r.run_secs) / len(r.run_secs) for r in runner_results if r.run_secs]
             best = f", batch best {min(float(t) for t in times) * 1e3:.3f} ms" if times else ""
             merged = tuning_db.merge(private_dir, shared_dir, skip_records=counts["merged"])
             counts["merged"] += merged.consumed
             progress(f"tuned {counts['trials']}/{total} trials ({task_names[task_id]}{best}; "
-                     f"{counts['build_errors']} build errors)")
+                     f"{counts['build_errors']} build errors, {counts['run_errors']} run errors)")
+            built = sum(b.error_msg is None for b in builder_results)
+            if abort_on_lost_batch and built and len(failed) == built:
+                # Every candidate of the batch failed on the farm: the servers are gone (one killed
+                # server fails only its own candidates). Stop instead of waiting out every
+                # remaining candidate; what was measured so far is already merged.
+                counts["aborted"] = _error_line(failed[-1])
+                raise TuningAborted(counts["aborted"])
 
     return MergeIntoShared()
 
@@ -127,13 +155,34 @@ def _console_handler():
     return next((h for h in logging.getLogger(name).handlers if h.get_name() == f"{name}.console"), None)
 
 
+@contextlib.contextmanager
+def _foreign_handlers_detached():
+    """MetaSchedule re-runs ``logging.config.dictConfig`` for every tuning, listing the handlers
+    already on its logger by name; a handler someone else attached (pytest's log capture, an
+    application's) has no name there and the call fails (``'NoneType' object has no attribute
+    'format'``) on the second tuning in a process. Detach those for the call, then put them back."""
+    import logging
+
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    foreign = [h for h in logger.handlers if not (h.get_name() or "").startswith("tvm.s_tir.meta_schedule")]
+    for h in foreign:
+        logger.removeHandler(h)
+    try:
+        yield
+    finally:
+        for h in foreign:
+            logger.addHandler(h)
+
+
 def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | None = None, runner=None,
          progress: Callable[[str], None] | None = None, seed: int | None = 0) -> TuneStats:
     """Tune the tasks of the fused module ``mod`` that have no record in ``tuning_dir``.
 
     ``target`` is a ``TargetSpec``; ``runner`` defaults to a ``LocalRunner`` (the caller decides
-    whether the target can be measured here). Returns what was run; the records are in the
-    shared DB when this returns (or, if it is interrupted, up to the last measured batch).
+    whether the target can be measured here); a remote runner (``Farm.ms_runner``) stops the
+    tuning with ``EdgenasError`` when a whole batch fails to run, i.e. the farm is gone. Returns
+    what was run; the records are in the shared DB when this returns (or, if it fails or is
+    interrupted, up to the last measured batch, so a rerun resumes).
     """
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
@@ -155,15 +204,18 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
     progress(f"tuning {len(todo)} of {len(tasks)} tasks, {trials} trials, {per_iter} per round")
 
     private = tempfile.mkdtemp(prefix="edgenas-tune-")
-    builder = _builder(max_workers=2, f_export=export_shared_library)
-    counts = {"trials": 0, "build_errors": 0, "run_errors": 0, "merged": 0}
+    builder = _builder(max_workers=2, f_export=functools.partial(export_shared_library,
+                                                                 cross_compiler=target.cross_compiler))
+    remote = runner is not None
+    counts = {"trials": 0, "build_errors": 0, "run_errors": 0, "merged": 0, "first_run_error": "", "aborted": ""}
     console, console_level = None, 0
     try:
         # Evolutionary search dominates a round's cost on 2 cores (10–20 s at MetaSchedule's default
         # population of 512); a population of ~8x the batch measured per round keeps quality.
         population = min(256, max(64, 8 * per_iter))
         strategy = ms.search_strategy.EvolutionarySearch(population_size=population, genetic_num_iters=2)
-        contexts, weights = extracted_tasks_to_tune_contexts(todo, private, strategy=strategy, seed=seed)
+        with _foreign_handlers_detached():
+            contexts, weights = extracted_tasks_to_tune_contexts(todo, private, strategy=strategy, seed=seed)
         console = _console_handler()
         if console is not None:
             console_level = console.level
@@ -173,17 +225,28 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
             timeout_sec=60, initializer=functools.partial(_runner_init, threads), evaluator_config=ms.runner.EvaluatorConfig(
                 number=3, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False))
         callbacks = ms.measure_callback.MeasureCallback.create("default") + [
-            _checkpoint_callback(private, tuning_dir, trials, [t.task_name for t in todo], progress, counts)]
-        ms.tune.tune_tasks(
-            tasks=contexts, task_weights=weights, work_dir=private, max_trials_global=trials,
-            num_trials_per_iter=per_iter, builder=builder, runner=runner,
-            database=ms.database.JSONDatabase(work_dir=private, module_equality=MODULE_EQUALITY),
-            measure_callbacks=callbacks, module_equality=MODULE_EQUALITY)
+            _checkpoint_callback(private, tuning_dir, trials, [t.task_name for t in todo], progress, counts, remote)]
+        try:
+            ms.tune.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=private, max_trials_global=trials,
+                num_trials_per_iter=per_iter, builder=builder, runner=runner,
+                database=ms.database.JSONDatabase(work_dir=private, module_equality=MODULE_EQUALITY),
+                measure_callbacks=callbacks, module_equality=MODULE_EQUALITY)
+        except Exception:  # the abort crosses TVM's FFI as a generic error: recognise it by our flag
+            if not counts["aborted"]:
+                raise
+            raise EdgenasError(
+                f"tuning stopped after {counts['trials']} trials: a whole batch of candidates failed on the "
+                f"device farm ({counts['aborted']}); the records measured so far are kept in {tuning_dir}, "
+                f"rerun (or --resume) once servers are back") from None
         tuning_db.merge(private, tuning_dir, skip_records=counts["merged"])
     finally:
         if console is not None:
             console.setLevel(console_level)
         builder.close()
         shutil.rmtree(private, ignore_errors=True)
+    if counts["trials"] and counts["run_errors"] + counts["build_errors"] >= counts["trials"]:
+        raise EdgenasError(f"tuning measured nothing: all {counts['trials']} candidates failed "
+                           f"(first error: {counts['first_run_error'] or 'build failed'})")
     return TuneStats(counts["trials"], counts["build_errors"], counts["run_errors"], len(tasks), len(todo),
                      time.perf_counter() - t0)

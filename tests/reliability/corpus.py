@@ -133,6 +133,8 @@ CASES: list[Case] = [
     Case("negative latency budget", lambda t: ["build", "--latency-budget", "-2ms", "--out", str(t / "run")], 2, ("--latency-budget", "positive")),
     Case("latency budget that is not a duration", lambda t: ["build", "--latency-budget", "fast", "--out", str(t / "run")], 2, ("--latency-budget",)),
     Case("zero rounds", lambda t: ["build", "--rounds", "0", "--out", str(t / "run")], 2, ("--rounds",)),
+    Case("unknown --space mode", lambda t: ["build", "--space", "huge", "--out", str(t / "run")], 2, ("--space 'huge'", "evolve")),
+    Case("unreachable farm tracker", lambda t: ["compile", str(_onnx_model(t)), "--tracker", "127.0.0.1:9", "--out", str(t / "o.so")], 1, ("127.0.0.1:9",)),
     Case("unknown option", lambda t: ["build", "--turbo", "--out", str(t / "run")], 2, ("No such option", "--turbo")),
     Case("--out that holds other files", _non_empty_out, 2, ("not empty",)),
     Case("truncated ONNX file", _truncated, 2, ("truncated.onnx", "not a valid ONNX")),
