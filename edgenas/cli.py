@@ -109,6 +109,9 @@ def build(
                               "target; ~2-5 min more), then the rounds search that space."),
     sparse: bool = typer.Option(False, "--sparse", help="Add DASS sparse ops (75% of weights pruned) beside the dense ones, with a sparsity cost term."),
     selection: str = typer.Option("argmax", "--selection", help="argmax | pt (DARTS-PT: keep the op whose removal hurts validation accuracy most)."),
+    reuse_latency: bool = typer.Option(False, "--reuse-latency", help="Fit round 1's latency predictor on the whole-model "
+                                       "measurements earlier builds kept for this target (tuning_logs/<target>/latency_points.json); "
+                                       "off by default so that a build is reproducible from its own options."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last finished stage."),
     tracker: Optional[str] = typer.Option(None, "--tracker", help="TVM RPC tracker HOST:PORT of a device farm; measure there instead of locally."),
     key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key)."),
@@ -138,7 +141,7 @@ def build(
     space_cfg = dataclasses.replace(SpaceConfig(), image_size=image_size, bits=bit_set, sparse_levels=(0.75,) if sparse else ())
     cfg = BuildConfig(target=target, data=data, out=str(out), rounds=rounds, latency_budget_ms=_parse_ms(latency_budget),
                       seed=seed, recipe=recipe, trials=trials, strategy=strategy, final_epochs=epochs, sampled_per_round=samples,
-                      space_mode=space, space=space_cfg, search=search_cfg)
+                      space_mode=space, space=space_cfg, search=search_cfg, reuse_latency=reuse_latency)
     manifest = run_build(cfg, RichReporter(), resume=resume, farm=_farm(tracker, key, target))
     console.print(build_summary(manifest, out))
 

@@ -39,6 +39,7 @@ class BuildConfig:
     trials: int = 0                   # MetaSchedule trials for the final model (0: reuse tuning_logs only)
     final_epochs: int = 20
     sampled_per_round: int = 2        # extra architectures measured per round to fit the predictor
+    reuse_latency: bool = False       # fit round 1's predictor on measurements kept from earlier runs
     strategy: str = "darts"           # darts | random (edgenas.search.strategies)
     space_mode: str = "default"       # default: search `space` | evolve: SpaceEvo picks the space first
     space: SpaceConfig = field(default_factory=SpaceConfig)

@@ -15,7 +15,8 @@ import torch
 from . import fsio, records
 from .data import load_data
 from .errors import UsageError
-from .latency.predictor import fit_predictor
+from .latency.dataset import LatencyPoint, dataset_path, load_dataset, table_covers
+from .latency.predictor import Predictor, fit_arch_predictor, table_hash
 from .latency.profile import measure_arch, profile_space
 from .latency.table import LatencyTable
 from .manifest import SCHEMA_VERSION, Manifest, hash_files
@@ -136,6 +137,39 @@ class Build:
     def _first_arch(self) -> Arch:
         return arch_from_choices(self.space, [self.space.candidates(i)[0] for i in range(len(self.space.positions()))])
 
+    def earlier_runs(self, table: LatencyTable) -> list[dict]:
+        """``--reuse-latency``: whole-model measurements kept from earlier builds on this target
+        (``tuning_logs/<target>/latency_points.json``) whose ops the op table covers. Snapshotted
+        into the run directory the first time, so a resumed run fits on the same points."""
+        if not self.cfg.reuse_latency:
+            return []
+        snap = self.run_dir.file("earlier_points.json")
+        if not snap.exists():
+            same_ends = (str(self._first_arch()).split("|")[0], str(self._first_arch()).split("|")[-1])
+            kept = [p for p in load_dataset(self.target.name).points
+                    if p.where == self._where()                                    # same device (farm key)
+                    and (p.arch.split("|")[0], p.arch.split("|")[-1]) == same_ends   # same input, stem, head
+                    and table_covers(table, Arch.parse(p.arch))]
+            fsio.write_json(snap, [{"arch": p.arch, "measured_ms": p.measured_ms, "where": p.where} for p in kept])
+            self.rep.info(f"latency model: {len(kept)} measurement(s) from earlier runs on {self.target.name}")
+        return fsio.read_json(snap)
+
+    def _where(self) -> str:
+        return f"rpc {self.farm.key}" if self.farm is not None else "local"
+
+    def _keep_for_later_runs(self, rows: list[dict], r: int) -> None:
+        """Append this round's measurements to the target's dataset (under a file lock: builds
+        for the same target may run side by side)."""
+        from filelock import FileLock
+
+        path = dataset_path(self.target.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        where = self._where()
+        with FileLock(str(path) + ".lock"):
+            ds = load_dataset(self.target.name)
+            records.save(path, ds.add(
+                *(LatencyPoint(row["arch"], row["measured_ms"], where=where, round=r) for row in rows)))
+
     def measured_so_far(self, upto: int) -> list[dict]:
         out = []
         for r in range(1, upto + 1):
@@ -146,13 +180,16 @@ class Build:
 
     def round(self, r: int, table: LatencyTable) -> SearchResult:
         run, cfg = self.run_dir, self.cfg
-        points = self.measured_so_far(r - 1)
-        pred = fit_predictor([p["table_ms"] for p in points], [p["measured_ms"] for p in points])
-        scaled = LatencyTable(table.target, {k: v * pred.scale for k, v in table.entries.items()},
-                              table.fixed_ms * pred.scale + pred.offset_ms)
+        points = self.earlier_runs(table) + self.measured_so_far(r - 1)
+        if points:
+            pred = fit_arch_predictor([Arch.parse(p["arch"]) for p in points], [p["measured_ms"] for p in points],
+                                      table, self.target.name)
+        else:
+            pred = Predictor(target=self.target.name, table_hash=table_hash(table))
+        scaled = pred.corrected_table(table)   # the predictor as a per-op table: what the search optimises
         records.save(run.file(f"rounds/r{r}/predictor.json"), pred)
         if not run.done(f"r{r}.search"):
-            budget = self.budget_ms or pred.predict(table.arch_sum(self._first_arch()))
+            budget = self.budget_ms or pred.predict_arch(self._first_arch(), table)
             strategy = STRATEGIES.get(cfg.strategy)
             total = cfg.search.epochs if cfg.strategy == "darts" else None
             with self.rep.stage(f"round {r}: search ({cfg.strategy}, budget {budget:.3f} ms)", total=total) as adv:
@@ -176,9 +213,10 @@ class Build:
                 for i, arch in enumerate(archs):
                     ms = self._timed("feedback", lambda: measure_arch(arch, self.recipe, self.target, self._median))
                     rows.append({"arch": str(arch), "chosen": i == 0, "table_ms": table.arch_sum(arch),
-                                 "predicted_ms": pred.predict(table.arch_sum(arch)), "measured_ms": ms})
+                                 "predicted_ms": pred.predict_arch(arch, table), "measured_ms": ms})
                     adv(1, f"{ms:.3f} ms")
             fsio.write_json(run.file(f"rounds/r{r}/measured.json"), rows)
+            self._keep_for_later_runs(rows, r)
             chosen = rows[0]
             err = abs(chosen["predicted_ms"] - chosen["measured_ms"]) / chosen["measured_ms"] * 100
             run.mark(f"r{r}.measure", predicted_ms=chosen["predicted_ms"], measured_ms=chosen["measured_ms"],

@@ -71,3 +71,31 @@ def test_measure_command_remeasures_the_run(built_run):
 def test_measure_command_on_a_non_run_is_one_line(tmp_path):
     proc = subprocess.run(edgenas_cmd("measure", str(tmp_path)), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no finished edgenas run" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_measurements_are_kept_for_later_runs_and_reused_on_request(built_run, tmp_path):
+    """Every round's whole-model measurements go to tuning_logs/<target>/latency_points.json; a
+    later build with ``reuse_latency`` fits its first predictor on them (snapshotted in its run)."""
+    import dataclasses
+
+    from edgenas import fsio
+    from edgenas.latency.dataset import load_dataset
+    from edgenas.latency.table import LatencyTable
+    from edgenas.pipeline import BuildConfig
+    from edgenas.progress import Reporter
+    from edgenas.stages import Build
+
+    out, _ = built_run
+    rows = json.loads((out / "rounds/r1/measured.json").read_text())
+    kept = {(p.arch, p.measured_ms, p.where) for p in load_dataset("x86-avx2").points}
+    assert {(r["arch"], r["measured_ms"], "local") for r in rows} <= kept
+
+    cfg = records.from_dict({"type": "build_config", "version": 1, "data": fsio.read_json(out / "state.json")["config"]},
+                            BuildConfig)
+    later = Build(dataclasses.replace(cfg, out=str(tmp_path / "later"), reuse_latency=True), Reporter(), resume=False)
+    later.run_dir.path.mkdir(parents=True)
+    points = later.earlier_runs(records.load(out / "op_table.json", LatencyTable))
+    assert {(p["arch"], p["measured_ms"]) for p in points} >= {(r["arch"], r["measured_ms"]) for r in rows}
+    assert (tmp_path / "later" / "earlier_points.json").is_file()
+    off = Build(dataclasses.replace(cfg, out=str(tmp_path / "off")), Reporter(), resume=False)
+    assert off.earlier_runs(records.load(out / "op_table.json", LatencyTable)) == []
