@@ -74,7 +74,7 @@ def fit(
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
-            total, n = total + float(loss) * len(xb), n + len(xb)
+            total, n = total + loss.item() * len(xb), n + len(xb)
         sched.step()
         if checkpoint:
             save_checkpoint(checkpoint, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch + 1})
