@@ -147,12 +147,12 @@ def _latency(src: RunSources, spec, same: bool, tmp: Path, lib_name: str, say) -
         fsio.copy_file(src.run / "latency.json", tmp / "latency.json")
         return dict(src.manifest.latency), src.manifest.latency_how
     if spec.measurable_locally:
-        from ..measure.local import measure_local
+        from ..measure.protocol import measure_here
 
         say(f"measuring {lib_name} on this machine")
-        stats = measure_local(str(tmp / lib_name), tuple(src.input_shape), repeat=50)
+        stats = measure_here(str(tmp / lib_name), tuple(src.input_shape), min_samples=50, target=spec.name).stats
         records.save(tmp / "latency.json", stats)
-        return dataclasses.asdict(stats), f"TVM time_evaluator, {stats.n} repeats, {stats.where} (at package time)"
+        return dataclasses.asdict(stats), f"TVM time_evaluator, {stats.n} repeats, {stats.where} (at package time, measurement protocol)"
     if spec.runner == "rpc":
         return None, (f"not measured: compile-only target here; a device farm serves it under RPC key {spec.rpc_key} "
                       f"(edgenas measure RUN --tracker HOST:PORT --key {spec.rpc_key})")

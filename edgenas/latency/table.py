@@ -29,10 +29,17 @@ class LatencyTable:
     fixed_ms: float = 0.0
 
     def layer_costs(self, space: SpaceConfig) -> list[list[float]]:
-        """Per searchable layer, the latency of each ``(op, bits)`` candidate (0 for a skip)."""
+        """Per searchable layer, the latency of each ``(op, bits)`` candidate (0 for a skip).
+
+        Every candidate must be in the table: a missing op read as 0 ms would look free to the
+        search, which would then prefer exactly the ops nobody measured."""
+        gaps = self.missing(space)
+        if gaps:
+            raise ValueError(f"the {self.target} op table lacks {len(gaps)} op(s) of this space, e.g. "
+                             f"{op_key(*gaps[0])}: profile the space first (latency.profile.profile_space)")
         out = []
         for i, ((cin, cout, stride), hw) in enumerate(zip(space.positions(), space.spatial_sizes())):
-            out.append([self.entries.get(op_key(op, b, cin, cout, stride, hw), 0.0) if op != "skip" else 0.0
+            out.append([self.entries[op_key(op, b, cin, cout, stride, hw)] if op != "skip" else 0.0
                         for op, b in space.candidates(i)])
         return out
 
