@@ -88,12 +88,49 @@ def verify(
         raise EdgenasError(f"verification failed: {failed[0]}{more}")
 
 
+def _install_baselines(src: Path, run_dir: Path) -> None:
+    """Validate a baselines file and copy it atomically to RUN_DIR/baselines.json."""
+    import json
+
+    from . import fsio
+    from .errors import UsageError
+
+    if not (run_dir / "state.json").is_file():
+        raise UsageError(f"{run_dir}: not an edgenas run directory (no state.json)")
+    try:
+        rows = json.loads(src.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{src}: no such baselines file") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"{src}: not JSON ({e})") from None
+    def ok(r) -> bool:
+        num = lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))  # noqa: E731
+        return (isinstance(r, dict) and isinstance(r.get("name"), str) and "latency_ms" in r
+                and all(num(r.get(k)) for k in ("latency_ms", "accuracy", "latency_std", "accuracy_std")))
+
+    if not isinstance(rows, list) or not all(ok(r) for r in rows):
+        raise UsageError(f"{src}: expected a list of {{\"name\", \"latency_ms\", \"accuracy\", ...}} "
+                         "(scripts/bench_search.py writes one)")
+    fsio.write_json(run_dir / "baselines.json", rows)
+
+
 @app.command()
 @handled
-def report(run_dir: Path = typer.Argument(..., help="A run directory (finished or not).")):
-    """(Re)generate RUN_DIR/report.html and the PNG figures in RUN_DIR/report/."""
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory (finished or not)."),
+    baselines: Optional[Path] = typer.Option(None, "--baselines", help="baselines.json from scripts/bench_search.py "
+                                             "(searched arms, random search, hand-designed width sweep; mean ± std "
+                                             "over seeds): copied into RUN_DIR and shown beside the searched model."),
+):
+    """(Re)generate RUN_DIR/report.html and the PNG figures in RUN_DIR/report/.
+
+    With --baselines FILE the file is validated and copied atomically to RUN_DIR/baselines.json
+    (replacing any earlier one), so later `edgenas report RUN_DIR` calls keep showing it."""
     from .cli_view import out as stdout
     from .report import write_report
 
+    if baselines is not None:
+        _install_baselines(baselines, run_dir)
+        stdout.print(f"baselines: {baselines} -> {run_dir / 'baselines.json'}", highlight=False)
     path = write_report(run_dir)
     stdout.print(f"report: {path}  (figures in {path.parent / 'report'})", highlight=False)

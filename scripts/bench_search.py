@@ -1,23 +1,45 @@
 #!/usr/bin/env python
-"""Ablation of the search methods on digits (or CIFAR-10), against a MobileNetV2-style width sweep.
+"""Ablation of the search methods on digits (or CIFAR-10), over several seeds, against random
+search at the same compute and a MobileNetV2-style width sweep.
 
-    python scripts/bench_search.py                 # default size (the numbers in the README)
+    flock /tmp/edgenas-bench.lock python scripts/bench_search.py   # default: 3 seeds, arms a,b,c,d,e,random,sweep
     python scripts/bench_search.py --quick         # minutes: plumbing check, numbers meaningless
+    python scripts/bench_search.py --arms a,bd,m,pt,random --seeds 5
     python scripts/bench_search.py --data cifar10:/data/cifar --image-size 32
+    python scripts/bench_search.py --from-results runs/bench_search/results.json   # re-summarise, re-plot
 
-Arms (same data, seed and budget; each final model trained with the same recipe):
+Arms (per seed: same data split, latency budget and final-training recipe for every arm):
   a  plain DARTS (argmax)                    b  + QuantNAS noise (8-bit)
-  bd direct fake-quant search (8-bit, STE)   c  + entropy penalty
-  d  + DASS sparse ops (c's config)          e  SpaceEvo-evolved space (c's config)
-  m  QuantNAS mixed precision: bits {4,8}, noise, entropy, BitOps term
-  pt c's supernet config with DARTS-PT perturbation selection
-and the hand-designed baseline: MobileNetV2-style nets at width multipliers 0.25-1.0.
+  c  + entropy penalty                       d  + DASS sparse ops (c's config)
+  e  SpaceEvo-evolved space (c's config)
+  random  random search (``edgenas.search.strategies`` "random", called as the build calls it):
+          arm a's space, latency table and budget; samples trained 3 epochs each until DARTS'
+          training MACs for arm a's config are spent, the best on the validation split is then
+          final-trained like every other arm, so search + final training compute match arm a's
+  sweep  hand-designed MobileNetV2-style nets at width multipliers 0.25-1.0
+  opt-in (--arms): bd direct fake-quant search (8-bit, STE); m bits {4,8} + noise, entropy,
+          BitOps; pt c's config with DARTS-PT perturbation selection.
+The default is a,b,c,d,e,random,sweep because that fits 3 seeds in under 30 minutes on 2 cores
+(measured: 21.8 min from a cold latency cache, 2026-11-24). bd, m and pt each cost about as much
+as b (~100 s of search per seed); all three would add an estimated ~9 minutes, so they are opt-in.
 
-Reports test accuracy fp32 and quantized (brevitas QAT at the arch's per-layer bits), the drop,
-INT8 latency of the chosen model measured on this machine (compiled by TVM through
-``edgenas.latency.profile.measure_arch``), BitOps, weight sparsity and search wall time. Writes
-``<out>/results.json``, ``<out>/pareto.png`` and the op latency cache ``<out>/op_latency.json``
-(profiling is most of the first run's time; later runs reuse it).
+How it stays fast and fair on 2 cores: (1) the op latency table of every arm's space is profiled
+first, alone, and cached; (2) the (seed, arm) searches and trainings then run in ``--jobs``
+worker processes (torch 1 thread each) and never measure latency; (3) latency depends only on the
+architecture, so each *unique* chosen architecture is compiled INT8 by TVM and measured once at
+the end, after the workers have exited (lowest of three protocol medians). SpaceEvo's space is
+evolved once (with seed 0's split: KD teacher, stage tables, aging evolution) and searched with
+every seed: the seeds vary the search, not the evolution (its cost is reported once, ``evolve_s``).
+A seed sets the data split too, so arms are compared paired by seed.
+
+Reports per arm mean ± sample std over the seeds of test accuracy fp32 and quantized (brevitas
+QAT), the drop, measured INT8 latency and search wall time (BitOps, sparsity, random search's
+samples and MACs are in the rows), and each searched arm minus random search and minus the
+sweep net nearest in latency, paired by seed, with a 95 % Student-t interval. Writes
+``<out>/results.json`` (rows per seed, summary, comparisons), ``<out>/baselines.json`` (every arm
+as mean ± std, kind searched / random / sweep: ``edgenas report RUN --baselines FILE`` shows them
+beside the run's model), ``<out>/pareto.png`` (mean ± std bars per arm, single seeds as faint
+points) and the op latency cache ``<out>/op_latency.json`` (reused by later runs).
 """
 
 from __future__ import annotations
@@ -25,20 +47,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing as mp
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from edgenas import records
+from edgenas import fsio, records
 from edgenas.data import load_data
 from edgenas.latency.profile import measure_arch, profile_space
 from edgenas.latency.table import LatencyTable
-from edgenas.measure.local import measure_local
+from edgenas.measure.protocol import measure_here
 from edgenas.quantize.convert import calibrate, to_brevitas
 from edgenas.quantize.recipe import get_recipe
-from edgenas.search.darts import SearchConfig, search
+from edgenas.search.darts import SearchConfig
+from edgenas.search.strategies import STRATEGIES
 from edgenas.space.arch import Arch, SpaceConfig, arch_from_choices
 from edgenas.space.cost import arch_bitops
 from edgenas.space.evolve import EvolveConfig, evolve_for_budget
@@ -59,8 +83,16 @@ SIZES = {
 ENTROPY, BITOPS, SPARSITY = 1e-2, 1e-2, 0.2
 
 
+DEFAULT_ARMS = "a,b,c,d,e,random,sweep"
+SUMMARY_KEYS = ("fp32_acc", "quant_acc", "drop_pp", "int8_ms", "search_s")
+ARM_LABELS = {"a": "plain DARTS", "b": "+ QuantNAS noise", "bd": "direct fake-quant search", "c": "+ entropy",
+              "d": "+ DASS sparse ops", "e": "SpaceEvo-evolved space", "m": "bits {4,8} + BitOps",
+              "pt": "DARTS-PT selection"}
+
+
 def arms(base_cfg: SearchConfig) -> dict[str, tuple[dict, dict]]:
-    """Arm name -> (SpaceConfig changes, SearchConfig changes)."""
+    """Arm name -> (SpaceConfig changes, SearchConfig changes). ``random`` searches arm a's space
+    with arm a's config (its compute budget is DARTS' training MACs for that config)."""
     noise = dict(noise="gauss")
     ent = dict(noise, entropy_weight=ENTROPY)
     return {
@@ -72,6 +104,7 @@ def arms(base_cfg: SearchConfig) -> dict[str, tuple[dict, dict]]:
         "e": ({}, ent),
         "m": ({"bits": (4, 8)}, dict(ent, bitops_weight=BITOPS)),
         "pt": ({}, dict(ent, selection="pt")),
+        "random": ({}, {}),
     }
 
 
@@ -84,22 +117,151 @@ def mbv2(mult: float, image: int, cin: int, classes: int) -> Arch:
     return Arch.parse(f"r{image}_i{cin}_stem{c(32)}|{mid}|head64_n{classes}")
 
 
+
+def summarize(rows: list[dict], keys=SUMMARY_KEYS) -> dict:
+    """Per arm: n and, per key, mean and sample std (ddof=1; 0 for one seed) over the seeds."""
+    out: dict[str, dict] = {}
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mine = [r for r in rows if r["arm"] == arm]
+        out[arm] = {"n": len(mine)}
+        for k in keys:
+            v = np.asarray([r[k] for r in mine if r.get(k) is not None], float)
+            out[arm][k] = {"mean": float(v.mean()) if len(v) else None,
+                           "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+    return out
+
+
+def paired_diff(rows: list[dict], arm: str, ref: str, key: str) -> dict | None:
+    """``arm`` minus ``ref`` in ``key``, paired by seed (a seed fixes the data split, so both arms of
+    a seed see the same test images): mean, 95 % Student-t interval of the mean, n seeds."""
+    from scipy.stats import t as student_t
+
+    a = {r["seed"]: r[key] for r in rows if r["arm"] == arm and r.get(key) is not None}
+    b = {r["seed"]: r[key] for r in rows if r["arm"] == ref and r.get(key) is not None}
+    d = np.asarray([a[s] - b[s] for s in sorted(a.keys() & b.keys())], float)
+    if not len(d):
+        return None
+    if len(d) == 1:
+        return {"mean": float(d[0]), "ci95": [None, None], "n": 1}
+    half = float(student_t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return {"mean": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)], "n": len(d)}
+
+
+def nearest_sweep(summary: dict, arm: str) -> str | None:
+    """The width-sweep net whose mean measured latency is nearest to ``arm``'s."""
+    sweep = [a for a in summary if a.startswith("mbv2") and summary[a]["int8_ms"]["mean"] is not None]
+    ms = summary[arm]["int8_ms"]["mean"]
+    return min(sweep, key=lambda a: abs(summary[a]["int8_ms"]["mean"] - ms)) if sweep and ms is not None else None
+
+
+def comparisons(rows: list[dict], summary: dict) -> dict:
+    """Each searched arm against random search and against the sweep net nearest in latency:
+    paired differences of int8 accuracy (pp) and measured latency (ms)."""
+    out = {}
+    for arm in summary:
+        if arm == "random" or arm.startswith("mbv2"):
+            continue
+        out[arm] = {}
+        for ref in ("random", nearest_sweep(summary, arm)):
+            if ref is None or ref not in summary:
+                continue
+            acc, ms = paired_diff(rows, arm, ref, "quant_acc"), paired_diff(rows, arm, ref, "int8_ms")
+            if acc is not None:
+                acc = {"mean": 100 * acc["mean"], "ci95": [None if v is None else 100 * v for v in acc["ci95"]],
+                       "n": acc["n"]}
+            out[arm][ref] = {"int8_acc_pp": acc, "int8_ms": ms}
+    return out
+
+
+def baselines(summary: dict, setting: str = "") -> list[dict]:
+    """``baselines.json`` rows in the format ``edgenas.report`` reads (mean ± std over seeds):
+    the searched arms, random search and the hand-designed sweep, each with its ``kind``."""
+    out = []
+    for arm, s in summary.items():
+        if arm == "random":
+            kind, name = "random", "random search (same space, budget and compute)"
+        elif arm.startswith("mbv2"):
+            kind, name = "sweep", f"hand-designed: MobileNetV2-style x{arm.split('_')[1]}"
+        else:
+            kind, name = "searched", f"searched: arm {arm} ({ARM_LABELS.get(arm, arm)})"
+        out.append({"name": name, "kind": kind, "arm": arm, "seeds": s["n"], "setting": setting,
+                    "latency_ms": s["int8_ms"]["mean"], "latency_std": s["int8_ms"]["std"],
+                    "accuracy": s["quant_acc"]["mean"], "accuracy_std": s["quant_acc"]["std"],
+                    "fp32_accuracy": s["fp32_acc"]["mean"], "fp32_accuracy_std": s["fp32_acc"]["std"],
+                    "search_s": s["search_s"]["mean"], "search_s_std": s["search_s"]["std"]})
+    return out
+
+
+# ------------------------------------------------------------------ worker side (no latency measured)
+_W: dict = {}
+
+
+def _worker_init(args_dict: dict) -> None:
+    torch.set_num_threads(1)
+    np.seterr(all="ignore")
+    _W["args"] = argparse.Namespace(**args_dict)
+    _W["data"] = {}
+
+
+def _data(seed: int):
+    a = _W["args"]
+    if seed not in _W["data"]:
+        _W["data"][seed] = load_data(a.data, a.image_size, seed)
+    return _W["data"][seed]
+
+
+def run_job(job: dict) -> dict:
+    """One (arm, seed): search (or the given arch), final fp32 training, QAT; no latency here."""
+    a, size = _W["args"], SIZES["quick" if _W["args"].quick else "default"]
+    data, seed, name = _data(job["seed"]), job["seed"], job["arm"]
+    recipe = dataclasses.replace(get_recipe(a.recipe), qat_epochs=size["qat_epochs"])
+    info: dict = {}
+    t = time.time()
+    if "arch" in job:
+        arch = Arch.parse(job["arch"])
+    else:
+        # called as the build's search stage calls a strategy (edgenas/stages.py, STRATEGIES)
+        strategy = STRATEGIES.get("random" if name == "random" else "darts")
+        res = strategy(job["space"], data, job["table"], job["budget"], job["cfg"], seed)
+        last = res.history[-1]
+        if name == "random":  # compute actually spent, against DARTS' training MACs it is matched to
+            info.update(random_samples=len(res.history), macs_spent=last["macs_spent"], macs_budget=last["macs_budget"])
+        else:
+            info.update(skip_share_arch=last["skip_share_arch"], entropy=last["entropy"])
+        arch = res.arch
+        info.update(search_s=time.time() - t, expected_ms=res.expected_ms)
+    torch.manual_seed(seed)
+    model = freeze(arch)
+    t = time.time()
+    train_sparse(model, data.train, size["final_epochs"], 3e-3, seed)
+    fp32 = evaluate(model, *data.test)
+    q = calibrate(to_brevitas(model.eval(), recipe), data.train[0])
+    fit(q, data.train, recipe.qat_epochs, recipe.qat_lr, seed)
+    quant = evaluate(q, *data.test)
+    return dict(arm=name, seed=seed, arch=str(arch), fp32_acc=fp32, quant_acc=quant, drop_pp=100 * (fp32 - quant),
+                bitops_g=arch_bitops(arch) / 1e9, sparsity=weight_sparsity(model),
+                bits=sorted({(layer.w_bits, layer.a_bits) for layer in arch.layers}), train_s=time.time() - t, **info)
+
+
+# ------------------------------------------------------------------ main side
 class Bench:
     def __init__(self, args):
         self.args, self.size = args, SIZES["quick" if args.quick else "default"]
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.data = load_data(args.data, args.image_size, args.seed)
+        self.data = load_data(args.data, args.image_size, 0)
         self.base = SpaceConfig(image_size=args.image_size, in_channels=self.data.channels, num_classes=self.data.classes)
         self.recipe = dataclasses.replace(get_recipe(args.recipe), qat_epochs=self.size["qat_epochs"])
         self.target = get_target(args.target)
         self.cache = self.out / "op_latency.json"
         self.table = records.load(self.cache, LatencyTable) if self.cache.exists() else LatencyTable(self.target.name)
-        self.results: list[dict] = []
+        self.seeds = list(range(args.seed, args.seed + args.seeds))
+        self.info: dict[str, dict] = {}
 
     def median(self, lib: str, shape) -> float:
-        """Lowest of three medians: other jobs on a shared CPU only ever add time."""
-        return min(measure_local(lib, shape, repeat=self.args.repeat).median_ms for _ in range(3))
+        """Lowest of three protocol medians: other jobs on a shared CPU only ever add time."""
+        return min(measure_here(lib, shape, min_samples=self.args.repeat, target=self.target.name).stats.median_ms
+                   for _ in range(3))
 
     def profiled(self, space: SpaceConfig, table: LatencyTable | None = None) -> LatencyTable:
         t = time.time()
@@ -110,106 +272,138 @@ class Bench:
             print(f"  profiled {todo} op configurations INT8 on {self.target.name} in {time.time() - t:.0f} s", flush=True)
         return self.table
 
-    def finish(self, name: str, arch: Arch, info: dict) -> dict:
-        """Train fp32 (DASS stages when the arch has sparse ops), QAT, measure; one result row."""
-        seed, epochs = self.args.seed, self.size["final_epochs"]
-        torch.manual_seed(seed)
-        model = freeze(arch)
-        t = time.time()
-        train_sparse(model, self.data.train, epochs, 3e-3, seed)
-        fp32 = evaluate(model, *self.data.test)
-        q = calibrate(to_brevitas(model.eval(), self.recipe), self.data.train[0])
-        fit(q, self.data.train, self.recipe.qat_epochs, self.recipe.qat_lr, seed)
-        quant = evaluate(q, *self.data.test)
-        train_s = time.time() - t
-        ms = measure_arch(arch, self.recipe, self.target, self.median)
-        row = dict(arm=name, arch=str(arch), fp32_acc=fp32, quant_acc=quant, drop_pp=100 * (fp32 - quant),
-                   int8_ms=ms, table_ms=self.table.arch_sum(arch) if self._in_table(arch) else None,
-                   bitops_g=arch_bitops(arch) / 1e9, sparsity=weight_sparsity(model),
-                   bits=sorted({(layer.w_bits, layer.a_bits) for layer in arch.layers}), train_s=train_s, **info)
-        self.results.append(row)
-        print(f"  {name}: fp32 {fp32:.4f} quant {quant:.4f} drop {row['drop_pp']:+.2f} pp  {ms:.3f} ms  "
-              f"{row['bitops_g']:.3f} GBitOps  sparsity {row['sparsity']:.2f}  {arch}", flush=True)
-        (self.out / "results.json").write_text(json.dumps(self.results, indent=1))
-        return row
-
-    def _in_table(self, arch: Arch) -> bool:
-        try:
-            self.table.arch_sum(arch)
-            return True
-        except KeyError:
-            return False
-
-    def evolved_space(self, budget: float) -> tuple[SpaceConfig, dict]:
+    def evolved_space(self, budget: float) -> SpaceConfig:
         t = time.time()
         res, tables, self.table = evolve_for_budget(self.base, self.data, self.table, budget, self.size["evolve"],
                                                     lambda space, table: self.profiled(space, table), self.args.seed)
         records.save(self.out / "stage_tables.json", tables)
         print(f"  SpaceEvo: best {res.best} Q-T {res.score:.4f} after {res.evaluated} spaces; "
-              f"stages {[(st.channels, st.ops[0]) for st in res.space.stages]}", flush=True)
-        return res.space, dict(evolve_s=time.time() - t, qt_score=res.score, evolved=str(res.best),
-                               teacher_acc=tables.teacher_acc)
+              f"stages {[(st.channels, st.ops[0]) for st in res.space.stages]} ({time.time() - t:.0f} s)", flush=True)
+        self.info["e"] = dict(evolve_s=time.time() - t, qt_score=res.score, evolved=str(res.best),
+                              teacher_acc=tables.teacher_acc)
+        return res.space
 
-    def run(self) -> None:
-        self.profiled(self.base)
-        first = arch_from_choices(self.base, [self.base.candidates(i)[0] for i in range(len(self.base.positions()))])
-        budget = self.args.budget_ms or self.table.arch_sum(first)
-        print(f"budget {budget:.3f} ms (table sum of {first})", flush=True)
-        base_cfg = self.size["search"]
+    def jobs(self, budget: float) -> list[dict]:
+        """Every (arm, seed) with its space and op table profiled beforehand (main process, alone)."""
+        base_cfg, jobs = self.size["search"], []
         for name, (space_kw, cfg_kw) in arms(base_cfg).items():
             if name not in self.args.arms:
                 continue
-            print(f"arm {name}", flush=True)
-            space, info = dataclasses.replace(self.base, **space_kw), {}
-            if name == "e":
-                space, info = self.evolved_space(budget)
+            space = self.evolved_space(budget) if name == "e" else dataclasses.replace(self.base, **space_kw)
             table = self.profiled(space)
             cfg = dataclasses.replace(base_cfg, **cfg_kw)
-            t = time.time()
-            res = search(space, self.data, table, budget, cfg, self.args.seed)
-            last = res.history[-1]
-            self.finish(name, res.arch, dict(info, search_s=time.time() - t, expected_ms=res.expected_ms,
-                                             skip_share_arch=last["skip_share_arch"], entropy=last["entropy"]))
+            jobs += [dict(arm=name, seed=s, space=space, table=table, cfg=cfg, budget=budget) for s in self.seeds]
         for mult in self.size["widths"] if "sweep" in self.args.arms else ():
-            print(f"MobileNetV2-style x{mult}", flush=True)
-            self.finish(f"mbv2_{mult}", mbv2(mult, self.args.image_size, self.data.channels, self.data.classes), {})
-        self.report(budget)
+            arch = mbv2(mult, self.args.image_size, self.data.channels, self.data.classes)
+            jobs += [dict(arm=f"mbv2_{mult}", seed=s, arch=str(arch)) for s in self.seeds]
+        return jobs
 
-    def report(self, budget: float) -> None:
-        head = f"{'arm':9s} {'fp32':>6s} {'quant':>6s} {'drop pp':>7s} {'int8 ms':>8s} {'GBitOps':>8s} {'sparse':>6s} {'search s':>8s}  bits"
+    def run(self) -> None:
+        t0 = time.time()
+        self.profiled(self.base)
+        first = arch_from_choices(self.base, [self.base.candidates(i)[0] for i in range(len(self.base.positions()))])
+        budget = self.args.budget_ms or self.table.arch_sum(first)
+        print(f"budget {budget:.3f} ms (table sum of {first}); seeds {self.seeds}", flush=True)
+        jobs = self.jobs(budget)
+        print(f"{len(jobs)} (arm, seed) jobs on {self.args.jobs} worker(s)", flush=True)
+        rows = []
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(self.args.jobs, initializer=_worker_init, initargs=(vars(self.args),)) as pool:
+            # longest first (searches before sweep trainings) keeps both workers busy to the end
+            for row in pool.imap_unordered(run_job, sorted(jobs, key=lambda j: "arch" in j)):
+                row.update(self.info.get(row["arm"], {}))
+                rows.append(row)
+                print(f"  {row['arm']} seed {row['seed']}: fp32 {row['fp32_acc']:.4f} quant {row['quant_acc']:.4f} "
+                      f"search {row.get('search_s', 0):.0f} s  {row['arch']}", flush=True)
+                fsio.write_json(self.out / "results.json", {"rows": rows, "partial": True})
+        train_s = time.time() - t0
+        unique = sorted({r["arch"] for r in rows})
+        print(f"measuring {len(unique)} unique architectures INT8 on {self.target.name} (workers finished)", flush=True)
+        ms = {a: measure_arch(Arch.parse(a), self.recipe, self.target, self.median) for a in unique}
+        for r in rows:
+            r["int8_ms"] = ms[r["arch"]]
+            r["table_ms"] = self.table.arch_sum(Arch.parse(r["arch"])) if self._in_table(r["arch"]) else None
+        rows.sort(key=lambda r: (r["arm"], r["seed"]))
+        self.report(dict(budget_ms=budget, data=self.data.name, image_size=self.args.image_size, seeds=self.seeds,
+                         quick=self.args.quick, jobs=self.args.jobs, target=self.target.name, train_s=train_s,
+                         wall_s=time.time() - t0, rows=rows))
+
+    def _in_table(self, arch: str) -> bool:
+        try:
+            self.table.arch_sum(Arch.parse(arch))
+            return True
+        except KeyError:
+            return False
+
+    def report(self, res: dict) -> None:
+        """Print the table and the comparisons; write results.json, baselines.json and pareto.png."""
+        rows = res["rows"]
+        summary = summarize(rows)
+        pm = lambda s, k, f, x=1: "-" if s[k]["mean"] is None else f"{x * s[k]['mean']:{f}} ± {x * s[k]['std']:{f}}"  # noqa: E731
+        head = f"{'arm':9s} {'n':>2s} {'fp32 %':>13s} {'int8 %':>13s} {'drop pp':>13s} {'int8 ms':>15s} {'search s':>11s}"
         print("\n" + head + "\n" + "-" * len(head))
-        for r in self.results:
-            print(f"{r['arm']:9s} {r['fp32_acc']:6.4f} {r['quant_acc']:6.4f} {r['drop_pp']:7.2f} {r['int8_ms']:8.3f} "
-                  f"{r['bitops_g']:8.3f} {r['sparsity']:6.2f} {r.get('search_s', 0):8.0f}  {r['bits']}")
-        summary = dict(budget_ms=budget, data=self.data.name, image_size=self.args.image_size, seed=self.args.seed,
-                       quick=self.args.quick, threads=torch.get_num_threads(), results=self.results)
-        (self.out / "results.json").write_text(json.dumps(summary, indent=1))
-        self.plot()
+        for arm, s in summary.items():
+            print(f"{arm:9s} {s['n']:2d} {pm(s, 'fp32_acc', '6.2f', 100):>13s} {pm(s, 'quant_acc', '6.2f', 100):>13s} "
+                  f"{pm(s, 'drop_pp', '5.2f'):>13s} {pm(s, 'int8_ms', '6.4f'):>15s} {pm(s, 'search_s', '4.0f'):>11s}")
+        iv = lambda d, f: (f"{d['mean']:+{f}}" + (f" [{d['ci95'][0]:+{f}}, {d['ci95'][1]:+{f}}]"  # noqa: E731
+                                                   if d["ci95"][0] is not None else ""))
+        comp = comparisons(rows, summary)
+        if comp:
+            print("\npaired by seed, mean [95 % t interval]:")
+        for arm, refs in comp.items():
+            for ref, d in refs.items():
+                print(f"  {arm} - {ref:9s} int8 accuracy {iv(d['int8_acc_pp'], '.2f')} pp, "
+                      f"latency {iv(d['int8_ms'], '.4f')} ms")
+        if res.get("wall_s") is not None:
+            train = f" (profile + evolve + search + training {res['train_s'] / 60:.1f} min, measurement " \
+                    f"{(res['wall_s'] - res['train_s']) / 60:.1f} min)" if res.get("train_s") else ""
+            print(f"wall {res['wall_s'] / 60:.1f} min{train}, {len(res['seeds'])} seeds, {res.get('jobs')} job(s)")
+        setting = (f"{res['data']} {res['image_size']}x{res['image_size']}, {res.get('target', self.target.name)}, "
+                   f"scripts/bench_search.py, seeds {res['seeds']}")
+        res = {k: v for k, v in res.items() if k not in ("rows", "summary", "comparisons", "vs_random")}
+        fsio.write_json(self.out / "results.json", dict(res, summary=summary, comparisons=comp, rows=rows))
+        fsio.write_json(self.out / "baselines.json", baselines(summary, setting))
+        self.plot(rows, summary, res["seeds"])
+        print(f"wrote {self.out / 'results.json'}, {self.out / 'baselines.json'} (edgenas report RUN --baselines "
+              f"{self.out / 'baselines.json'}), {self.out / 'pareto.png'}")
 
-    def plot(self) -> None:
+    def plot(self, rows: list[dict], summary: dict, seeds: list[int]) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-        fig, ax = plt.subplots(figsize=(6.5, 4.5))
-        sweep = sorted((r for r in self.results if r["arm"].startswith("mbv2")), key=lambda r: r["int8_ms"])
+        fig, ax = plt.subplots(figsize=(8, 5.2))
+        sweep = sorted((a for a in summary if a.startswith("mbv2")), key=lambda a: summary[a]["int8_ms"]["mean"])
         if sweep:
-            ax.plot([r["int8_ms"] for r in sweep], [100 * r["quant_acc"] for r in sweep], "o--", color="gray",
-                    label="MobileNetV2-style width sweep")
-            for r in sweep:
-                ax.annotate(r["arm"].split("_")[1], (r["int8_ms"], 100 * r["quant_acc"]), xytext=(4, -10),
-                            textcoords="offset points", fontsize=7, color="gray")
-        points: dict[tuple[float, float], list[str]] = {}
-        for r in (r for r in self.results if not r["arm"].startswith("mbv2")):
-            points.setdefault((r["int8_ms"], 100 * r["quant_acc"]), []).append(r["arm"])
-        for xy, names in points.items():  # arms that found the same model share one labelled point
-            ax.scatter(*xy, zorder=3)
-            ax.annotate(",".join(names), xy, xytext=(4, 4), textcoords="offset points", fontsize=9)
-        ax.set_xlabel(f"measured INT8 latency on {self.target.name} (ms, TVM)")
+            pts = [r for r in rows if r["arm"] in sweep]
+            ax.scatter([r["int8_ms"] for r in pts], [100 * r["quant_acc"] for r in pts], color="gray", alpha=0.3, s=14)
+            ax.errorbar([summary[a]["int8_ms"]["mean"] for a in sweep], [100 * summary[a]["quant_acc"]["mean"] for a in sweep],
+                        xerr=[summary[a]["int8_ms"]["std"] for a in sweep],
+                        yerr=[100 * summary[a]["quant_acc"]["std"] for a in sweep], fmt="o--", color="gray", capsize=3,
+                        label="hand-designed: MobileNetV2-style width sweep")
+            for a in sweep:
+                ax.annotate(f"x{a.split('_')[1]}", (summary[a]["int8_ms"]["mean"], 100 * summary[a]["quant_acc"]["mean"]),
+                            xytext=(5, -11), textcoords="offset points", fontsize=7, color="gray")
+        for i, arm in enumerate(a for a in summary if not a.startswith("mbv2")):
+            color = "black" if arm == "random" else f"C{i}"
+            pts = [r for r in rows if r["arm"] == arm]
+            ax.scatter([r["int8_ms"] for r in pts], [100 * r["quant_acc"] for r in pts], color=color, alpha=0.3, s=14)
+            s = summary[arm]
+            label = "random search, same compute" if arm == "random" else f"{arm}: {ARM_LABELS.get(arm, arm)}"
+            ax.errorbar(s["int8_ms"]["mean"], 100 * s["quant_acc"]["mean"], xerr=s["int8_ms"]["std"],
+                        yerr=100 * s["quant_acc"]["std"], fmt="s" if arm == "random" else "o", color=color, capsize=3,
+                        ms=7 if arm == "random" else 5, label=f"{label} (n={s['n']})", zorder=3)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(f"measured INT8 latency on {self.target.name} (ms, TVM, log scale)")
         ax.set_ylabel(f"quantized test accuracy (%, {self.data.name})")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.set_title(f"mean ± std over {len(seeds)} seeds (bars); faint points: single seeds", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(loc="lower right", fontsize=7)
         fig.tight_layout()
         fig.savefig(self.out / "pareto.png", dpi=130)
 
@@ -220,18 +414,31 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=8)
     ap.add_argument("--out", default="runs/bench_search")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--arms", default="a,b,bd,c,d,e,m,pt,sweep")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arms", default=DEFAULT_ARMS, help=f"comma-separated (default {DEFAULT_ARMS}; also bd, m, pt)")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per arm (seed, seed+1, ...)")
+    ap.add_argument("--seed", type=int, default=0, help="first seed")
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes for searches and trainings")
     ap.add_argument("--budget-ms", type=float, default=None)
     ap.add_argument("--target", default="x86-avx2")
     ap.add_argument("--recipe", default="int8-per-channel")
     ap.add_argument("--repeat", type=int, default=15)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared CPU)")
+    ap.add_argument("--from-results", type=Path, default=None, metavar="RESULTS_JSON",
+                    help="recompute summary, comparisons, baselines.json and pareto.png from a finished run's "
+                         "results.json into --out (no training, no measurement)")
     args = ap.parse_args()
-    args.arms = set(args.arms.split(","))
-    torch.set_num_threads(args.threads)
+    args.arms = sorted(set(args.arms.split(",")))
+    unknown = set(args.arms) - set(arms(SIZES["default"]["search"])) - {"sweep"}
+    if unknown:
+        ap.error(f"unknown arm(s) {', '.join(sorted(unknown))}")
+    torch.set_num_threads(1)
     np.seterr(all="ignore")
-    Bench(args).run()
+    if args.from_results is not None:
+        res = json.loads(args.from_results.read_text())
+        if res.get("partial") or any(r.get("int8_ms") is None for r in res["rows"]):
+            ap.error(f"{args.from_results}: an unfinished run (latencies are measured at the end)")
+        Bench(args).report(res)
+    else:
+        Bench(args).run()
 
 
 if __name__ == "__main__":

@@ -127,12 +127,53 @@ def parity_section(view: RunView) -> str:
     return _table(["reference", "candidate", "max |err|", "top-1 agreement", "n"], rows)
 
 
+def _pm(mean, std, fmt: str, scale: float = 1.0, unit: str = "") -> str:
+    if not isinstance(mean, (int, float)):
+        return "–"
+    return f"{mean * scale:{fmt}}" + (f" ± {std * scale:{fmt}}" if isinstance(std, (int, float)) and std else "") + unit
+
+
+BASELINE_KINDS = {"searched": "searched (benchmark)", "random": "random search", "sweep": "hand-designed"}
+NO_BASELINES = ('<p class="na" id="no-baselines">No baselines in this run directory, so the searched model stands '
+                'alone here. Produce them (random search at the same space, budget and compute, the hand-designed '
+                'width sweep, and the searched arms, each over 3 seeds) with <code>python scripts/bench_search.py '
+                '--out DIR</code> and add them with <code>edgenas report RUN --baselines DIR/baselines.json</code>.'
+                '</p>')
+
+
+def baselines_section(view: RunView) -> str:
+    """The searched model beside random search and the hand-designed sweep (``baselines.json``)."""
+    if not view.baselines:
+        return NO_BASELINES
+    m = view.manifest
+    rows = []
+    if m is not None and m.latency:
+        acc = m.accuracy.get("int8_tvm", m.accuracy.get("int8_onnx"))
+        rows.append([_td("this run"), _td("searched model of this run"), _td(_pm(m.latency.get("median_ms"), 0, ".4f"),
+                     num=True), _td(_pm(acc, 0, ".2f", 100, " %"), num=True),
+                     _td(_pm(m.accuracy.get("fp32"), 0, ".2f", 100, " %"), num=True),
+                     _td(_pm(m.search_cost_s, 0, ".0f"), num=True), _td(1, num=True)])
+    for b in view.baselines:
+        rows.append([_td(BASELINE_KINDS.get(b.get("kind"), b.get("kind") or "baseline")), _td(b["name"]),
+                     _td(_pm(b.get("latency_ms"), b.get("latency_std"), ".4f"), num=True),
+                     _td(_pm(b.get("accuracy"), b.get("accuracy_std"), ".2f", 100, " %"), num=True),
+                     _td(_pm(b.get("fp32_accuracy"), b.get("fp32_accuracy_std"), ".2f", 100, " %"), num=True),
+                     _td(_pm(b.get("search_s"), b.get("search_s_std"), ".0f"), num=True),
+                     _td(b.get("seeds", "–"), num=True)])
+    settings = sorted({b["setting"] for b in view.baselines if b.get("setting")})
+    note = ("<p>Baselines measured in: " + "; ".join(f"<code>{escape(x)}</code>" for x in settings) +
+            ". Mean ± sample std over the seeds; compare this run's model with them only when the setting "
+            "(data, input size, target) is the same.</p>") if settings else ""
+    return "<h3>Searched vs random search vs hand-designed</h3>" + _table(
+        ["", "model", "INT8 latency ms", "int8 test accuracy", "fp32 test accuracy", "search s", "seeds"], rows,
+        'id="baselines"') + note
+
+
 def page(view: RunView, figs: dict[str, bytes | None]) -> str:
     title = f"edgenas report: {view.run.name}"
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     summary = _table(["", ""], [[_td(k), _td(v)] for k, v in summary_rows(view)], 'id="summary"')
-    base = (f"<p>{len(view.baselines)} baseline(s) from <code>baselines.json</code>.</p>" if view.baselines else
-            '<p class="na">No baselines.json in this run directory (random search / hand-designed sweeps write one).</p>')
+    base = baselines_section(view)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{CSS}</style></head>
 <body>

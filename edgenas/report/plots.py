@@ -50,18 +50,25 @@ def pareto(view: RunView) -> Figure | None:
                 label="same architecture, fp32 accuracy")
         ax.plot([x, x], [int8 * 100, acc["fp32"] * 100], ":", color="#d62728")
         known.append((x, int8 * 100))
+    # baselines.json (scripts/bench_search.py): kind searched | random | sweep, mean ± std over seeds
+    sweep = sorted((b for b in view.baselines if b.get("kind") == "sweep" and b.get("latency_ms") is not None
+                    and b.get("accuracy") is not None), key=lambda b: b["latency_ms"])
+    if len(sweep) > 1:
+        ax.plot([b["latency_ms"] for b in sweep], [b["accuracy"] * 100 for b in sweep], "--", color="gray", lw=1)
     for i, b in enumerate(view.baselines):
         lat, acc = b.get("latency_ms"), b.get("accuracy")
         if lat is None:
             continue
-        marker = ("s", "^", "D", "v", "P", "X")[i % 6]
+        kind = b.get("kind")
+        marker = {"random": "s", "sweep": "o"}.get(kind) or ("^", "D", "v", "P", "X", "<", ">")[i % 7]
+        color = {"random": "black", "sweep": "gray"}.get(kind) or (f"C{i % 10}" if kind == "searched" else "black")
         if acc is None:
-            strip.plot([lat], [0], marker, color="black", mfc="none", ms=9)
+            strip.plot([lat], [0], marker, color=color, mfc="none", ms=9)
             strip.annotate(b["name"], (lat, 0), xytext=(4, -10), textcoords="offset points", fontsize=8)
             continue
-        ax.errorbar([lat], [acc * 100], xerr=b.get("latency_std"), yerr=(b.get("accuracy_std") or 0) * 100 or None,
-                    fmt=marker, ms=9, color="black", mfc="white", capsize=3,
-                    label=f"baseline: {b['name']}" + (f" ({b['seeds']} seeds)" if b.get("seeds") else ""))
+        ax.errorbar([lat], [acc * 100], xerr=b.get("latency_std") or None, yerr=(b.get("accuracy_std") or 0) * 100 or None,
+                    fmt=marker, ms=8, color=color, mfc="white" if kind != "searched" else color, capsize=3,
+                    label=(b["name"] if kind else f"baseline: {b['name']}") + (f" ({b['seeds']} seeds)" if b.get("seeds") else ""))
         known.append((lat, acc * 100))
     if len(known) > 1:
         fx, fy = zip(*_front(known))
