@@ -14,6 +14,8 @@ second run reports 0 new trials). Each thread count is measured in a fresh subpr
 TVM reads ``TVM_NUM_THREADS`` once per process (and defaults to cores/2 on x86).
 
     python scripts/bench_compile.py --trials 32 --threads 1,2 --json build/bench/bench.json
+
+Where the time goes inside the libraries it builds: ``scripts/profile_int8.py WORK/<model>/*.so``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 ENGINES = ["torch fp32", "ORT fp32", "ORT int8 QDQ", "ORT int8 QOp", "TVM fp32 untuned", "TVM fp32 tuned",
-           "edgenas int8 untuned", "edgenas int8 tuned"]
+           "edgenas int8 untuned", "edgenas int8 tuned", "edgenas int8 VNNI untuned", "edgenas int8 VNNI tuned"]
 REFERENCE = "ORT int8 QDQ"
 
 
@@ -137,17 +139,34 @@ def prepare(name: str, work: Path, run_dir: Path | None) -> dict:
             "torch": run_dir is None, "libs": {}}
 
 
-def compile_all(m: dict, work: Path, tuning_dir: Path, trials: int, log) -> dict:
-    """The four TVM libraries of a model; tuned ones record trials and tuning time."""
+def vnni_here() -> bool:
+    return "avx512_vnni" in Path("/proc/cpuinfo").read_text()
+
+
+def vnni_spec():
+    """``x86-avx512-vnni`` measured on this host (its file says "through a farm"; this CPU has VNNI)."""
+    import dataclasses
+
+    from edgenas.target import get_target
+
+    spec = get_target("x86-avx512-vnni")
+    return dataclasses.replace(spec, runner="local", tvm_target={**spec.tvm_target, "num-cores": os.cpu_count()})
+
+
+def compile_all(m: dict, work: Path, tuning_dir: Path, trials: int, log, vnni: bool) -> dict:
+    """The TVM libraries of a model; tuned ones record trials and tuning time."""
     from edgenas.compile import compile_onnx
     from edgenas.target import get_target
 
-    spec, info = get_target("x86-avx2"), {}
-    for label, src, int8 in [("TVM fp32", m["fp32"], False), ("edgenas int8", m["qdq"], True)]:
+    avx2, info = get_target("x86-avx2"), {}
+    builds = [("TVM fp32", m["fp32"], False, avx2), ("edgenas int8", m["qdq"], True, avx2)]
+    if vnni:
+        builds.append(("edgenas int8 VNNI", m["qdq"], True, vnni_spec()))
+    for label, src, int8, spec in builds:
         for tuned in (False, True):
             engine = f"{label} {'tuned' if tuned else 'untuned'}"
             lib = work / m["name"] / f"{engine.replace(' ', '_')}.so"
-            db = tuning_dir if tuned else work / "no-tuning"
+            db = (tuning_dir / spec.name) if tuned else work / "no-tuning"
             r = compile_onnx(src, spec, lib, int8=int8, trials=trials if tuned else 0, tuning_dir=db,
                              progress=lambda s, e=engine: log(f"  {m['name']} {e}: {s}"))
             entry = {"trials": r.trials, "db_records": r.db_records, "int8_ops": r.int8_ops,
@@ -161,25 +180,29 @@ def compile_all(m: dict, work: Path, tuning_dir: Path, trials: int, log) -> dict
 
 
 # ---------------------------------------------------------------- measurement (one process per thread count)
-def _interleaved_ms(fns: dict, samples: int = 30, min_sample_s: float = 0.005) -> dict:
-    """Median/p90 per engine. Engines are sampled round-robin, so load from other processes on
-    this shared box hits every engine alike instead of whichever was being timed at the time."""
-    number = {}
+def _blocked_ms(fns: dict, samples: int = 30, min_sample_s: float = 0.005) -> dict:
+    """Median/p90 per engine, one engine at a time with a pause between engines.
+
+    Not round-robin: with several runtimes in one process, each keeps its own thread pool, and
+    TVM's and onnxruntime's workers spin for a while after every call. Interleaving engines at 2
+    threads on 2 cores made them fight (TVM fp32 tuned read 7.6 ms interleaved vs 1.1 ms alone);
+    in blocks, each engine's pool has the cores to itself and the others' workers have parked."""
+    out = {}
     for e, fn in fns.items():
+        time.sleep(0.5)  # let the previous engine's spinning workers go to sleep
         for _ in range(5):
             fn()
         t0 = time.perf_counter()
         fn()
-        number[e] = max(1, int(min_sample_s / max(time.perf_counter() - t0, 1e-7)))
-    times: dict[str, list[float]] = {e: [] for e in fns}
-    for _ in range(samples):
-        for e, fn in fns.items():
+        number = max(1, int(min_sample_s / max(time.perf_counter() - t0, 1e-7)))
+        times = []
+        for _ in range(samples):
             t0 = time.perf_counter()
-            for _ in range(number[e]):
+            for _ in range(number):
                 fn()
-            times[e].append((time.perf_counter() - t0) / number[e] * 1e3)
-    return {e: {"median": float(np.median(t)), "p90": float(np.percentile(t, 90)), "n": samples * number[e]}
-            for e, t in times.items()}
+            times.append((time.perf_counter() - t0) / number * 1e3)
+        out[e] = {"median": float(np.median(times)), "p90": float(np.percentile(times, 90)), "n": samples * number}
+    return out
 
 
 def measure_worker(models: list[dict], threads: int) -> dict:
@@ -205,7 +228,7 @@ def measure_worker(models: list[dict], threads: int) -> dict:
             vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
             fns[engine] = lambda vm=vm, tx=tvm.runtime.tensor(x): vm["main"](tx)
         with torch.inference_mode():
-            out[m["name"]] = _interleaved_ms(fns)
+            out[m["name"]] = _blocked_ms(fns)
     return out
 
 
@@ -247,6 +270,8 @@ def main(argv=None) -> None:
     ap.add_argument("--trials", type=int, default=32, help="MetaSchedule trials per tuned model and precision")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--large", action="store_true", help="also MobileNetV2-0.35 at 224x224")
+    ap.add_argument("--no-vnni", action="store_true",
+                    help="skip the x86-avx512-vnni build (on by default when this CPU has AVX-512 VNNI)")
     ap.add_argument("--run", type=Path, action="append", default=[], help="a run directory with model_fp32/int8.onnx")
     ap.add_argument("--work", type=Path, default=REPO / "build" / "bench")
     ap.add_argument("--tuning-dir", type=Path, default=None, help="default: WORK/tuning (reused across runs)")
@@ -270,7 +295,8 @@ def main(argv=None) -> None:
     results = {"cpu": _cpu(), "trials": args.trials, "threads": threads, "tuning_dir": str(tuning_dir), "models": {}}
     for m in models:
         log(f"compiling {m['name']}")
-        results["models"][m["name"]] = {"input_shape": m["shape"], "compile": compile_all(m, args.work, tuning_dir, args.trials, log),
+        results["models"][m["name"]] = {"input_shape": m["shape"], "compile": compile_all(m, args.work, tuning_dir, args.trials, log,
+                                                                              vnni=vnni_here() and not args.no_vnni),
                                         "latency_ms": {}}
     for t in threads:
         log(f"measuring at {t} thread(s)")

@@ -43,15 +43,11 @@ def _model_tasks(onnx_path: Path, spec):
     """The model's tasks as the compile stage sees them (same import, int8 fold and fusion)."""
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
 
-    from ..compile import _fold_qdq, pipeline
-    from ..compile.frontend import import_onnx
+    from ..compile import fused_module
     from ..compile.tune import MODULE_EQUALITY
 
-    mod = import_onnx(onnx_path)
-    fold = _fold_qdq()
-    if fold is not None:
-        mod, _ = fold(mod)
-    return extract_tasks(pipeline.fuse(mod, spec), spec.tvm(), module_equality=MODULE_EQUALITY)
+    fused, _ = fused_module(onnx_path, spec)
+    return extract_tasks(fused, spec.tvm(), module_equality=MODULE_EQUALITY)
 
 
 def slice_tuning_db(onnx_path: Path, spec, src_dir: Path, dst: Path) -> TuningSlice:

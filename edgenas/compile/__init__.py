@@ -38,15 +38,24 @@ def default_tuning_dir(target) -> Path:
     return tuning_root() / target.name
 
 
-def _fold_qdq():
-    """The colleague-owned int8 rewrite, or None while it does not exist yet."""
-    try:
-        from .qdq_rewrite import fold_qdq
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.qdq_rewrite":
-            raise
-        return None
-    return fold_qdq
+def fused_module(onnx_path, target, *, int8: bool = True, progress: Callable[[str], None] | None = None):
+    """Phases 1-3 (import, int8 rewrite, fusion): ``(fused module, FoldReport or None)``.
+
+    What tuning extracts its tasks from and what the database is applied to; the bundle's
+    tuning slice calls it too, so both see the very same kernels.
+    """
+    from . import packed_dot, pipeline
+    from .qdq_rewrite import fold_qdq
+
+    say = progress or (lambda _msg: None)
+    say(f"importing {os.fspath(onnx_path)}")
+    mod, report = import_onnx(onnx_path), None
+    if int8:
+        mod, report = fold_qdq(mod, dot=packed_dot.kernel_for(target))
+        packed = f", {report.packed} on the packed dot-product kernel" if report.packed else ""
+        say(f"int8: {sum(report.int8_ops.values())} integer ops {dict(report.int8_ops)}{packed}, "
+            f"{len(report.fallbacks)} float fallbacks")
+    return pipeline.fuse(mod, target), report
 
 
 def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int = 0,
@@ -77,17 +86,8 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
                          hint="compile with trials=0: CUDA kernels get DLight's default schedules")
     tuning_dir = Path(tuning_dir) if tuning_dir is not None else default_tuning_dir(target)
 
-    say(f"importing {os.fspath(onnx_path)}")
-    mod = import_onnx(onnx_path)
-    int8_ops, fallbacks = {}, ()
-    fold = _fold_qdq() if int8 else None
-    if fold is not None:
-        mod, report = fold(mod)
-        int8_ops, fallbacks = dict(report.int8_ops), tuple(report.fallbacks)
-        say(f"int8: {sum(int8_ops.values())} integer ops {int8_ops}, {len(fallbacks)} float fallbacks")
-    elif int8:
-        say("int8: edgenas.compile.qdq_rewrite is not available; Q/DQ stays float-simulated")
-    fused = pipeline.fuse(mod, target)
+    fused, report = fused_module(onnx_path, target, int8=int8, progress=say)
+    int8_ops, fallbacks = (dict(report.int8_ops), tuple(report.fallbacks)) if report else ({}, ())
 
     new_trials = failed_runs = 0
     if trials > 0:
@@ -108,4 +108,4 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
                          seconds=time.perf_counter() - t0)
 
 
-__all__ = ["CompileResult", "check_onnx", "compile_onnx", "import_onnx", "default_tuning_dir"]
+__all__ = ["CompileResult", "check_onnx", "compile_onnx", "fused_module", "import_onnx", "default_tuning_dir"]

@@ -20,6 +20,10 @@ FoldConstant otherwise, then DeadCodeElimination drops the float chains. Anythin
 float with its activation Q/DQ (FoldConstant does turn its ``dequantize(int8 weight)`` into a
 float constant) and is listed in :attr:`FoldReport.fallbacks` with the reason.
 
+On x86 targets with an integer dot-product kernel (``packed_dot``: AVX2 ``pmaddwd``, AVX-512
+VNNI ``vpdpbusd``), 1x1 convolutions and 2-D matmuls with a constant weight accumulate through a
+packed-weight GEMM instead (``fold_qdq(mod, dot=...)``); the requantize after it is the same.
+
 Residual adds and average pooling are not rewritten: FuseOps already puts ``dequantize -> add
 -> quantize`` into the producer's kernel, which reads and writes integers. An integer
 ``sum(astype(x_q, int32))`` for the pool was tried and dropped: FuseOps fuses the cast into the
@@ -39,6 +43,7 @@ from tvm.ir import Op
 from tvm.ir.expr import GenericConst
 from tvm.relax.expr_functor import PyExprMutator, PyExprVisitor, mutator, visitor
 
+from . import packed_dot
 from .qdq_absorb import Requant, absorb_tail, collect_users
 from .qdq_consts import ConstEval
 from .qdq_patterns import CONV_OPS, MATMUL_OPS, Anchor, match_anchor
@@ -54,6 +59,7 @@ class FoldReport:
 
     int8_ops: dict[str, int]
     fallbacks: tuple[str, ...]
+    packed: int = 0          # of the integer ops, those running on the packed dot-product kernel
 
 
 def _is_float(expr) -> bool:
@@ -95,11 +101,48 @@ def _weight(a: Anchor, ev: ConstEval):
     return w, sum_w
 
 
-def _int_accumulate(a: Anchor, ev: ConstEval) -> relax.Expr:
+def _static_shape(expr) -> list[int] | None:
+    try:
+        return [int(s) for s in expr.ty.shape]
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _packed_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel, bb) -> tuple[relax.Expr, int] | None:
+    """``(int32 accumulator without the zero-point term, effective zero point)`` through the packed
+    GEMM (see ``packed_dot``), or None when the op is not a 1x1 conv / 2-D matmul with a constant
+    weight and static shapes. Int8 activations enter the GEMM as ``x + 128`` (uint8), so their
+    zero point moves by 128 too."""
+    value, shape = ev(a.w_q), _static_shape(a.x_q)
+    if value is None or shape is None:
+        return None
+    if a.kind == "conv2d":
+        at = a.call.attrs
+        if (len(shape) != 4 or value.shape[2:] != (1, 1) or int(at.groups) != 1 or at.data_layout != "NCHW"
+                or any(int(v) != 1 for v in (*at.strides, *at.dilation)) or any(int(p) for p in at.padding)):
+            return None
+        weight = value.reshape(value.shape[0], shape[1])
+        out_shape = (shape[0], weight.shape[0], shape[2], shape[3])
+    else:
+        if len(shape) != 2:
+            return None
+        weight = value if a.transposed else value.T  # (out, in)
+        out_shape = (shape[0], weight.shape[0])
+    dtype = str(a.x_q.ty.dtype)
+    gv = bb.add_func(packed_dot.packed_dot_func(tuple(shape), dtype, weight.shape[0], dot), "packed_dot")
+    acc = relax.call_tir(gv, [a.x_q, relax.const(packed_dot.pack_weight(weight, dot))],
+                         relax.TensorType(out_shape, "int32"))
+    return acc, a.x_zero + (128 if dtype == "int8" else 0)
+
+
+def _int_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel | None = None, bb=None) -> relax.Expr:
     """The integer op with int32 accumulation, zero point of the activation removed."""
     x, z = a.x_q, a.x_zero
     w, sum_w = _weight(a, ev)
-    if a.kind == "conv2d":
+    packed = _packed_accumulate(a, ev, dot, bb) if dot is not None else None
+    if packed is not None:
+        acc, z = packed
+    elif a.kind == "conv2d":
         attrs = a.call.attrs
         pad = [int(p) for p in attrs.padding]
         if z != 0 and any(pad):  # padded taps must be z_x (real 0.0), not integer 0
@@ -116,8 +159,8 @@ def _int_accumulate(a: Anchor, ev: ConstEval) -> relax.Expr:
     return relax.op.subtract(acc, relax.op.multiply(sum_w, relax.const(z, "int32")))
 
 
-def _requantize(a: Anchor, r: Requant, ev: ConstEval) -> relax.Expr:
-    out = relax.op.multiply(relax.op.astype(_int_accumulate(a, ev), "float32"),
+def _requantize(a: Anchor, r: Requant, ev: ConstEval, dot, bb) -> relax.Expr:
+    out = relax.op.multiply(relax.op.astype(_int_accumulate(a, ev, dot, bb), "float32"),
                             relax.const(r.scale.astype("float32")))
     bias = r.bias_expr()
     return out if bias is None else relax.op.add(out, bias)
@@ -139,7 +182,7 @@ class _Emitter(PyExprMutator):
         plan = self.plans.get(binding.var)
         if plan is None:
             return super().visit_var_binding_(binding)
-        value = self.visit_expr(plan())
+        value = self.visit_expr(plan(self.builder_))
         if self.builder_.current_block_is_dataflow() and not isinstance(binding.var, relax.DataflowVar):
             new_var = self.builder_.emit_output(value, binding.var.name)  # visible after the block
         else:
@@ -147,7 +190,8 @@ class _Emitter(PyExprMutator):
         self.set_var_remap(binding.var, new_var)
 
 
-def _fold_function(mod, func: relax.Function, counts: Counter, fallbacks: list[str]) -> relax.Function:
+def _fold_function(mod, func: relax.Function, counts: Counter, fallbacks: list[str], dot) -> tuple[relax.Function, dict]:
+    """The rewritten function and the PrimFuncs it added (the packed GEMMs), by GlobalVar."""
     var2val, users = relax.analysis.get_var2val(func), collect_users(func)
     ev, plans = ConstEval(var2val, mod), {}
     for var, call in _calls(func, _COMPUTE_OPS):
@@ -158,13 +202,24 @@ def _fold_function(mod, func: relax.Function, counts: Counter, fallbacks: list[s
             fallbacks.append(f"{_describe(var, call)}: {anchor}")
             continue
         tail, requant = absorb_tail(var, anchor, ev, users)
-        plans[tail] = functools.partial(_requantize, anchor, requant, ev)
+        plans[tail] = functools.partial(_requantize, anchor, requant, ev, dot)
         counts[anchor.kind] += 1
-    return _Emitter(mod, plans).visit_expr(func) if plans else func
+    if not plans:
+        return func, {}
+    emitter = _Emitter(mod, plans)
+    new = emitter.visit_expr(func)
+    known = {gv.name_hint for gv in mod.get_global_vars()}
+    added = {gv: f for gv, f in emitter.builder_.get().functions_items() if gv.name_hint not in known}
+    counts["packed"] += sum(1 for b in new.body.blocks for bd in b.bindings
+                            if isinstance(bd.value, relax.Call) and bd.value.op == Op.get("relax.call_tir"))
+    return new, added
 
 
-def fold_qdq(mod: tvm.IRModule) -> tuple[tvm.IRModule, FoldReport]:
+def fold_qdq(mod: tvm.IRModule, dot: packed_dot.DotKernel | None = None) -> tuple[tvm.IRModule, FoldReport]:
     """Rewrite every foldable dequantized conv2d/matmul of ``mod`` into an integer op.
+
+    ``dot`` (``packed_dot.kernel_for(target)``) sends 1x1 convs and matmuls through the packed
+    dot-product GEMM of that x86 target; None keeps every op a plain Relax conv2d/matmul.
 
     Returns the new module (the input is not modified) and a :class:`FoldReport`. Dead code is
     removed first so that single-use checks see only real users (the importer binds unused
@@ -176,10 +231,13 @@ def fold_qdq(mod: tvm.IRModule) -> tuple[tvm.IRModule, FoldReport]:
     out = mod.clone()
     for gvar, func in mod.functions_items():
         if isinstance(func, relax.Function):
-            out[gvar] = _fold_function(mod, func, counts, fallbacks)
+            out[gvar], added = _fold_function(mod, func, counts, fallbacks, dot)
+            for gv, f in added.items():
+                out[gv] = f
     dce = relax.transform.DeadCodeElimination()
     out = dce(relax.transform.FoldConstant()(dce(out)))  # DCE first: no time spent on dead chains
-    return out, FoldReport(dict(sorted(counts.items())), tuple(fallbacks))
+    packed = counts.pop("packed", 0)
+    return out, FoldReport(dict(sorted(counts.items())), tuple(fallbacks), packed)
 
 
 @tvm.transform.module_pass(opt_level=0, name="FoldQDQ")

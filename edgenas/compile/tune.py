@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import EdgenasError
-from . import fastinspect, pipeline, tuning_db
+from . import fastinspect, packed_dot, pipeline, tuning_db
 
 MODULE_EQUALITY = "anchor-block"
 BUILD_TIMEOUT_S = 60.0
@@ -215,7 +215,8 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
         population = min(256, max(64, 8 * per_iter))
         strategy = ms.search_strategy.EvolutionarySearch(population_size=population, genetic_num_iters=2)
         with _foreign_handlers_detached():
-            contexts, weights = extracted_tasks_to_tune_contexts(todo, private, strategy=strategy, seed=seed)
+            contexts, weights = extracted_tasks_to_tune_contexts(
+                todo, private, space=packed_dot.space_generator(packed_dot.kernel_for(target)), strategy=strategy, seed=seed)
         console = _console_handler()
         if console is not None:
             console_level = console.level

@@ -112,9 +112,12 @@ def load(directory: str | os.PathLike, module_equality: str):
     """
     from tvm.s_tir import meta_schedule as ms
 
+    from . import packed_dot
+
     d = Path(directory)
     if not exists(d):
         return None, 0
+    packed_dot.register()  # records of packed kernels name edgenas' tensor intrinsics; parsing needs them
     snap = Path(tempfile.mkdtemp(prefix="edgenas-db-"))
     try:
         with _lock(d):
