@@ -11,7 +11,6 @@ measured medians as the new baseline atomically.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,14 +200,17 @@ def render_bench(report: BenchReport):
 def model_set(target, work_dir, recipe: str = "int8-per-channel") -> list[BenchItem]:
     """The benchmark model set: three fixed INT8 architectures of the default space (every layer
     its fewest-MACs op, a mixed net, every layer its most-MACs op), compiled afresh for ``target``
-    through ``latency.profile.measure_arch`` — the path every measured latency takes — so a
-    compiler or tuning change shows up here."""
-    from .latency.profile import measure_arch
+    the way every measured latency of a build is (``latency.profile``: untrained calibrated weights
+    exported QCDQ, then ``compile_onnx`` with the target's tuning database), so a compiler or tuning
+    change shows up here."""
+    from .compile import compile_onnx
+    from .latency.profile import export_op
     from .quantize.recipe import get_recipe
     from .space.arch import SpaceConfig, arch_from_choices
     from .space.cost import op_cost
+    from .space.supernet import FrozenNet
 
-    space, work = SpaceConfig(), Path(work_dir)
+    space, work, rec = SpaceConfig(), Path(work_dir), get_recipe(recipe)
     work.mkdir(parents=True, exist_ok=True)
     ranked = []
     for i, ((cin, cout, stride), hw) in enumerate(zip(space.positions(), space.spatial_sizes())):
@@ -219,12 +221,8 @@ def model_set(target, work_dir, recipe: str = "int8-per-channel") -> list[BenchI
     items = []
     for name, choices in picks.items():
         arch = arch_from_choices(space, choices)
-        keep = work / f"{name}_{target.name}.so"
-
-        def keep_lib(lib, shape, keep=keep):   # keep the compiled library instead of timing it here
-            shutil.copyfile(lib, keep)
-            return 0.0
-
-        measure_arch(arch, get_recipe(recipe), target, keep_lib)
-        items.append(BenchItem(name, str(keep), (1, arch.in_channels, arch.image_size, arch.image_size)))
+        shape = (1, arch.in_channels, arch.image_size, arch.image_size)
+        onnx_path = export_op(FrozenNet(arch), rec, shape, work)
+        res = compile_onnx(onnx_path, target, work / f"{name}_{target.name}.so", int8=True, trials=0)
+        items.append(BenchItem(name, res.library, shape))
     return items

@@ -83,8 +83,15 @@ class TrackerClient:
         """Reserve a free server of ``key``: ``(host, port, matchkey)`` to connect to at once.
 
         Raises ``TimeoutError`` when no server of the key became free within ``wait_s``; the
-        connection is then closed, which withdraws the queued request at the tracker.
+        connection is then closed, which withdraws the queued request at the tracker. When no
+        server of the key is registered at all it raises at once instead: the tracker drops a
+        server as soon as it dies, and waiting ``wait_s`` for each queued request (every tuning
+        candidate of a batch asks) would turn "the farm is gone" into minutes of silence. A server
+        that registers later is found by the caller's next attempt, or by ``--resume``.
         """
+        if _servers_of(self.summary(), key) == 0:
+            self.close()
+            raise TimeoutError(f"no server is registered for key {key!r}")
         self.sock.settimeout(wait_s)
         try:
             self._send([REQUEST, key, "", priority])
@@ -130,11 +137,21 @@ class FarmStatus:
         return next((k for k in self.keys if k.key == key), KeyRow(key, 0, 0, 0, 0))
 
 
+def _servers(raw: dict) -> list[tuple[str, str]]:
+    """``(address, key)`` of every server in a tracker summary (its keys read ``server:KEY``)."""
+    return sorted((f"{s['addr'][0]}:{s['addr'][1]}", s["key"].split(":", 1)[1]) for s in raw.get("server_info", []))
+
+
+def _servers_of(raw: dict, key: str) -> int:
+    """How many servers of ``key`` a tracker summary lists (free or busy)."""
+    return sum(k == key for _, k in _servers(raw))
+
+
 def farm_status(tracker: str, timeout_s: float = 10.0) -> FarmStatus:
     """Keys, free/busy servers and queue of the farm behind ``tracker``."""
     with TrackerClient(tracker, timeout_s) as client:
         raw = client.summary()
-    servers = sorted((f"{s['addr'][0]}:{s['addr'][1]}", s["key"].split(":", 1)[1]) for s in raw.get("server_info", []))
+    servers = _servers(raw)
     totals: dict[str, int] = {}
     for _, key in servers:
         totals[key] = totals.get(key, 0) + 1

@@ -194,7 +194,7 @@ def append_journal(path, m: Measurement) -> None:
 
 
 def measure_here(lib_path, input_shape, proto: Protocol | None = None, *, min_samples: int | None = None,
-                 target: str = "", journal=None) -> Measurement:
+                 target: str, journal=None) -> Measurement:
     """Measure ``lib_path`` on this host with the protocol (the local twin of ``Farm.measurement``)."""
     import socket
 

@@ -3,7 +3,8 @@
 A ``Farm`` measures and runs compiled libraries on servers registered under one key, and hands
 MetaSchedule an ``RPCRunner`` to tune through the same servers (TVM_NOTES.md §4). Every request
 
-* reserves a server at the tracker, waiting at most ``timeout_s`` for one to be free;
+* reserves a server at the tracker, waiting at most ``timeout_s`` for one to be free (and not at
+  all when none of the key is registered: the tracker drops a server whose process dies at once);
 * opens a session with ``session_timeout = timeout_s`` (the server kills a hung session) and a
   client-side watchdog (a vanished host never answers at all);
 * uploads, loads, runs, and **releases the session at once**: a TVM RPC server has one slot, and
@@ -40,7 +41,7 @@ _LOST = ("kShutdown", "RPCSessionTimeoutError", "Socket", "socket", "connect", "
 @dataclass(frozen=True)
 class Attempt:
     server: str        # "host:port", or "" when no server was reserved
-    outcome: str       # "ok", "lost: ...", "no free server", "error: ..."
+    outcome: str       # "ok", "lost: ...", or why no server was reserved
 
 
 class _Lost(Exception):
@@ -58,9 +59,11 @@ def _first_line(err: BaseException) -> str:
 
 
 class Farm:
-    def __init__(self, tracker: str, key: str, *, timeout_s: float = 30.0, retries: int = 3,
-                 protocol: Protocol | None = None, target: str = "", journal: str | os.PathLike | None = None,
-                 priority: int = 1):
+    """The servers of one key at one tracker, measured for one target: ``target`` is required
+    because every ``Measurement`` (and every journal line) records which target it was taken for."""
+
+    def __init__(self, tracker: str, key: str, *, target: str, timeout_s: float = 30.0, retries: int = 3,
+                 protocol: Protocol | None = None, journal: str | os.PathLike | None = None, priority: int = 1):
         parse_tracker(tracker)
         self.tracker, self.key, self.timeout_s, self.retries = tracker, key, float(timeout_s), max(1, int(retries))
         self.protocol, self.target, self.priority = protocol or Protocol(), target, priority
@@ -124,9 +127,9 @@ class Farm:
         for _ in range(self.retries):
             try:
                 value, server = self._attempt(fn, failed)
-            except TimeoutError:
-                self.attempts.append(Attempt("", "no free server"))
-                last = "no free server"
+            except TimeoutError as busy:   # none free within the deadline, or none registered at all
+                last = str(busy)
+                self.attempts.append(Attempt("", last))
                 continue
             except _Lost as lost:
                 server, reason = lost.args

@@ -72,6 +72,10 @@ class LoopbackFarm:
             time.sleep(0.05)
         raise AssertionError("no server started a session")
 
+    def sessions_served(self) -> int:
+        """Sessions the servers have finished so far, from their own logs ("finish serving")."""
+        return sum(p.read_text(errors="replace").count("finish serving") for p in self.dir.glob("server-*.log"))
+
     def kill(self, pid: int) -> None:
         """SIGKILL one server's process group and wait until the tracker has dropped it."""
         from edgenas.measure.farm_status import farm_status

@@ -77,9 +77,27 @@ def test_bench_a_run_directory_through_the_farm(loopback_farm, tiny_lib, tmp_pat
     run.mkdir()
     (run / "model_x86-avx2.so").write_bytes(tiny_lib.read_bytes())
     records.save(run / "arch.json", Arch(8, 8, 16, (LayerChoice("mb_k3_e3", 16, 1),), 32, 10))
-    farm = Farm(loopback_farm.tracker, loopback_farm.key, protocol=Protocol(min_samples=10, max_samples=30))
+    farm = Farm(loopback_farm.tracker, loopback_farm.key, target="x86-avx2", protocol=Protocol(min_samples=10, max_samples=30))
     rep = bench([run], "x86-avx2", tmp_path / "base.json", farm=farm, repeat=10)
     assert rep.rows[0].name == "run1" and rep.rows[0].measured_ms > 0 and rep.rows[0].status == "new"
     update_baseline(rep)
     stored = records.load(tmp_path / "base.json", Baseline)
     assert stored.entries["run1"].median_ms == rep.rows[0].measured_ms and stored.entries["run1"].where
+
+
+@pytest.mark.slow  # three whole-model compiles (~25 s)
+def test_the_benchmark_model_set_compiles_three_runnable_int8_models(tmp_path):
+    """``edgenas bench`` without run directories measures this set: three distinct libraries of
+    the default space, compiled by ``compile_onnx`` with INT8 kernels, that run at their shape."""
+    import numpy as np
+
+    from edgenas.bench import model_set
+    from edgenas.measure.local import run_local
+    from edgenas.target import get_target
+
+    items = model_set(get_target("x86-avx2"), tmp_path)
+    assert [i.name for i in items] == ["bench-small", "bench-mixed", "bench-large"]
+    assert len({open(i.library, "rb").read() for i in items}) == 3
+    for item in items:
+        x = np.random.default_rng(0).standard_normal((2, *item.input_shape[1:])).astype("float32")
+        assert run_local(item.library, x).shape == (2, 10)

@@ -16,6 +16,7 @@ from edgenas.target import get_target
 from .conftest import TINY_SHAPE, build_tiny_int8, tiny_reference
 
 TRACKER, KEY = os.environ.get("EDGENAS_TRACKER"), os.environ.get("EDGENAS_KEY")
+TARGET = os.environ.get("EDGENAS_DEVICE_TARGET", "x86-avx2")
 pytestmark = [pytest.mark.device,
               pytest.mark.skipif(not (TRACKER and KEY), reason="set EDGENAS_TRACKER=HOST:PORT and EDGENAS_KEY=KEY "
                                                                 "to run the device-farm tests")]
@@ -23,13 +24,13 @@ pytestmark = [pytest.mark.device,
 
 @pytest.fixture(scope="module")
 def device_lib(tmp_path_factory):
-    spec = get_target(os.environ.get("EDGENAS_DEVICE_TARGET", "x86-avx2"))
+    spec = get_target(TARGET)
     spec.check_host_prerequisites()
     return build_tiny_int8(tmp_path_factory.mktemp("dev") / f"tiny_{spec.name}.so", spec.tvm_target, spec.cross_compiler)
 
 
 def test_device_measures_and_matches_the_reference(device_lib):
-    farm = Farm(TRACKER, KEY, timeout_s=120)
+    farm = Farm(TRACKER, KEY, target=TARGET, timeout_s=120)
     farm.check()
     m = farm.measurement(device_lib, TINY_SHAPE, repeat=20)
     assert m.stats.median_ms > 0 and m.device_id
@@ -38,6 +39,6 @@ def test_device_measures_and_matches_the_reference(device_lib):
 
 
 def test_device_regression_gate(device_lib, tmp_path):
-    spec = get_target(os.environ.get("EDGENAS_DEVICE_TARGET", "x86-avx2"))
-    rep = bench([BenchItem("tiny", str(device_lib), TINY_SHAPE)], spec, tmp_path / "b.json", farm=Farm(TRACKER, KEY, timeout_s=120))
+    spec = get_target(TARGET)
+    rep = bench([BenchItem("tiny", str(device_lib), TINY_SHAPE)], spec, tmp_path / "b.json", farm=Farm(TRACKER, KEY, target=spec.name, timeout_s=120))
     assert rep.passed and rep.rows[0].status == "new"

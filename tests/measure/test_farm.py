@@ -34,7 +34,7 @@ def test_status_shows_keys_and_free_servers(farm2):
 
 
 def test_measure_through_the_farm(farm2, tiny_lib, tmp_path):
-    farm = Farm(farm2.tracker, farm2.key, timeout_s=30, protocol=QUICK, target="x86-avx2", journal=tmp_path / "j.jsonl")
+    farm = Farm(farm2.tracker, farm2.key, target="x86-avx2", timeout_s=30, protocol=QUICK, journal=tmp_path / "j.jsonl")
     m = farm.measurement(tiny_lib, TINY_SHAPE)
     servers = {addr for addr, _ in farm_status(farm2.tracker).servers}
     assert m.device_id in servers and m.key == farm2.key and m.tracker == farm2.tracker
@@ -51,13 +51,25 @@ def test_remote_outputs_match_local(farm2, tiny_lib):
     from edgenas.measure.local import run_local
 
     x = np.random.default_rng(3).standard_normal((3, *TINY_SHAPE[1:])).astype("float32")
-    remote = Farm(farm2.tracker, farm2.key).run(tiny_lib, x)
+    remote = Farm(farm2.tracker, farm2.key, target="x86-avx2").run(tiny_lib, x)
     np.testing.assert_allclose(remote, run_local(str(tiny_lib), x), rtol=0, atol=1e-6)
     np.testing.assert_allclose(remote, tiny_reference(x), rtol=1e-5, atol=1e-5)
 
 
+def test_cli_farms_record_their_target(farm2, tiny_lib):
+    """``--tracker`` on build, compile, measure and bench makes its Farm with ``cli._farm``: every
+    measurement it takes names the target (given as a name or as a TOML path)."""
+    from edgenas.cli import _farm
+
+    from .conftest import REPO
+
+    for given in ("x86-avx2", str(REPO / "targets" / "x86-avx2.toml")):
+        farm = _farm(farm2.tracker, farm2.key, given)
+        assert farm.target == "x86-avx2" and farm.measurement(tiny_lib, TINY_SHAPE, protocol=QUICK).target == "x86-avx2"
+
+
 def test_a_broken_library_fails_at_once_in_one_line(farm2, tiny_lib):
-    farm = Farm(farm2.tracker, farm2.key, timeout_s=20, retries=3)
+    farm = Farm(farm2.tracker, farm2.key, target="x86-avx2", timeout_s=20, retries=3)
     with pytest.raises(EdgenasError) as e:
         farm.run(tiny_lib, np.zeros((1, 3, 5, 5), "float32"))     # wrong input shape
     assert "\n" not in str(e.value) and farm2.key in str(e.value)
@@ -67,13 +79,13 @@ def test_a_broken_library_fails_at_once_in_one_line(farm2, tiny_lib):
 def test_an_unreachable_tracker_is_one_line(tiny_lib):
     t = time.monotonic()
     with pytest.raises(EdgenasError, match="cannot reach the RPC tracker") as e:
-        Farm(f"127.0.0.1:{_free_port()}", "k").measure(tiny_lib, TINY_SHAPE)
+        Farm(f"127.0.0.1:{_free_port()}", "k", target="x86-avx2").measure(tiny_lib, TINY_SHAPE)
     assert "\n" not in str(e.value) and time.monotonic() - t < 5
 
 
 def test_check_names_a_key_without_servers(farm2):
     with pytest.raises(EdgenasError, match="no server is registered for key 'nope'"):
-        Farm(farm2.tracker, "nope").check()
+        Farm(farm2.tracker, "nope", target="x86-avx2").check()
 
 
 def test_metaschedule_rpc_runner_measures_through_the_farm(farm2, tmp_path):
@@ -87,7 +99,7 @@ def test_metaschedule_rpc_runner_measures_through_the_farm(farm2, tmp_path):
                       target=tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
     artifact = tmp_path / "candidate.tar"            # what MetaSchedule's LocalBuilder exports
     lib.export_library(str(artifact))
-    runner = Farm(farm2.tracker, farm2.key, timeout_s=60).ms_runner()
+    runner = Farm(farm2.tracker, farm2.key, target="x86-avx2", timeout_s=60).ms_runner()
     args = [ms.arg_info.TensorInfo("float32", [64, 64])] * 2
     results = [f.result() for f in runner.run([ms.runner.RunnerInput(str(artifact), "cpu", args)] * 2)]
     assert [r.error_msg for r in results] == [None, None]
@@ -104,13 +116,13 @@ def test_tune_a_tiny_int8_model_through_the_farm_then_measure_it(farm2, tmp_path
     from .conftest import tiny_int8_module
 
     spec = get_target("x86-avx2")
-    farm = Farm(farm2.tracker, farm2.key, timeout_s=60, protocol=QUICK)
+    farm = Farm(farm2.tracker, farm2.key, target="x86-avx2", timeout_s=60, protocol=QUICK)
     fused = pipeline.fuse(tiny_int8_module(), spec)
     stats = tune.tune(fused, spec, str(tmp_path / "db"), 4, runner=farm.ms_runner())
     assert stats.trials >= 4 and stats.run_errors == 0
     database, n_records = tuning_db.load(tmp_path / "db", tune.MODULE_EQUALITY)
     assert n_records >= 2
-    lib = build.build(fused, spec, tmp_path / "tuned.so", database)
+    lib, _skipped = build.build(fused, spec, tmp_path / "tuned.so", database)
     assert farm.measurement(lib, TINY_SHAPE).stats.median_ms > 0
     x = np.random.default_rng(4).standard_normal((2, *TINY_SHAPE[1:])).astype("float32")
     np.testing.assert_allclose(farm.run(lib, x), tiny_reference(x), rtol=1e-5, atol=1e-5)

@@ -1,12 +1,15 @@
 """Tuning through the farm (MetaSchedule's RPC runner on the loopback tracker): a server killed
 mid-tuning leaves the other to finish and measure; with every server gone the tuning stops with
 one line, keeps what it measured, and a rerun (`edgenas compile --tracker`) completes once a
-server is back."""
+server is back. ``test_acceptance_...`` is issue 5's first acceptance criterion, end to end
+through the CLI; the build's own farm path (``--resume``) is in test_build_farm."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -14,12 +17,12 @@ import pytest
 
 from buildkit import edgenas_cmd
 from edgenas.compile import compile_onnx, tuning_db
-from edgenas.errors import EdgenasError
 from edgenas.measure.rpc import Farm
 from edgenas.quantize.export import run_ort
 from edgenas.target import get_target
 
 SHAPE = (1, 3, 16, 16)
+TRIALS = 12   # 6 tasks: 2 candidates each
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +68,23 @@ def _in_thread(fn):
     return t, box
 
 
-def _busy_while(farm, t, box) -> int:
-    """The pid of a server serving a tuning candidate, failing early if the compile ended first."""
+def _busy_while(farm, alive, what) -> int:
+    """The pid of a server serving a tuning candidate, failing early (with ``what()``) if the
+    compile ended first."""
     for _ in range(300):
         try:
             return farm.busy_server(timeout_s=1.0)
         except AssertionError:
-            assert t.is_alive(), f"the compile ended before any candidate ran: {box}"
+            assert alive(), f"the compile ended before any candidate ran: {what()}"
     raise AssertionError("no server started a session within 300 s")
 
 
 def test_tuning_through_the_farm_survives_a_killed_server(loopback_farm, qdq_model, tmp_path):
     loopback_farm.ensure(2)
-    farm = Farm(loopback_farm.tracker, loopback_farm.key, timeout_s=20, retries=3)
+    farm = Farm(loopback_farm.tracker, loopback_farm.key, target="x86-avx2", timeout_s=20, retries=3)
     spec, db = get_target("x86-avx2"), tmp_path / "tl"
     t, box = _in_thread(lambda: compile_onnx(qdq_model, spec, tmp_path / "m.so", trials=24, tuning_dir=db, farm=farm))
-    victim = _busy_while(loopback_farm, t, box)   # a server running a tuning candidate
+    victim = _busy_while(loopback_farm, t.is_alive, lambda: box)   # a server running a tuning candidate
     loopback_farm.kill(victim)
     t.join(900)
     assert not t.is_alive() and "error" not in box, box.get("error")
@@ -95,34 +99,58 @@ def test_tuning_through_the_farm_survives_a_killed_server(loopback_farm, qdq_mod
     assert (ours.argmax(1) == ref.argmax(1)).all() and np.abs(ours - ref).max() < 0.25
 
 
-def test_tuning_stops_in_one_line_when_the_farm_dies_and_a_rerun_completes(loopback_farm, qdq_model, tmp_path):
+def _measured_per_workload(db) -> dict[str, int]:
+    """Measured tuning records of the shared DB per workload (its line in the workload file).
+    A candidate that failed to run is stored too, with a run time of 1e10 s; it measured nothing,
+    and a task with only such records is tuned again."""
+    import json
+
+    workloads = (db / tuning_db.WORKLOADS).read_text().splitlines()
+    counts: dict[str, int] = {}
+    for line in (db / tuning_db.RECORDS).read_text().splitlines():
+        index, (_trace, run_secs, *_rest) = json.loads(line)
+        if run_secs and max(run_secs) < 1e9:
+            counts[workloads[index]] = counts.get(workloads[index], 0) + 1
+    return counts
+
+
+def test_acceptance_compile_through_the_farm_survives_kills_and_reruns(loopback_farm, qdq_model, tmp_path):
+    """Issue 5, acceptance 1, through the CLI (``edgenas compile --tracker --key --trials``) on a
+    loopback tracker with two servers: every server killed mid-tuning fails the run with one line
+    (exit 1, no library, the measured records kept); once servers are back the rerun tunes only
+    what was not measured, survives one server killed mid-run, and measures on the other."""
     loopback_farm.ensure(2)
-    farm = Farm(loopback_farm.tracker, loopback_farm.key, timeout_s=3, retries=2)
-    spec, logs = get_target("x86-avx2"), tmp_path / "logs"
-    db = logs / spec.name
-    lib = tmp_path / "m.so"
-    t, box = _in_thread(lambda: compile_onnx(qdq_model, spec, lib, trials=64, tuning_dir=db, farm=farm))
-    _busy_while(loopback_farm, t, box)
+    logs, lib = tmp_path / "logs", tmp_path / "m.so"
+    db = logs / "x86-avx2"
+    cmd = edgenas_cmd("compile", str(qdq_model), "--target", "x86-avx2", "--out", str(lib), "--trials", str(TRIALS),
+                      "--tracker", loopback_farm.tracker, "--key", loopback_farm.key)
+    env = {**os.environ, "EDGENAS_TUNING_LOGS": str(logs)}
+
+    served = loopback_farm.sessions_served()
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while loopback_farm.sessions_served() < served + 2:   # two candidates measured: the tuning is under way
+        assert first.poll() is None, f"the compile ended before any candidate ran: {first.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, "no tuning candidate measured within 300 s"
+        time.sleep(0.02)
     for pid in loopback_farm.server_pids():
         loopback_farm.kill(pid)
-    t.join(600)
-    assert not t.is_alive()
-    err = box.get("error")
-    assert isinstance(err, EdgenasError) and "\n" not in str(err), repr(err)
-    assert "tuning stopped after" in str(err) and "device farm" in str(err)
-    assert not lib.exists()  # nothing half-built where a library is expected
-    kept = tuning_db.count_records(db)
+    _, err = first.communicate(timeout=600)
+    lines = err.splitlines()
+    assert first.returncode == 1 and len(lines) == 1, err[-2000:]
+    assert lines[0].startswith("error: tuning stopped after") and "device farm" in lines[0]
+    assert not lib.exists()   # nothing half-built where a library is expected
+    kept = _measured_per_workload(db)
+    assert kept, "the candidates measured before the kill were not kept"
 
     loopback_farm.ensure(2)
-    r = subprocess.run(edgenas_cmd("compile", str(qdq_model), "--target", spec.name, "--out", str(lib),
-                                   "--trials", "64", "--tracker", loopback_farm.tracker, "--key", loopback_farm.key),
-                       capture_output=True, text=True, timeout=900, env={**_env(), "EDGENAS_TUNING_LOGS": str(logs)})
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert lib.is_file() and "latency on the farm" in r.stdout and "Traceback" not in r.stderr
-    assert tuning_db.count_records(db) > kept
-
-
-def _env():
-    import os
-
-    return dict(os.environ)
+    rerun = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    victim = _busy_while(loopback_farm, lambda: rerun.poll() is None, lambda: rerun.communicate()[1][-2000:])
+    loopback_farm.kill(victim)
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err[-2000:]
+    assert lib.is_file() and "latency on the farm" in out and "Traceback" not in err
+    assert victim not in loopback_farm.server_pids() and len(loopback_farm.server_pids()) == 1
+    after = _measured_per_workload(db)
+    assert {w: after[w] for w in kept} == kept, "the rerun tuned again what the first run had measured"
+    assert sum(after.values()) > sum(kept.values())
