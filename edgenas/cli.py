@@ -103,7 +103,8 @@ def build(
     image_size: int = typer.Option(16, "--image-size", help="Input resolution of the search space (digits are 8x8, upsampled)."),
     seed: int = typer.Option(0, "--seed", help="Seed for data split, search, training and sampling."),
     strategy: str = typer.Option("darts", "--strategy", help="darts (differentiable, hardware-aware) | random (same compute, the baseline)."),
-    bits: str = typer.Option("8", "--bits", help="Per-layer bit widths to search, e.g. 4,8 (QuantNAS noise + entropy + BitOps terms turn on with several)."),
+    bits: Optional[str] = typer.Option(None, "--bits", help="Per-layer bit widths to search, e.g. 4,8 (QuantNAS noise + entropy + "
+                                       "BitOps terms turn on with several; default: the target file's [search] bits, 8 for INT8 targets)."),
     space: str = typer.Option("default", "--space", help="default: search the built-in INT8 space | evolve: SpaceEvo first "
                               "picks per-stage block types and widths by Q-T score (KD proxy + latencies measured on the "
                               "target; ~2-5 min more), then the rounds search that space."),
@@ -117,21 +118,46 @@ def build(
     key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key)."),
 ):
     """Search, quantize, compile and measure a model for TARGET; writes a run directory."""
-    import dataclasses
-
     from .cli_view import RichReporter, build_summary, out as console
-    from .pipeline import BuildConfig, build as run_build
-    from .search.darts import SearchConfig
-    from .space.arch import SpaceConfig
+    from .pipeline import build as run_build
 
+    cfg = build_config(target=target, data=data, out=out, rounds=rounds, latency_budget=latency_budget, epochs=epochs,
+                       search_epochs=search_epochs, samples=samples, trials=trials, recipe=recipe, image_size=image_size,
+                       seed=seed, strategy=strategy, bits=bits, space=space, sparse=sparse, selection=selection,
+                       reuse_latency=reuse_latency)
+    manifest = run_build(cfg, RichReporter(), resume=resume, farm=_farm(tracker, key, target))
+    console.print(build_summary(manifest, out))
+
+
+def _bit_set(bits: Optional[str], target: str) -> tuple[int, ...]:
+    """``--bits 4,8`` as a sorted tuple; without --bits, the target file's ``[search] bits``."""
     from .errors import UsageError
+    from .target import BIT_WIDTHS, get_target
 
+    if bits is None:
+        return get_target(target).search_bits
     try:
         bit_set = tuple(sorted({int(b) for b in bits.split(",")}))
     except ValueError:
         raise UsageError(f"--bits {bits!r}: expected comma-separated widths such as 8 or 4,8") from None
-    if not bit_set or any(b not in range(2, 9) for b in bit_set):
-        raise UsageError(f"--bits {bits!r}: widths must be between 2 and 8")
+    if not bit_set or any(b not in BIT_WIDTHS for b in bit_set):
+        raise UsageError(f"--bits {bits!r}: widths must be between {BIT_WIDTHS[0]} and {BIT_WIDTHS[-1]}")
+    return bit_set
+
+
+def build_config(*, target: str, data: str, out: Path, rounds: int, latency_budget: Optional[str], epochs: int,
+                 search_epochs: int, samples: int, trials: int, recipe: str, image_size: int, seed: int, strategy: str,
+                 bits: Optional[str], space: str, sparse: bool, selection: str, reuse_latency: bool):
+    """The ``BuildConfig`` of ``edgenas build``'s options (a function of its own so tests check
+    that every option reaches the build without running one)."""
+    import dataclasses
+
+    from .errors import UsageError
+    from .pipeline import BuildConfig
+    from .search.darts import SearchConfig
+    from .space.arch import SpaceConfig
+
+    bit_set = _bit_set(bits, target)
     if selection not in ("argmax", "pt"):
         raise UsageError(f"--selection {selection!r}: choose argmax or pt")
     mixed = len(bit_set) > 1  # QuantNAS: noise per candidate width, entropy and BitOps terms (METHODS.md §1)
@@ -139,15 +165,14 @@ def build(
                               noise="gauss" if mixed else "none", entropy_weight=1e-2 if mixed else 0.0,
                               bitops_weight=1e-2 if mixed else 0.0, sparsity_weight=0.2 if sparse else 0.0)
     space_cfg = dataclasses.replace(SpaceConfig(), image_size=image_size, bits=bit_set, sparse_levels=(0.75,) if sparse else ())
-    cfg = BuildConfig(target=target, data=data, out=str(out), rounds=rounds, latency_budget_ms=_parse_ms(latency_budget),
-                      seed=seed, recipe=recipe, trials=trials, strategy=strategy, final_epochs=epochs, sampled_per_round=samples,
-                      space_mode=space, space=space_cfg, search=search_cfg, reuse_latency=reuse_latency)
-    manifest = run_build(cfg, RichReporter(), resume=resume, farm=_farm(tracker, key, target))
-    console.print(build_summary(manifest, out))
+    return BuildConfig(target=target, data=data, out=str(out), rounds=rounds, latency_budget_ms=_parse_ms(latency_budget),
+                       seed=seed, recipe=recipe, trials=trials, strategy=strategy, final_epochs=epochs, sampled_per_round=samples,
+                       space_mode=space, space=space_cfg, search=search_cfg, reuse_latency=reuse_latency)
 
 
 def _farm(tracker: Optional[str], key: Optional[str], target: str):
-    """A device-farm client when --tracker is given (checked now, before any long work)."""
+    """A device-farm client when --tracker is given (checked now, before any long work), for the
+    target named by ``target`` (a name or a TOML path) so that its measurements record it."""
     from .errors import UsageError
 
     if tracker is None:
@@ -157,8 +182,8 @@ def _farm(tracker: Optional[str], key: Optional[str], target: str):
     from .measure.rpc import Farm
     from .target import get_target
 
-    key = key or get_target(target).rpc_key or get_target(target).name
-    farm = Farm(tracker, key)
+    spec = get_target(target)
+    farm = Farm(tracker, key or spec.rpc_key or spec.name, target=spec.name)
     farm.check()
     return farm
 

@@ -227,8 +227,9 @@ class Build:
             err = abs(chosen["predicted_ms"] - chosen["measured_ms"]) / chosen["measured_ms"] * 100
             run.mark(f"r{r}.measure", predicted_ms=chosen["predicted_ms"], measured_ms=chosen["measured_ms"],
                      pred_err_pct=err, budget_ms=res.budget_ms, budget_met=chosen["measured_ms"] <= res.budget_ms)
-            self.rep.info(f"round {r}: predicted {chosen['predicted_ms']:.3f} ms, measured {chosen['measured_ms']:.3f} ms "
-                          f"(error {err:.1f} %), budget {res.budget_ms:.3f} ms {'met' if chosen['measured_ms'] <= res.budget_ms else 'NOT met'}")
+        m = run.info(f"r{r}.measure")   # from the run state, so that a --resume reports every round too
+        self.rep.info(f"round {r}: predicted {m['predicted_ms']:.3f} ms, measured {m['measured_ms']:.3f} ms "
+                      f"(error {m['pred_err_pct']:.1f} %), budget {m['budget_ms']:.3f} ms {'met' if m['budget_met'] else 'NOT met'}")
         return res
 
     def _sample(self, res: SearchResult, rng: np.random.Generator) -> Arch:

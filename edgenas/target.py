@@ -1,8 +1,11 @@
 """Targets are data: one TOML file per device in ``targets/``.
 
 A target names the TVM target dict, the host target, the cross compiler (if any), how the device
-is reached (local CPU, TVM RPC key, or compile-only), and its INT8 capabilities. Validation is
-strict so that a typo fails here, naming the file and the field, not halfway through a tune.
+is reached (local CPU, TVM RPC key, or compile-only), its INT8 capabilities, and the search
+defaults that suit it (``[search] bits``: the per-layer bit widths ``edgenas build`` searches
+when ``--bits`` is not given; ``[8]`` for INT8 targets, issue 4's default: a narrower width
+lowers BitOps but is only faster on a device with kernels for it). Validation is strict so that
+a typo fails here, naming the file and the field, not halfway through a tune.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ TVM_KINDS = ("llvm", "cuda")
 RUNNERS = ("local", "rpc", "none")
 INT8_DOT = ("none", "avx2", "vnni", "avx512", "neon", "sdot", "i8mm", "dp4a")
 ARCHES = ("x86_64", "aarch64")
+BIT_WIDTHS = range(2, 9)            # the widths quantization recipes support (quantize/recipe.py: 2..8)
+DEFAULT_SEARCH_BITS = (8,)          # a target file without [search] searches INT8 only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +51,7 @@ class TargetSpec:
     rpc_key: str | None
     int8_dot: str
     path: str
+    search_bits: tuple[int, ...] = DEFAULT_SEARCH_BITS   # [search] bits: build's default --bits
 
     @property
     def is_cuda(self) -> bool:
@@ -82,11 +88,13 @@ class TargetSpec:
 
 
 _SCHEMA: dict[str, dict[str, type | tuple]] = {
-    "": {"name": str, "description": str, "arch": str, "tvm": dict, "build": dict, "runner": dict, "int8": dict},
+    "": {"name": str, "description": str, "arch": str, "tvm": dict, "build": dict, "runner": dict, "int8": dict,
+         "search": dict},
     "tvm": {"target": dict, "host": dict},
     "build": {"cross_compiler": str},
     "runner": {"kind": str, "rpc_key": str},
     "int8": {"dot_product": str},
+    "search": {"bits": list},
 }
 _REQUIRED = {"": ("name", "description", "arch", "tvm", "runner", "int8"), "tvm": ("target",), "runner": ("kind",), "int8": ("dot_product",)}
 
@@ -111,6 +119,15 @@ def _choice(path: Path, field: str, value: str, choices: tuple[str, ...]) -> str
     return value
 
 
+def _bits(path: Path, field: str, value: list) -> tuple[int, ...]:
+    """A non-empty list of distinct bit widths in ``BIT_WIDTHS``, as a sorted tuple."""
+    ok = value and all(isinstance(b, int) and not isinstance(b, bool) and b in BIT_WIDTHS for b in value)
+    if not ok or len(set(value)) != len(value):
+        raise ConfigError(path, field, f"expected a non-empty list of distinct bit widths between {BIT_WIDTHS[0]} "
+                                       f"and {BIT_WIDTHS[-1]}, e.g. [8] or [4, 8]; got {value!r}")
+    return tuple(sorted(value))
+
+
 def _tvm_dict(path: Path, field: str, d: dict) -> dict:
     kind = d.get("kind")
     if kind is None:
@@ -131,7 +148,7 @@ def load_target_file(path: str | os.PathLike) -> TargetSpec:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, None, f"not valid TOML ({e})") from None
     _check_table(path, "", raw)
-    for section in ("tvm", "build", "runner", "int8"):
+    for section in ("tvm", "build", "runner", "int8", "search"):
         _check_table(path, section, raw.get(section, {}))
     runner = raw["runner"]
     kind = _choice(path, "runner.kind", runner["kind"], RUNNERS)
@@ -149,6 +166,7 @@ def load_target_file(path: str | os.PathLike) -> TargetSpec:
         rpc_key=runner.get("rpc_key"),
         int8_dot=_choice(path, "int8.dot_product", raw["int8"]["dot_product"], INT8_DOT),
         path=str(path),
+        search_bits=_bits(path, "search.bits", raw["search"]["bits"]) if "bits" in raw.get("search", {}) else DEFAULT_SEARCH_BITS,
     )
 
 

@@ -20,8 +20,10 @@ Arms (per seed: same data split, latency budget and final-training recipe for ev
   opt-in (--arms): bd direct fake-quant search (8-bit, STE); m bits {4,8} + noise, entropy,
           BitOps; pt c's config with DARTS-PT perturbation selection.
 The default is a,b,c,d,e,random,sweep because that fits 3 seeds in under 30 minutes on 2 cores
-(measured: 21.8 min from a cold latency cache, 2026-11-24). bd, m and pt each cost about as much
-as b (~100 s of search per seed); all three would add an estimated ~9 minutes, so they are opt-in.
+(measured: 21.8 min from a cold latency cache, 2026-11-24; since then random search's MAC budget
+counts every alpha step DARTS takes, ~26 % more samples at the default size, not yet re-measured).
+bd, m and pt each cost about as much as b (~100 s of search per seed); all three would add an
+estimated ~9 minutes, so they are opt-in.
 
 How it stays fast and fair on 2 cores: (1) the op latency table of every arm's space is profiled
 first, alone, and cached; (2) the (seed, arm) searches and trainings then run in ``--jobs``
@@ -33,13 +35,18 @@ every seed: the seeds vary the search, not the evolution (its cost is reported o
 A seed sets the data split too, so arms are compared paired by seed.
 
 Reports per arm mean ± sample std over the seeds of test accuracy fp32 and quantized (brevitas
-QAT), the drop, measured INT8 latency and search wall time (BitOps, sparsity, random search's
-samples and MACs are in the rows), and each searched arm minus random search and minus the
-sweep net nearest in latency, paired by seed, with a 95 % Student-t interval. Writes
-``<out>/results.json`` (rows per seed, summary, comparisons), ``<out>/baselines.json`` (every arm
-as mean ± std, kind searched / random / sweep: ``edgenas report RUN --baselines FILE`` shows them
-beside the run's model), ``<out>/pareto.png`` (mean ± std bars per arm, single seeds as faint
-points) and the op latency cache ``<out>/op_latency.json`` (reused by later runs).
+QAT), the drop, measured INT8 latency, BitOps, weight sparsity and search wall time (random
+search's samples and MACs are in the rows), each searched arm minus random search and minus the
+sweep net nearest in latency, paired by seed, with a 95 % Student-t interval, and issue 4's goals
+computed from those numbers (``edgenas.search.ablation.goals``: the searched int8 model vs the
+sweep's interpolated curve, the int8 drop with and without noise-aware search), each met or not.
+Writes ``<out>/results.json`` (rows per seed, summary, comparisons, goals), ``<out>/results.md``
+(the table and the goals in Markdown), ``<out>/baselines.json`` (every arm as mean ± std, kind
+searched / random / sweep, with the data set, image size and target: ``edgenas report RUN
+--baselines FILE`` pins them to a run) and the same file in this host's tuning root,
+``tuning_logs/<target>/baselines.json``, where the report of every build for the target finds it
+(not for --quick), ``<out>/pareto.png`` (mean ± std bars per arm, single seeds as faint points)
+and the op latency cache ``<out>/op_latency.json`` (reused by later runs).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from edgenas.latency.table import LatencyTable
 from edgenas.measure.protocol import measure_here
 from edgenas.quantize.convert import calibrate, to_brevitas
 from edgenas.quantize.recipe import get_recipe
+from edgenas.search.ablation import ARM_LABELS, baselines, comparisons, goal_lines, goals, summarize, summary_table
 from edgenas.search.darts import SearchConfig
 from edgenas.search.strategies import STRATEGIES
 from edgenas.space.arch import Arch, SpaceConfig, arch_from_choices
@@ -68,7 +76,7 @@ from edgenas.space.cost import arch_bitops
 from edgenas.space.evolve import EvolveConfig, evolve_for_budget
 from edgenas.space.sparse import train_sparse, weight_sparsity
 from edgenas.space.supernet import freeze
-from edgenas.target import get_target
+from edgenas.target import get_target, tuning_root
 from edgenas.train import evaluate, fit
 
 SIZES = {
@@ -84,18 +92,15 @@ ENTROPY, BITOPS, SPARSITY = 1e-2, 1e-2, 0.2
 
 
 DEFAULT_ARMS = "a,b,c,d,e,random,sweep"
-SUMMARY_KEYS = ("fp32_acc", "quant_acc", "drop_pp", "int8_ms", "search_s")
-ARM_LABELS = {"a": "plain DARTS", "b": "+ QuantNAS noise", "bd": "direct fake-quant search", "c": "+ entropy",
-              "d": "+ DASS sparse ops", "e": "SpaceEvo-evolved space", "m": "bits {4,8} + BitOps",
-              "pt": "DARTS-PT selection"}
 
 
-def arms(base_cfg: SearchConfig) -> dict[str, tuple[dict, dict]]:
-    """Arm name -> (SpaceConfig changes, SearchConfig changes). ``random`` searches arm a's space
-    with arm a's config (its compute budget is DARTS' training MACs for that config)."""
+def arms(base_cfg: SearchConfig) -> dict[str, tuple[dict, SearchConfig]]:
+    """Arm name -> (SpaceConfig changes, the arm's SearchConfig: ``base_cfg`` with its method
+    switches). ``random`` searches arm a's space with arm a's config (its compute budget is DARTS'
+    training MACs for that config)."""
     noise = dict(noise="gauss")
     ent = dict(noise, entropy_weight=ENTROPY)
-    return {
+    changes = {
         "a": ({}, {}),
         "b": ({}, noise),
         "bd": ({}, dict(noise="direct")),
@@ -106,6 +111,7 @@ def arms(base_cfg: SearchConfig) -> dict[str, tuple[dict, dict]]:
         "pt": ({}, dict(ent, selection="pt")),
         "random": ({}, {}),
     }
+    return {name: (space_kw, dataclasses.replace(base_cfg, **cfg_kw)) for name, (space_kw, cfg_kw) in changes.items()}
 
 
 def mbv2(mult: float, image: int, cin: int, classes: int) -> Arch:
@@ -117,79 +123,22 @@ def mbv2(mult: float, image: int, cin: int, classes: int) -> Arch:
     return Arch.parse(f"r{image}_i{cin}_stem{c(32)}|{mid}|head64_n{classes}")
 
 
-
-def summarize(rows: list[dict], keys=SUMMARY_KEYS) -> dict:
-    """Per arm: n and, per key, mean and sample std (ddof=1; 0 for one seed) over the seeds."""
-    out: dict[str, dict] = {}
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        mine = [r for r in rows if r["arm"] == arm]
-        out[arm] = {"n": len(mine)}
-        for k in keys:
-            v = np.asarray([r[k] for r in mine if r.get(k) is not None], float)
-            out[arm][k] = {"mean": float(v.mean()) if len(v) else None,
-                           "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
-    return out
+def results_markdown(summary: dict, goal: dict, setting: str) -> str:
+    """results.md: the printed table as Markdown, and the goals."""
+    return (f"# Search ablation: {setting}\n\nMean ± sample std over the seeds.\n\n"
+            + summary_table(summary, markdown=True) + "\n\n## Goals (means over seeds)\n\n"
+            + "\n".join(f"- {line.strip()}" if not line.startswith(" ") else f"  - {line.strip()}"
+                        for line in goal_lines(goal)) + "\n")
 
 
-def paired_diff(rows: list[dict], arm: str, ref: str, key: str) -> dict | None:
-    """``arm`` minus ``ref`` in ``key``, paired by seed (a seed fixes the data split, so both arms of
-    a seed see the same test images): mean, 95 % Student-t interval of the mean, n seeds."""
-    from scipy.stats import t as student_t
-
-    a = {r["seed"]: r[key] for r in rows if r["arm"] == arm and r.get(key) is not None}
-    b = {r["seed"]: r[key] for r in rows if r["arm"] == ref and r.get(key) is not None}
-    d = np.asarray([a[s] - b[s] for s in sorted(a.keys() & b.keys())], float)
-    if not len(d):
+def install_baselines(base: list[dict], target: str, quick: bool = False) -> Path | None:
+    """Write ``baselines.json`` atomically to this host's tuning root for ``target``
+    (``tuning_logs/<target>/``, ``EDGENAS_TUNING_LOGS`` overrides), where every report of a build
+    for that target finds it (``edgenas.report.baselines``); not for --quick runs, whose numbers
+    would then pass as baselines. Returns the path written, or None."""
+    if quick:
         return None
-    if len(d) == 1:
-        return {"mean": float(d[0]), "ci95": [None, None], "n": 1}
-    half = float(student_t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
-    return {"mean": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)], "n": len(d)}
-
-
-def nearest_sweep(summary: dict, arm: str) -> str | None:
-    """The width-sweep net whose mean measured latency is nearest to ``arm``'s."""
-    sweep = [a for a in summary if a.startswith("mbv2") and summary[a]["int8_ms"]["mean"] is not None]
-    ms = summary[arm]["int8_ms"]["mean"]
-    return min(sweep, key=lambda a: abs(summary[a]["int8_ms"]["mean"] - ms)) if sweep and ms is not None else None
-
-
-def comparisons(rows: list[dict], summary: dict) -> dict:
-    """Each searched arm against random search and against the sweep net nearest in latency:
-    paired differences of int8 accuracy (pp) and measured latency (ms)."""
-    out = {}
-    for arm in summary:
-        if arm == "random" or arm.startswith("mbv2"):
-            continue
-        out[arm] = {}
-        for ref in ("random", nearest_sweep(summary, arm)):
-            if ref is None or ref not in summary:
-                continue
-            acc, ms = paired_diff(rows, arm, ref, "quant_acc"), paired_diff(rows, arm, ref, "int8_ms")
-            if acc is not None:
-                acc = {"mean": 100 * acc["mean"], "ci95": [None if v is None else 100 * v for v in acc["ci95"]],
-                       "n": acc["n"]}
-            out[arm][ref] = {"int8_acc_pp": acc, "int8_ms": ms}
-    return out
-
-
-def baselines(summary: dict, setting: str = "") -> list[dict]:
-    """``baselines.json`` rows in the format ``edgenas.report`` reads (mean ± std over seeds):
-    the searched arms, random search and the hand-designed sweep, each with its ``kind``."""
-    out = []
-    for arm, s in summary.items():
-        if arm == "random":
-            kind, name = "random", "random search (same space, budget and compute)"
-        elif arm.startswith("mbv2"):
-            kind, name = "sweep", f"hand-designed: MobileNetV2-style x{arm.split('_')[1]}"
-        else:
-            kind, name = "searched", f"searched: arm {arm} ({ARM_LABELS.get(arm, arm)})"
-        out.append({"name": name, "kind": kind, "arm": arm, "seeds": s["n"], "setting": setting,
-                    "latency_ms": s["int8_ms"]["mean"], "latency_std": s["int8_ms"]["std"],
-                    "accuracy": s["quant_acc"]["mean"], "accuracy_std": s["quant_acc"]["std"],
-                    "fp32_accuracy": s["fp32_acc"]["mean"], "fp32_accuracy_std": s["fp32_acc"]["std"],
-                    "search_s": s["search_s"]["mean"], "search_s_std": s["search_s"]["std"]})
-    return out
+    return fsio.write_json(tuning_root() / target / "baselines.json", base)
 
 
 # ------------------------------------------------------------------ worker side (no latency measured)
@@ -285,13 +234,12 @@ class Bench:
 
     def jobs(self, budget: float) -> list[dict]:
         """Every (arm, seed) with its space and op table profiled beforehand (main process, alone)."""
-        base_cfg, jobs = self.size["search"], []
-        for name, (space_kw, cfg_kw) in arms(base_cfg).items():
+        jobs = []
+        for name, (space_kw, cfg) in arms(self.size["search"]).items():
             if name not in self.args.arms:
                 continue
             space = self.evolved_space(budget) if name == "e" else dataclasses.replace(self.base, **space_kw)
             table = self.profiled(space)
-            cfg = dataclasses.replace(base_cfg, **cfg_kw)
             jobs += [dict(arm=name, seed=s, space=space, table=table, cfg=cfg, budget=budget) for s in self.seeds]
         for mult in self.size["widths"] if "sweep" in self.args.arms else ():
             arch = mbv2(mult, self.args.image_size, self.data.channels, self.data.classes)
@@ -336,15 +284,11 @@ class Bench:
             return False
 
     def report(self, res: dict) -> None:
-        """Print the table and the comparisons; write results.json, baselines.json and pareto.png."""
+        """Print the table, the comparisons and the goals; write results.json, results.md,
+        baselines.json (in --out and, unless --quick, in the tuning root) and pareto.png."""
         rows = res["rows"]
         summary = summarize(rows)
-        pm = lambda s, k, f, x=1: "-" if s[k]["mean"] is None else f"{x * s[k]['mean']:{f}} ± {x * s[k]['std']:{f}}"  # noqa: E731
-        head = f"{'arm':9s} {'n':>2s} {'fp32 %':>13s} {'int8 %':>13s} {'drop pp':>13s} {'int8 ms':>15s} {'search s':>11s}"
-        print("\n" + head + "\n" + "-" * len(head))
-        for arm, s in summary.items():
-            print(f"{arm:9s} {s['n']:2d} {pm(s, 'fp32_acc', '6.2f', 100):>13s} {pm(s, 'quant_acc', '6.2f', 100):>13s} "
-                  f"{pm(s, 'drop_pp', '5.2f'):>13s} {pm(s, 'int8_ms', '6.4f'):>15s} {pm(s, 'search_s', '4.0f'):>11s}")
+        print("\n" + summary_table(summary))
         iv = lambda d, f: (f"{d['mean']:+{f}}" + (f" [{d['ci95'][0]:+{f}}, {d['ci95'][1]:+{f}}]"  # noqa: E731
                                                    if d["ci95"][0] is not None else ""))
         comp = comparisons(rows, summary)
@@ -358,14 +302,22 @@ class Bench:
             train = f" (profile + evolve + search + training {res['train_s'] / 60:.1f} min, measurement " \
                     f"{(res['wall_s'] - res['train_s']) / 60:.1f} min)" if res.get("train_s") else ""
             print(f"wall {res['wall_s'] / 60:.1f} min{train}, {len(res['seeds'])} seeds, {res.get('jobs')} job(s)")
-        setting = (f"{res['data']} {res['image_size']}x{res['image_size']}, {res.get('target', self.target.name)}, "
+        goal = goals(summary)
+        print("\ngoals (means over seeds):\n" + "\n".join("  " + line for line in goal_lines(goal)))
+        target = res.get("target", self.target.name)
+        setting = (f"{res['data']} {res['image_size']}x{res['image_size']}, {target}, "
                    f"scripts/bench_search.py, seeds {res['seeds']}")
-        res = {k: v for k, v in res.items() if k not in ("rows", "summary", "comparisons", "vs_random")}
-        fsio.write_json(self.out / "results.json", dict(res, summary=summary, comparisons=comp, rows=rows))
-        fsio.write_json(self.out / "baselines.json", baselines(summary, setting))
+        res = {k: v for k, v in res.items() if k not in ("rows", "summary", "comparisons", "goals", "vs_random")}
+        fsio.write_json(self.out / "results.json", dict(res, summary=summary, comparisons=comp, goals=goal, rows=rows))
+        fsio.write_text(self.out / "results.md", results_markdown(summary, goal, setting))
+        base = baselines(summary, setting, data=res["data"], image_size=res["image_size"], target=target)
+        fsio.write_json(self.out / "baselines.json", base)
+        shared = install_baselines(base, target, quick=bool(res.get("quick")))
         self.plot(rows, summary, res["seeds"])
-        print(f"wrote {self.out / 'results.json'}, {self.out / 'baselines.json'} (edgenas report RUN --baselines "
-              f"{self.out / 'baselines.json'}), {self.out / 'pareto.png'}")
+        print(f"wrote {self.out / 'results.json'}, {self.out / 'results.md'}, {self.out / 'baselines.json'} "
+              f"(edgenas report RUN --baselines {self.out / 'baselines.json'}), {self.out / 'pareto.png'}")
+        print(f"baselines for every report of a {target} build on this host: {shared}" if shared else
+              "baselines not installed in the tuning root: --quick numbers are a plumbing check, not baselines")
 
     def plot(self, rows: list[dict], summary: dict, seeds: list[int]) -> None:
         import matplotlib

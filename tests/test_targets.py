@@ -48,3 +48,37 @@ def test_malformed_target_names_file_and_field(tmp_path, text, field):
     assert str(p) in msg and "\n" not in msg
     if field:
         assert field in msg
+
+
+VALID = "name = 'x'\ndescription='d'\narch='x86_64'\n[tvm.target]\nkind='llvm'\n[runner]\nkind='local'\n[int8]\ndot_product='avx2'\n"
+
+
+@pytest.mark.parametrize("name", list_targets())
+def test_every_target_searches_int8_by_default(name):
+    assert get_target(name).search_bits == (8,)
+
+
+def test_search_bits_are_parsed_sorted_and_optional(tmp_path):
+    p = tmp_path / "t.toml"
+    p.write_text(VALID + "[search]\nbits = [8, 4]\n")
+    assert load_target_file(p).search_bits == (4, 8)
+    p.write_text(VALID)                                    # a target file without [search]: INT8 only
+    assert load_target_file(p).search_bits == (8,)
+
+
+@pytest.mark.parametrize("value", ["[]", "[16]", "[1, 8]", "[8, 8]", "['8']", "[true]", "[4.0]"])
+def test_bad_search_bits_name_file_field_and_fix(tmp_path, value):
+    p = tmp_path / "t.toml"
+    p.write_text(VALID + f"[search]\nbits = {value}\n")
+    with pytest.raises(ConfigError) as e:
+        load_target_file(p)
+    msg = str(e.value)
+    assert str(p) in msg and "search.bits" in msg and "between 2 and 8" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("text, field", [("[search]\nbits = 8\n", "search.bits"), ("[search]\nbit = [8]\n", "search.bit")])
+def test_search_table_is_checked_like_the_others(tmp_path, text, field):
+    p = tmp_path / "t.toml"
+    p.write_text(VALID + text)
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_target_file(p)

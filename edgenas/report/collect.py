@@ -5,9 +5,10 @@ directory: a finished one, one interrupted mid-round, or one written by an older
 configuration no longer decodes. Missing pieces become ``None`` / empty lists and the page says
 "not available yet" instead of failing.
 
-``baselines.json`` (optional, written by the random-search / hand-designed benchmarks): a list
-of ``{"name", "latency_ms", "accuracy"}`` with optional ``"latency_std"``, ``"accuracy_std"``,
-``"seeds"``; accuracy is a fraction in [0, 1] and may be ``null`` when only latency is known.
+``baselines.json`` (optional, written by the random-search / hand-designed benchmarks; found as
+``baselines.py`` says): a list of ``{"name", "latency_ms", "accuracy"}`` with optional
+``"latency_std"``, ``"accuracy_std"``, ``"seeds"``, ``"data"``, ``"image_size"``, ``"target"``;
+accuracy is a fraction in [0, 1] and may be ``null`` when only latency is known.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from types import SimpleNamespace
 
 from .. import fsio, records
 from ..errors import EdgenasError
+from ..search.collapse import collapse_warning
+from .baselines import data_name, find_baselines, setting_mismatch, target_name
 
 
 @dataclass
@@ -29,6 +32,7 @@ class RoundView:
     arch: str | None              # the round's chosen architecture string
     history: list[dict]           # search.json's per-epoch history (probs per layer)
     measured: list[dict]          # measured.json rows (chosen first)
+    collapse: str | None = None   # search.collapse's warning, recomputed from the history
 
 
 @dataclass
@@ -40,6 +44,8 @@ class RunView:
     op_table: object | None           # latency.table.LatencyTable
     rounds: list[RoundView]
     baselines: list[dict]
+    baselines_from: str | None = None  # where the baselines were read: RUN/baselines.json or the tuning root
+    baselines_mismatch: list[str] = field(default_factory=list)  # data set / image size / target differences
     candidate_labels: list[list[str]] = field(default_factory=list)  # per searchable layer
     stage_of_layer: list[int] = field(default_factory=list)
     stage_seconds: dict = field(default_factory=dict)
@@ -102,9 +108,10 @@ def collect(run_dir: str | Path) -> RunView:
         d = run / "rounds" / f"r{r}"
         measured = _json(d / "measured.json", [])
         chosen = next((row.get("arch") for row in measured if row.get("chosen")), None)
+        history = list((_data(d / "search.json") or {}).get("history") or [])
         rounds.append(RoundView(r, done.get(f"r{r}.measure"), _data(d / "predictor.json"),
-                                (done.get(f"r{r}.search") or {}).get("arch") or chosen,
-                                list((_data(d / "search.json") or {}).get("history") or []), measured))
+                                (done.get(f"r{r}.search") or {}).get("arch") or chosen, history, measured,
+                                collapse_warning(history)))
     data = _data(run / "manifest.json")
     manifest = SimpleNamespace(**{**MANIFEST_DEFAULTS, **data}) if data is not None else None
     last = next((rv.arch for rv in reversed(rounds) if rv.arch), None)
@@ -113,12 +120,14 @@ def collect(run_dir: str | Path) -> RunView:
         table = records.load(run / "op_table.json", LatencyTable)
     except EdgenasError:
         table = None
-    baselines = _json(run / "baselines.json", [])
-    if isinstance(baselines, dict):
-        baselines = baselines.get("baselines", [])
+    target = target_name(config, manifest)
+    baselines, source = find_baselines(run, target)
+    data_set = manifest.data if manifest is not None and manifest.data != "?" else (
+        data_name(config["data"]) if isinstance(config.get("data"), str) else None)
+    mismatch = setting_mismatch(baselines, data_set, (config.get("space") or {}).get("image_size"), target)
     labels, stage_of = _space_labels(config, len(arch.layers) if arch is not None else 0)
     return RunView(run=run, config=config, manifest=manifest, arch=arch, op_table=table, rounds=rounds,
-                   baselines=[b for b in baselines if isinstance(b, dict) and "name" in b],
+                   baselines=baselines, baselines_from=source if baselines else None, baselines_mismatch=mismatch,
                    candidate_labels=labels, stage_of_layer=stage_of, stage_seconds=_json(run / "timing.json", {}))
 
 

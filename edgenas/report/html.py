@@ -10,7 +10,10 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 from html import escape
+from pathlib import Path
 
+from ..search.collapse import DEFAULT_THRESHOLD, skip_share_series
+from .baselines import RUN_FILE
 from .collect import RunView, describe
 
 CSS = """
@@ -66,6 +69,9 @@ def summary_rows(view: RunView) -> list[tuple[str, str]]:
         rows.append(("status", "run not finished: sections below show what exists so far"))
     if view.stage_seconds:
         rows.append(("stage seconds", ", ".join(f"{k} {v:.0f}" for k, v in view.stage_seconds.items())))
+    collapsed = [rv.index for rv in view.rounds if rv.collapse]
+    if collapsed:  # details beside the α trajectories
+        rows.append(("search collapse", f"warning in round(s) {', '.join(map(str, collapsed))}: see Search below"))
     return rows
 
 
@@ -138,7 +144,8 @@ NO_BASELINES = ('<p class="na" id="no-baselines">No baselines in this run direct
                 'alone here. Produce them (random search at the same space, budget and compute, the hand-designed '
                 'width sweep, and the searched arms, each over 3 seeds) with <code>python scripts/bench_search.py '
                 '--out DIR</code> and add them with <code>edgenas report RUN --baselines DIR/baselines.json</code>.'
-                '</p>')
+                ' The benchmark also writes them to this host\'s <code>tuning_logs/&lt;target&gt;/baselines.json</code>, '
+                'where every later report for that target finds them.</p>')
 
 
 def baselines_section(view: RunView) -> str:
@@ -161,12 +168,36 @@ def baselines_section(view: RunView) -> str:
                      _td(_pm(b.get("search_s"), b.get("search_s_std"), ".0f"), num=True),
                      _td(b.get("seeds", "–"), num=True)])
     settings = sorted({b["setting"] for b in view.baselines if b.get("setting")})
+    seeds = sorted({b["seeds"] for b in view.baselines if isinstance(b.get("seeds"), int)})
+    over = f" over {' / '.join(map(str, seeds))} seed{'s' if seeds != [1] else ''}" if seeds else " over the seeds"
+    shared = view.baselines_from is not None and Path(view.baselines_from) != view.run / RUN_FILE
+    source = (f"<p>Baselines from <code>{escape(view.baselines_from)}</code>"
+              + (" (this host's latest <code>scripts/bench_search.py</code> results for the target; "
+                 "<code>edgenas report RUN --baselines FILE</code> pins others to this run)" if shared else "")
+              + ".</p>") if view.baselines_from else ""
     note = ("<p>Baselines measured in: " + "; ".join(f"<code>{escape(x)}</code>" for x in settings) +
-            ". Mean ± sample std over the seeds; compare this run's model with them only when the setting "
-            "(data, input size, target) is the same.</p>") if settings else ""
-    return "<h3>Searched vs random search vs hand-designed</h3>" + _table(
+            f". Mean ± sample std{over}; compare this run's model with them only when the setting "
+            "(data, input size, target) is the same.</p>") if settings else f"<p>Mean ± sample std{over}.</p>"
+    differs = ('<p class="bad" id="baselines-mismatch">Not the setting of this run, so not comparable with its '
+               "model: " + "; ".join(escape(x) for x in view.baselines_mismatch) + ".</p>") if view.baselines_mismatch else ""
+    return "<h3>Searched vs random search vs hand-designed</h3>" + differs + _table(
         ["", "model", "INT8 latency ms", "int8 test accuracy", "fp32 test accuracy", "search s", "seeds"], rows,
-        'id="baselines"') + note
+        'id="baselines"') + source + note
+
+
+def collapse_section(view: RunView) -> str:
+    """DARTS collapse: each round's warning (search.collapse) and the per-epoch share of
+    parameter-free ops in softmax(α) and in the derived architecture, beside the α trajectories."""
+    out = "".join(f'<p class="bad" id="collapse-r{rv.index}">Round {rv.index}: {escape(rv.collapse)}</p>'
+                  for rv in view.rounds if rv.collapse)
+    rows = [[_td(rv.index, num=True), _td(row["epoch"], num=True), _td(_pct(row["skip_share_probs"]), num=True),
+             _td(_pct(row["skip_share_arch"]), num=True)]
+            for rv in view.rounds for row in skip_share_series(rv.history)]
+    if not rows:
+        return out
+    return out + (f"<p>Share of parameter-free ops (skip) per search epoch; a share above "
+                  f"{DEFAULT_THRESHOLD:.0%} at any epoch is reported as a collapse.</p>") + _table(
+        ["round", "epoch", "softmax(α) on skip", "derived architecture: skip layers"], rows, 'id="skip-share"')
 
 
 def page(view: RunView, figs: dict[str, bytes | None]) -> str:
@@ -192,7 +223,8 @@ def page(view: RunView, figs: dict[str, bytes | None]) -> str:
 {img(figs.get("op_latency"), "per-op latency")}
 <h2>What fell back to float</h2>
 {compile_section(view)}
-<h2>Search: α trajectories</h2>
+<h2 id="search">Search: α trajectories and the collapse signal</h2>
 {img(figs.get("alphas"), "alpha trajectories")}
+{collapse_section(view)}
 </body></html>
 """

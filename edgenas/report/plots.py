@@ -79,7 +79,9 @@ def pareto(view: RunView) -> Figure | None:
             lo, hi = (hi + lo) / 2 - 1.0, (hi + lo) / 2 + 1.0
         ax.set_ylim(lo, min(hi, 100.5))  # accuracy above 100 % is not a place to look
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy vs measured INT8 latency" + (f" on {m.target}" if m is not None else ""))
+    ax.set_title("Accuracy vs measured INT8 latency" + (f" on {m.target}" if m is not None else "")
+                 + ("\nbaselines from another setting, not comparable: " + "; ".join(view.baselines_mismatch)
+                    if view.baselines_mismatch else ""))
     ax.grid(alpha=0.3)
     if ax.has_data():
         ax.legend(loc="best", fontsize=8)

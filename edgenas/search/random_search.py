@@ -3,11 +3,14 @@
 Random sampling from a good space often matches a searched architecture (Li & Talwalkar 2019;
 Yu et al., "Evaluating the search phase of NAS", 2020), so every claim about the search is made
 against this strategy. Compute is matched in multiply-accumulates, not wall time, so the
-comparison is deterministic: the DARTS search costs ``epochs × (|weights| + |alphas| after
-warm-up) × MACs(supernet)``; random search spends the same MACs training sampled architectures
-(each for ``epochs_each`` epochs on the training split) and keeps the best on the validation
-split. Samples are drawn uniformly from each layer's candidates and rejected when the latency
-model predicts them over the budget (the same model DARTS searches with).
+comparison is deterministic. The DARTS search costs ``MACs(supernet)`` per training sample, for
+``epochs × |weights|`` weight-step samples plus, after warm-up, one alpha batch per weight batch
+(the alpha split is cycled, so that is about ``|weights|`` samples per epoch, not ``|alphas|``;
+DARTS-PT's projection fine-tuning is not counted: the baseline matches argmax search). Random
+search spends the same MACs training sampled architectures (each for ``epochs_each`` epochs on
+the training split) and keeps the best on the validation split. Samples are drawn uniformly from
+each layer's candidates and rejected when the latency model predicts them over the budget (the
+same model DARTS searches with).
 """
 
 from __future__ import annotations
@@ -34,12 +37,21 @@ class RandomConfig:
     max_rejections: int = 1000
 
 
+def alpha_samples_per_epoch(n_w: int, n_a: int, batch: int) -> int:
+    """Samples the alpha steps of one epoch see: ``darts.search`` takes one alpha batch per weight
+    batch and restarts the alpha split's iterator when it runs out (partial last batch included)."""
+    sizes = [min(batch, n_a - i) for i in range(0, n_a, batch)]
+    steps = -(-n_w // batch)
+    return sum(sizes) * (steps // len(sizes)) + sum(sizes[: steps % len(sizes)]) if sizes else 0
+
+
 def darts_macs(space: SpaceConfig, data: DataSplits, cfg: SearchConfig) -> float:
-    """Training MACs of the DARTS search (forward ≈ backward/2 cancels out on both sides)."""
+    """Training MACs of the DARTS search (forward ≈ backward/2 cancels out on both sides; the
+    forward-only validation and DARTS-PT scoring passes are not training and are not counted)."""
     shape = (space.in_channels, space.image_size, space.image_size)
     per_sample = module_cost(Supernet(space), shape).macs
     n_w, n_a = len(data.weights[0]), len(data.alphas[0])
-    return per_sample * (cfg.epochs * n_w + max(0, cfg.epochs - cfg.warmup) * min(n_w, n_a))
+    return per_sample * (cfg.epochs * n_w + max(0, cfg.epochs - cfg.warmup) * alpha_samples_per_epoch(n_w, n_a, cfg.batch))
 
 
 def sample_arch(space: SpaceConfig, rng: np.random.Generator) -> Arch:

@@ -1,4 +1,5 @@
-"""Architecture selection from a trained supernet: argmax, or perturbation-based (DARTS-PT).
+"""Perturbation-based architecture selection from a trained supernet (DARTS-PT); argmax is
+``Supernet.derive``.
 
 Wang, Cheng, Chen, Tang, Hsieh, "Rethinking Architecture Selection in Differentiable NAS",
 ICLR 2021 (code ``ruocwang/darts-pt``, ``sota/cnn/projection.py``). The magnitude of alpha is a
@@ -21,10 +22,6 @@ from ..data import DataSplits
 from ..space.arch import Arch, arch_from_choices
 from ..space.supernet import Supernet
 from ..train import batches
-
-
-def argmax_select(net: Supernet) -> Arch:
-    return net.derive()
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 
 from edgenas.data import load_data
 from edgenas.latency.table import LatencyTable
-from edgenas.search.collapse import collapse_warning
+from edgenas.search.collapse import collapse_warning, first_crossing, skip_share_series
 from edgenas.search.darts import SearchConfig, search
 from edgenas.space.arch import SpaceConfig, StageConfig
 
@@ -17,6 +17,9 @@ def test_forced_collapse_fires_the_warning():
     res = search(SPACE, data, table, budget_ms=0.02, cfg=cfg, seed=0)
     msg = collapse_warning(res.history)
     assert msg is not None and "parameter-free" in msg, res.history[-1].get("skip_share_arch")
+    epoch, _ = first_crossing(res.history, "skip_share_arch")
+    assert 1 <= epoch <= 3 and f"at epoch {epoch}" in msg
+    assert [r["epoch"] for r in skip_share_series(res.history)] == [1, 2, 3]
 
 
 def test_no_warning_without_collapse():
@@ -27,3 +30,26 @@ def test_no_warning_without_collapse():
 def test_warning_names_the_trend():
     history = [{"skip_share_arch": 0.2, "skip_share_probs": 0.3}, {"skip_share_arch": 1.0, "skip_share_probs": 0.9}]
     assert "0.30 -> 0.90" in collapse_warning(history)
+
+
+def _history(probs, arch):
+    return [{"epoch": e, "skip_share_probs": p, "skip_share_arch": a} for e, (p, a) in enumerate(zip(probs, arch), 1)]
+
+
+def test_a_rise_that_is_undone_by_the_last_epoch_still_warns_and_names_the_epoch():
+    msg = collapse_warning(_history([0.2, 0.35, 0.6, 0.4], [0.0, 0.0, 0.0, 0.0]))
+    assert msg is not None and "rose past 0.50 at epoch 3" in msg and "0.20 -> 0.40 by epoch 4" in msg
+    assert "derived architecture" not in msg            # the argmax never collapsed
+
+
+def test_the_derived_architecture_alone_can_trigger_it():
+    msg = collapse_warning(_history([0.2, 0.3, 0.4], [0.0, 1 / 3, 2 / 3]))
+    assert msg is not None and "67% of the derived architecture's layers were parameter-free at epoch 3" in msg
+    assert "softmax" not in msg
+
+
+def test_threshold_and_histories_without_the_signal():
+    hist = _history([0.2, 0.45], [0.0, 0.0])
+    assert collapse_warning(hist) is None and "epoch 2" in collapse_warning(hist, threshold=0.4)
+    random_search = [{"sample": 1, "val_acc": 0.5, "arch": "x"}]   # a strategy without alphas
+    assert skip_share_series(random_search) == [] and collapse_warning(random_search) is None

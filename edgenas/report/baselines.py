@@ -1,0 +1,81 @@
+"""Where a report finds its baselines, and whether they were measured in the run's setting.
+
+Issue 8 asks every report to set the searched model beside random search and the hand-designed
+sweep. ``scripts/bench_search.py`` writes them per host into ``<tuning root>/<target>/baselines.json``
+(beside the op table and tuning records: latencies are only comparable on the machine that
+measured them), so a build finds them without an extra step; ``edgenas report RUN --baselines
+FILE`` installs ``RUN/baselines.json``, which wins because the user chose it for this run.
+
+Baselines from another data set or input size are not comparable with the run's model, but
+they are still better shown (flagged) than hidden, so the report lists every difference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import fsio
+from ..errors import EdgenasError
+
+RUN_FILE = "baselines.json"
+
+
+def _rows(path: Path) -> list[dict] | None:
+    """The rows of a baselines file (a list, or ``{"baselines": [...]}``); None when unreadable."""
+    try:
+        raw = fsio.read_json(path)
+    except (OSError, ValueError):
+        return None
+    if isinstance(raw, dict):
+        raw = raw.get("baselines")
+    return [b for b in raw if isinstance(b, dict) and "name" in b] if isinstance(raw, list) else None
+
+
+def target_name(config: dict, manifest) -> str | None:
+    """The run's target name (a ``--target path/to.toml`` resolves to the name in that file)."""
+    if manifest is not None and manifest.target not in (None, "?"):
+        return manifest.target
+    name = config.get("target")
+    if not name:
+        return None
+    try:
+        from ..target import get_target
+
+        return get_target(name).name
+    except EdgenasError:
+        return None
+
+
+def find_baselines(run: Path, target: str | None) -> tuple[list[dict], str | None]:
+    """``(rows, source path)``: ``RUN/baselines.json`` if it exists, else the target's file in
+    the tuning root (``EDGENAS_TUNING_LOGS`` or ``tuning_logs/``), else ``([], None)``."""
+    own = run / RUN_FILE
+    if own.exists():
+        return _rows(own) or [], str(own)
+    if target:
+        from ..target import tuning_root
+
+        shared = tuning_root() / target / RUN_FILE
+        rows = _rows(shared) if shared.exists() else None
+        if rows:
+            return rows, str(shared)
+    return [], None
+
+
+def data_name(spec: str) -> str:
+    """The data set name ``data.load_data`` gives a ``--data`` spec (without loading it)."""
+    kind, _, arg = spec.partition(":")
+    return f"folder:{Path(arg).name}" if kind == "folder" else kind
+
+
+def setting_mismatch(rows: list[dict], data: str | None, image_size: int | None, target: str | None) -> list[str]:
+    """Readable differences between the baselines' setting and the run's (empty when they match
+    or the baselines do not record it)."""
+    out = []
+    for key, label, mine, show in (("data", "data set", data, str), ("image_size", "image size", image_size,
+                                                                        lambda v: f"{v}x{v}"),
+                                   ("target", "target", target, str)):
+        theirs = sorted({b[key] for b in rows if b.get(key) is not None}, key=str)
+        if mine is not None and theirs and theirs != [mine]:
+            out.append(f"{label}: baselines {', '.join(show(v) for v in theirs)}, this run {show(mine)}")
+    return out
