@@ -174,6 +174,40 @@ def _foreign_handlers_detached():
             logger.addHandler(h)
 
 
+@contextlib.contextmanager
+def _stderr_without(marker: str):
+    """Drop C++ log lines containing ``marker`` from file descriptor 2 for the duration.
+
+    MetaSchedule's ``RewriteTensorize`` logs one ``Tensorize failed`` warning per candidate of
+    the packed GEMMs whose sampled schedule cannot use the intrinsic. That is a normal outcome:
+    the candidate is dropped and others are measured. But it writes hundreds of lines straight
+    to fd 2, under the CLI's progress display. Every other line is passed through unchanged.
+    """
+    import sys
+    import threading
+
+    sys.stderr.flush()
+    saved, (r, w) = os.dup(2), os.pipe()
+    os.dup2(w, 2)
+    os.close(w)
+
+    def pump():
+        with os.fdopen(r, "rb") as pipe:
+            for line in pipe:
+                if marker.encode() not in line:
+                    os.write(saved, line)
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the pump sees EOF
+        t.join(timeout=5)
+        os.close(saved)
+
+
 def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | None = None, runner=None,
          progress: Callable[[str], None] | None = None, seed: int | None = 0) -> TuneStats:
     """Tune the tasks of the fused module ``mod`` that have no record in ``tuning_dir``.
@@ -228,11 +262,12 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
         callbacks = ms.measure_callback.MeasureCallback.create("default") + [
             _checkpoint_callback(private, tuning_dir, trials, [t.task_name for t in todo], progress, counts, remote)]
         try:
-            ms.tune.tune_tasks(
-                tasks=contexts, task_weights=weights, work_dir=private, max_trials_global=trials,
-                num_trials_per_iter=per_iter, builder=builder, runner=runner,
-                database=ms.database.JSONDatabase(work_dir=private, module_equality=MODULE_EQUALITY),
-                measure_callbacks=callbacks, module_equality=MODULE_EQUALITY)
+            with _stderr_without("Tensorize failed"):
+                ms.tune.tune_tasks(
+                    tasks=contexts, task_weights=weights, work_dir=private, max_trials_global=trials,
+                    num_trials_per_iter=per_iter, builder=builder, runner=runner,
+                    database=ms.database.JSONDatabase(work_dir=private, module_equality=MODULE_EQUALITY),
+                    measure_callbacks=callbacks, module_equality=MODULE_EQUALITY)
         except Exception:  # the abort crosses TVM's FFI as a generic error: recognise it by our flag
             if not counts["aborted"]:
                 raise
