@@ -11,8 +11,9 @@ fp32 30.1 µs, plain int8 58.1 µs, this kernel with ``pmaddwd`` (AVX2) 26.9 µs
 
 How: a pointwise conv is a GEMM over pixels. Its weight is a constant, so it is packed once,
 at compile time, into ``(O/L, C/K, L, K)``: L output channels of K consecutive input channels,
-contiguous. The activations go pixel-major, ``(N*H*W, C)``. That reshape and permute are
-injective, so FuseOps folds them into the producer's epilogue. Each tensor intrinsic then does
+contiguous. Inside the same TIR function (:func:`packed_dot_func`) the activations are copied
+pixel-major, ``(N*H*W, C)``, and the result is written back in NCHW, so the Relax graph keeps
+its layout and the requantize epilogue still fuses into the kernel. Each tensor intrinsic does
 ``C[0:L] += A[0:K] . B[0:L, 0:K]``:
 
 * ``avx2`` (``pmaddwd``, L=8, K=2): the weights are stored as int16, so the intrinsic is exact
