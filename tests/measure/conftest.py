@@ -86,10 +86,25 @@ class LoopbackFarm:
         while farm_status(self.tracker).key(self.key).servers >= before and time.monotonic() < deadline:
             time.sleep(0.1)
 
-    def ensure(self, n: int) -> None:
+    def ensure(self, n: int, idle_timeout_s: float = 60.0) -> None:
+        """At least ``n`` servers, all registered and free.
+
+        Waiting for idle matters: a server that has just finished an earlier test's session
+        re-registers with the tracker a moment later, so a test that starts at once would see it
+        busy (CI saw ``free == 1`` of 2 right after the build-farm tests)."""
+        from edgenas.measure.farm_status import farm_status
+
         have = len(self.server_pids())
         if have < n:
             self.script("add", str(n - have), "--key", self.key)
+        want = len(self.server_pids())
+        deadline = time.monotonic() + idle_timeout_s
+        while time.monotonic() < deadline:
+            row = farm_status(self.tracker).key(self.key)
+            if row.servers >= want and row.free == row.servers and row.pending == 0:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"farm not idle after {idle_timeout_s:g} s: {farm_status(self.tracker).key(self.key)}")
 
     def stop(self) -> None:
         try:
