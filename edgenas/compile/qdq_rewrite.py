@@ -27,7 +27,10 @@ packed-weight GEMM instead (``fold_qdq(mod, dot=...)``); the requantize after it
 Residual adds and average pooling are not rewritten: FuseOps already puts ``dequantize -> add
 -> quantize`` into the producer's kernel, which reads and writes integers. An integer
 ``sum(astype(x_q, int32))`` for the pool was tried and dropped: FuseOps fuses the cast into the
-producer, which then writes int32 instead of float32, so nothing is saved.
+producer, which then writes int32 instead of float32, so nothing is saved. Int16 operands for
+depthwise convs (so LLVM multiplies with ``pmaddwd`` instead of ``vpmulld``) were tried too: 2x
+faster on one tuned layer alone, but on MobileNetV2-0.35 at 96x96 3 % faster at 160 trials and
+4 % slower at 640 (the producer writes int16), so depthwise convs keep their 8-bit operands.
 """
 
 from __future__ import annotations
