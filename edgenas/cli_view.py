@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .manifest import round_line
 from .progress import Reporter
 
 console = Console(stderr=True)
@@ -74,9 +75,7 @@ def build_summary(m, run_dir) -> Table:
         ("search cost", f"{m.search_cost_s:.0f} s"),
     ]
     for r in m.rounds:
-        rows.append((f"round {r['round']}", f"predicted {r['predicted_ms']:.3f} ms, measured {r['measured_ms']:.3f} ms "
-                                            f"(err {r['pred_err_pct']:.1f} %), budget {r['budget_ms']:.3f} ms "
-                                            f"{'met' if r['budget_met'] else 'NOT met'}"))
+        rows.append((f"round {r['round']}", round_line(r)))
     for name in sorted(m.files):
         rows.append(("artifact", str(run_dir / name)))
     rows.append(("report", str(run_dir / "report.html")))

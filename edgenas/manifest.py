@@ -53,3 +53,10 @@ class Manifest:
     search_cost_s: float
     files: dict[str, str]             # name -> sha256
     software: dict[str, str] = field(default_factory=software_versions)
+
+
+def round_line(r: dict) -> str:
+    """One feedback round of ``Manifest.rounds`` as the build prints it, while it runs and in
+    the summary (one wording, so logs and summaries can be grepped alike)."""
+    return (f"predicted {r['predicted_ms']:.3f} ms, measured {r['measured_ms']:.3f} ms (error {r['pred_err_pct']:.1f} %), "
+            f"budget {r['budget_ms']:.3f} ms {'met' if r['budget_met'] else 'NOT met'}")

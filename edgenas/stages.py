@@ -19,7 +19,7 @@ from .latency.dataset import LatencyPoint, dataset_path, load_dataset, table_cov
 from .latency.predictor import Predictor, fit_arch_predictor, table_hash
 from .latency.profile import measure_arch, profile_space
 from .latency.table import LatencyTable
-from .manifest import SCHEMA_VERSION, Manifest, hash_files
+from .manifest import SCHEMA_VERSION, Manifest, hash_files, round_line
 from .measure.stats import LatencyStats
 from .pipeline import BuildConfig, op_table_path
 from .progress import Reporter
@@ -228,8 +228,7 @@ class Build:
             run.mark(f"r{r}.measure", predicted_ms=chosen["predicted_ms"], measured_ms=chosen["measured_ms"],
                      pred_err_pct=err, budget_ms=res.budget_ms, budget_met=chosen["measured_ms"] <= res.budget_ms)
         m = run.info(f"r{r}.measure")   # from the run state, so that a --resume reports every round too
-        self.rep.info(f"round {r}: predicted {m['predicted_ms']:.3f} ms, measured {m['measured_ms']:.3f} ms "
-                      f"(error {m['pred_err_pct']:.1f} %), budget {m['budget_ms']:.3f} ms {'met' if m['budget_met'] else 'NOT met'}")
+        self.rep.info(f"round {r}: {round_line(m)}")
         return res
 
     def _sample(self, res: SearchResult, rng: np.random.Generator) -> Arch:
