@@ -81,7 +81,7 @@ def profile(lib: str, shape: tuple[int, ...], iters: int) -> dict:
     return {"library": lib, "plain_median_ms": sorted(plain.results)[len(plain.results) // 2] * 1e3,
             "instrumented_ms": wall * 1e3, "kernel_us": kernel_us,
             "by_category": {c: {"us": us, "share": us / kernel_us} for c, us in sorted(by_cat.items(), key=lambda kv: -kv[1])},
-            "top": sorted(kernels, key=lambda k: -k["us"])[:12]}
+            "top": sorted(kernels, key=lambda k: -k["us"])[:12], "kernels": kernels}
 
 
 def main() -> None:

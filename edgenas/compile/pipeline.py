@@ -117,6 +117,9 @@ def fuse(mod, spec):
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
+        # A reshape left alone (e.g. after the flat int8 1x1 conv, qdq_rewrite) back to R.reshape,
+        # which the VM runs as a view instead of a copy kernel (the stock pipeline does the same).
+        relax.transform.RewriteDataflowReshape(),
         relax.transform.DeadCodeElimination(),
     ], name="edgenas.fuse")
     with tgt, tvm.transform.PassContext(opt_level=3):

@@ -162,3 +162,76 @@ def _batch_norm(call, tuple_var, layout: _Layout, ev: ConstEval, users):
     k = gamma / np.sqrt(var + float(a.epsilon))
     c = beta - mean * k
     return (k.reshape(layout.bcast), c.reshape(layout.bcast)), getters[0]
+
+
+@dataclass(frozen=True)
+class OutputQuant:
+    """The activation and ``quantize`` after a requantize, folded into it.
+
+    ``quantize(act(acc * scale + bias), s, z)`` is ``clip(round(acc * scale/s + (bias/s + z)),
+    lo, hi)`` cast to ``dtype``: ReLU and Clip become the integer bounds ``lo``/``hi`` (rounding is
+    monotone, so clipping before or after it gives the same integers) and the division by ``s``
+    moves into the constants. One multiply-add, a round and a clip per output instead of a
+    multiply, add, clip, divide, round, add and clip; the integer result can differ from
+    computing in the original order only where float rounding moves a value across a .5 tie.
+    """
+
+    scale: float
+    zero: int
+    dtype: str
+    lo: int
+    hi: int
+
+
+_QRANGE = {"int8": (-128, 127), "uint8": (0, 255)}
+
+
+def _activation_bounds(call, ev: ConstEval) -> tuple[float, float] | None:
+    name = call.op.name
+    if name == "relax.nn.relu":
+        return 0.0, float("inf")
+    if name == "relax.clip":
+        bounds = [_scalar(a, ev) for a in call.args[1:3]]
+        return None if None in bounds else tuple(bounds)
+    return None
+
+
+def _scalar(arg, ev: ConstEval) -> float | None:
+    """A clip bound: an IntImm / FloatImm (Relax's clip in 0.27) or a one-element constant."""
+    if isinstance(getattr(arg, "value", None), (int, float)):
+        return float(arg.value)
+    value = ev(arg)
+    return None if value is None or value.size != 1 else float(value.reshape(-1)[0])
+
+
+def absorb_output_quantize(tail, ev: ConstEval, users) -> tuple[relax.Var, OutputQuant] | None:
+    """If ``tail``'s value only feeds ``[ReLU | Clip] -> quantize`` with a constant per-tensor
+    scale and zero point, return the quantize's var (the binding the integer expression then
+    replaces) and the folded :class:`OutputQuant`; else None."""
+    lo_hi, cur = (-np.inf, np.inf), tail
+    for _ in range(2):
+        if len(users.get(cur, ())) != 1 or users[cur][0] is None:
+            return None
+        binding = users[cur][0]
+        call = binding.value
+        if not (isinstance(call, relax.Call) and isinstance(call.op, Op)):
+            return None
+        if call.op.name == "relax.quantize":
+            scale, zero = ev(call.args[1]), ev(call.args[2])
+            dtype = str(call.attrs.out_dtype)
+            if (scale is None or zero is None or scale.size != 1 or zero.size != 1 or dtype not in _QRANGE
+                    or not call.args[0].same_as(cur)):
+                return None
+            s, z = np.float32(scale.reshape(-1)[0]), int(zero.reshape(-1)[0])
+            qmin, qmax = _QRANGE[dtype]
+            # integer bounds of the activation, rounded as the quantize would round them
+            lo = qmin if np.isinf(lo_hi[0]) else max(qmin, int(np.rint(np.float32(lo_hi[0]) / s)) + z)
+            hi = qmax if np.isinf(lo_hi[1]) else min(qmax, int(np.rint(np.float32(lo_hi[1]) / s)) + z)
+            return binding.var, OutputQuant(float(s), z, dtype, lo, hi)
+        if cur is not tail or not structural_equal(binding.var.ty, cur.ty):
+            return None  # one activation at most, and it must not broadcast
+        bounds = _activation_bounds(call, ev)
+        if bounds is None or not call.args[0].same_as(cur):
+            return None
+        lo_hi, cur = bounds, binding.var
+    return None

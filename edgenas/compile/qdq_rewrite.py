@@ -12,7 +12,7 @@ Padding with ``z_x`` keeps border pixels at real 0.0, which is what the float mo
 the ``z_x * sum(w)`` term removes the zero point from every other tap. Bias adds, a
 BatchNormalization left after a quantized conv (brevitas exports keep it) and a constant
 multiply (Gemm alpha) are absorbed into the requantize when the anchor's result has no other
-user; the ReLU / Clip / quantize after it stay as ops, and Relax's FuseOps later fuses them
+user; the ReLU / Clip / quantize after it stay as ops (unless they fold, below), and FuseOps fuses them
 with the integer op into one kernel (``fused_conv2d_subtract_cast_multiply_add_relu_quantize``).
 Weight and bias chains (brevitas ``Clip`` on int8 initializers, a Gemm weight's transpose,
 ``sum(w)``, the folded bias) become constants: evaluated by ``qdq_consts`` where it can, by
@@ -20,17 +20,23 @@ FoldConstant otherwise, then DeadCodeElimination drops the float chains. Anythin
 float with its activation Q/DQ (FoldConstant does turn its ``dequantize(int8 weight)`` into a
 float constant) and is listed in :attr:`FoldReport.fallbacks` with the reason.
 
-On x86 targets with an integer dot-product kernel (``packed_dot``: AVX2 ``pmaddwd``, AVX-512
-VNNI ``vpdpbusd``), 1x1 convolutions and 2-D matmuls with a constant weight accumulate through a
-packed-weight GEMM instead (``fold_qdq(mod, dot=...)``); the requantize after it is the same.
+When the result only feeds ``[ReLU | Clip] -> quantize`` (the usual QDQ layer boundary), that
+tail folds in too (``qdq_absorb.OutputQuant``): ``q = clip(round(acc * s_x s_w k m / s_y + (b'/s_y
++ z_y)), lo, hi)`` with the activation as the integer bounds, one requantize straight to the next
+layer's int8, no float tensor in between.
+
+On x86 targets with an integer dot-product kernel (``fold_qdq(mod, dot=...)``):
+
+* 1x1 convolutions and 2-D matmuls with a constant weight accumulate through a packed-weight GEMM
+  (``packed_dot``: AVX2 ``pmaddwd``, AVX-512 VNNI ``vpdpbusd``). On AVX2 a batch-1 1x1 conv whose
+  output is requantized uses the pixel-vector form, whose ``(out, H*W)`` result is NCHW already.
+* depthwise convs run ``depthwise``'s kernel: int8 in memory, int16 operands in registers.
 
 Residual adds and average pooling are not rewritten: FuseOps already puts ``dequantize -> add
 -> quantize`` into the producer's kernel, which reads and writes integers. An integer
 ``sum(astype(x_q, int32))`` for the pool was tried and dropped: FuseOps fuses the cast into the
-producer, which then writes int32 instead of float32, so nothing is saved. Int16 operands for
-depthwise convs (so LLVM multiplies with ``pmaddwd`` instead of ``vpmulld``) were tried too: 2x
-faster on one tuned layer alone, but on MobileNetV2-0.35 at 96x96 3 % faster at 160 trials and
-4 % slower at 640 (the producer writes int16), so depthwise convs keep their 8-bit operands.
+producer, which then writes int32 instead of float32, so nothing is saved (the same happened to
+int16 depthwise operands cast in the graph; ``depthwise`` casts inside its own kernel instead).
 """
 
 from __future__ import annotations
@@ -46,8 +52,8 @@ from tvm.ir import Op
 from tvm.ir.expr import GenericConst
 from tvm.relax.expr_functor import PyExprMutator, PyExprVisitor, mutator, visitor
 
-from . import packed_dot
-from .qdq_absorb import Requant, absorb_tail, collect_users
+from . import depthwise, packed_dot
+from .qdq_absorb import OutputQuant, Requant, absorb_output_quantize, absorb_tail, collect_users
 from .qdq_consts import ConstEval
 from .qdq_patterns import CONV_OPS, MATMUL_OPS, Anchor, match_anchor
 
@@ -63,6 +69,8 @@ class FoldReport:
     int8_ops: dict[str, int]
     fallbacks: tuple[str, ...]
     packed: int = 0          # of the integer ops, those running on the packed dot-product kernel
+    depthwise: int = 0       # ... and those running on the int16-operand depthwise kernel
+    requantized: int = 0     # ... and those whose activation + output quantize folded in (OutputQuant)
 
 
 def _is_float(expr) -> bool:
@@ -111,11 +119,16 @@ def _static_shape(expr) -> list[int] | None:
         return None
 
 
-def _packed_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel, bb) -> tuple[relax.Expr, int] | None:
+def _packed_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel, bb,
+                       flat: bool = False) -> tuple[relax.Expr, int] | None:
     """``(int32 accumulator without the zero-point term, effective zero point)`` through the packed
     GEMM (see ``packed_dot``), or None when the op is not a 1x1 conv / 2-D matmul with a constant
     weight and static shapes. Int8 activations enter the GEMM as ``x + 128`` (uint8), so their
-    zero point moves by 128 too."""
+    zero point moves by 128 too.
+
+    With ``flat`` (the caller can take a ``(out, H*W)`` result), a batch-1 AVX2 1x1 conv whose
+    pixel count fills whole vectors goes through ``pixel_dot_func`` instead: its accumulator is
+    already in NCHW order, flattened, with the zero point removed."""
     value, shape = ev(a.w_q), _static_shape(a.x_q)
     if value is None or shape is None:
         return None
@@ -132,17 +145,40 @@ def _packed_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel, bb) 
         weight = value if a.transposed else value.T  # (out, in)
         out_shape = (shape[0], weight.shape[0])
     dtype = str(a.x_q.ty.dtype)
+    if flat and a.kind == "conv2d" and dot is packed_dot.KERNELS["avx2"] and packed_dot.pixel_fits(shape):
+        gv = bb.add_func(packed_dot.pixel_dot_func(tuple(shape), dtype, a.x_zero, weight.shape[0]), "packed_dot")
+        acc = relax.call_tir(gv, [a.x_q, relax.const(packed_dot.pack_pixel_weight(weight))],
+                             relax.TensorType(packed_dot.pixel_out_shape(shape, weight.shape[0]), "int32"))
+        return acc, 0
     gv = bb.add_func(packed_dot.packed_dot_func(tuple(shape), dtype, weight.shape[0], dot), "packed_dot")
     acc = relax.call_tir(gv, [a.x_q, relax.const(packed_dot.pack_weight(weight, dot))],
                          relax.TensorType(out_shape, "int32"))
     return acc, a.x_zero + (128 if dtype == "int8" else 0)
 
 
-def _int_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel | None = None, bb=None) -> relax.Expr:
-    """The integer op with int32 accumulation, zero point of the activation removed."""
+def _depthwise_accumulate(a: Anchor, ev: ConstEval, bb) -> relax.Expr | None:
+    """The int32 accumulator of a depthwise conv through ``depthwise`` (zero point already
+    removed inside it), or None when the op is not one it covers or has no constant weight."""
+    value, shape = ev(a.w_q), _static_shape(a.x_q)
+    if a.kind != "conv2d" or value is None or not depthwise.applies(a.call.attrs, shape, value.shape):
+        return None
+    at = a.call.attrs
+    func, out_shape = depthwise.depthwise_func(tuple(shape), str(a.x_q.ty.dtype), value.shape[2:],
+                                               tuple(int(s) for s in at.strides), tuple(int(p) for p in at.padding),
+                                               a.x_zero)
+    gv = bb.add_func(func, "depthwise_conv2d")
+    return relax.call_tir(gv, [a.x_q, relax.const(depthwise.weight(value))], relax.TensorType(out_shape, "int32"))
+
+
+def _int_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel | None = None, bb=None,
+                    flat: bool = False) -> relax.Expr:
+    """The integer op with int32 accumulation, zero point of the activation removed. With
+    ``flat`` a 1x1 conv's result may come back as ``(out, H*W)`` (see ``_packed_accumulate``)."""
     x, z = a.x_q, a.x_zero
+    if dot is not None and (acc := _depthwise_accumulate(a, ev, bb)) is not None:
+        return acc
     w, sum_w = _weight(a, ev)
-    packed = _packed_accumulate(a, ev, dot, bb) if dot is not None else None
+    packed = _packed_accumulate(a, ev, dot, bb, flat) if dot is not None else None
     if packed is not None:
         acc, z = packed
     elif a.kind == "conv2d":
@@ -162,9 +198,20 @@ def _int_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel | None =
     return relax.op.subtract(acc, relax.op.multiply(sum_w, relax.const(z, "int32")))
 
 
-def _requantize(a: Anchor, r: Requant, ev: ConstEval, dot, bb) -> relax.Expr:
-    out = relax.op.multiply(relax.op.astype(_int_accumulate(a, ev, dot, bb), "float32"),
-                            relax.const(r.scale.astype("float32")))
+def _requantize(a: Anchor, r: Requant, ev: ConstEval, dot, bb, output: OutputQuant | None = None) -> relax.Expr:
+    if output is not None:  # straight to the next layer's integers (see OutputQuant)
+        acc = _int_accumulate(a, ev, dot, bb, flat=True)
+        scale = np.asarray(r.scale / output.scale, dtype="float32")
+        bias = np.asarray((0.0 if r.bias is None else r.bias) / output.scale + output.zero, dtype="float32")
+        out_shape = [int(d) for d in a.call.ty.shape]
+        flat = acc.op == Op.get("relax.call_tir") and len(acc.ty_args[0].shape) != len(out_shape)
+        if flat:  # (out, H*W): per-channel constants as columns, the int8 result reshaped back
+            scale, bias = (v.reshape(-1, 1) if v.ndim else v for v in (scale, bias))
+        out = relax.op.add(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale)), relax.const(bias))
+        q = relax.op.astype(relax.op.clip(relax.op.round(out), output.lo, output.hi), output.dtype)
+        return relax.op.reshape(q, out_shape) if flat else q
+    acc = relax.op.astype(_int_accumulate(a, ev, dot, bb), "float32")
+    out = relax.op.multiply(acc, relax.const(r.scale.astype("float32")))
     bias = r.bias_expr()
     return out if bias is None else relax.op.add(out, bias)
 
@@ -205,7 +252,13 @@ def _fold_function(mod, func: relax.Function, counts: Counter, fallbacks: list[s
             fallbacks.append(f"{_describe(var, call)}: {anchor}")
             continue
         tail, requant = absorb_tail(var, anchor, ev, users)
-        plans[tail] = functools.partial(_requantize, anchor, requant, ev, dot)
+        folded = absorb_output_quantize(tail, ev, users) if not isinstance(requant.bias, relax.Expr) else None
+        if folded is not None:
+            tail, output = folded
+            plans[tail] = functools.partial(_requantize, anchor, requant, ev, dot, output=output)
+            counts["requantized"] += 1
+        else:
+            plans[tail] = functools.partial(_requantize, anchor, requant, ev, dot)
         counts[anchor.kind] += 1
     if not plans:
         return func, {}
@@ -213,8 +266,11 @@ def _fold_function(mod, func: relax.Function, counts: Counter, fallbacks: list[s
     new = emitter.visit_expr(func)
     known = {gv.name_hint for gv in mod.get_global_vars()}
     added = {gv: f for gv, f in emitter.builder_.get().functions_items() if gv.name_hint not in known}
-    counts["packed"] += sum(1 for b in new.body.blocks for bd in b.bindings
-                            if isinstance(bd.value, relax.Call) and bd.value.op == Op.get("relax.call_tir"))
+    kernels = Counter(bd.value.args[0].name_hint for b in new.body.blocks for bd in b.bindings
+                      if isinstance(bd.value, relax.Call) and bd.value.op == Op.get("relax.call_tir"))
+    for name, n in kernels.items():
+        counts["packed" if name.startswith("packed_dot") else "depthwise_kernel" if name.startswith("depthwise") else ""] += n
+    counts.pop("", None)
     return new, added
 
 
@@ -239,8 +295,8 @@ def fold_qdq(mod: tvm.IRModule, dot: packed_dot.DotKernel | None = None) -> tupl
                 out[gv] = f
     dce = relax.transform.DeadCodeElimination()
     out = dce(relax.transform.FoldConstant()(dce(out)))  # DCE first: no time spent on dead chains
-    packed = counts.pop("packed", 0)
-    return out, FoldReport(dict(sorted(counts.items())), tuple(fallbacks), packed)
+    packed, dw, requantized = (counts.pop(k, 0) for k in ("packed", "depthwise_kernel", "requantized"))
+    return out, FoldReport(dict(sorted(counts.items())), tuple(fallbacks), packed, dw, requantized)
 
 
 @tvm.transform.module_pass(opt_level=0, name="FoldQDQ")

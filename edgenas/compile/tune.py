@@ -175,8 +175,8 @@ def _foreign_handlers_detached():
 
 
 @contextlib.contextmanager
-def _stderr_without(marker: str):
-    """Drop C++ log lines containing ``marker`` from file descriptor 2 for the duration.
+def _stderr_without(*markers: str):
+    """Drop C++ log lines containing any of ``markers`` from file descriptor 2 for the duration.
 
     MetaSchedule's ``RewriteTensorize`` logs one ``Tensorize failed`` warning per candidate of
     the packed GEMMs whose sampled schedule cannot use the intrinsic. That is a normal outcome:
@@ -186,6 +186,7 @@ def _stderr_without(marker: str):
     import sys
     import threading
 
+    encoded = [m.encode() for m in markers]
     sys.stderr.flush()
     saved, (r, w) = os.dup(2), os.pipe()
     os.dup2(w, 2)
@@ -194,7 +195,7 @@ def _stderr_without(marker: str):
     def pump():
         with os.fdopen(r, "rb") as pipe:
             for line in pipe:
-                if marker.encode() not in line:
+                if not any(m in line for m in encoded):
                     os.write(saved, line)
 
     t = threading.Thread(target=pump, daemon=True)
@@ -262,7 +263,8 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
         callbacks = ms.measure_callback.MeasureCallback.create("default") + [
             _checkpoint_callback(private, tuning_dir, trials, [t.task_name for t in todo], progress, counts, remote)]
         try:
-            with _stderr_without("Tensorize failed"):
+            # ... and candidates of the pixel-vector GEMM whose sampled vectorization nests (dropped too)
+            with _stderr_without("Tensorize failed", "Detect vectorize inside vectorized loop"):
                 ms.tune.tune_tasks(
                     tasks=contexts, task_weights=weights, work_dir=private, max_trials_global=trials,
                     num_trials_per_iter=per_iter, builder=builder, runner=runner,

@@ -1,5 +1,6 @@
-"""The packed dot-product kernels (x86 AVX2 pmaddwd, AVX-512 VNNI vpdpbusd): exact numerics of
-1x1 convs and matmuls against the float simulation, and MetaSchedule really tensorizing them."""
+"""The x86 integer kernels: the packed dot-product GEMM (AVX2 pmaddwd, AVX-512 VNNI vpdpbusd) of
+1x1 convs and matmuls and the int16-operand depthwise conv. Exact numerics against the float
+simulation, and MetaSchedule really tensorizing the GEMM."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import tvm
 from tvm import relax
 
-from edgenas.compile import packed_dot
+from edgenas.compile import depthwise, packed_dot
 from edgenas.compile.qdq_rewrite import fold_qdq, float_compute_ops
 
 R = np.random.RandomState(3)
@@ -62,11 +63,26 @@ def _run(mod, x, mcpu):
     return relax.VirtualMachine(tvm.compile(mod, target=tgt), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
 
 
+def depthwise_conv(ch, h, stride, padding, zero, xdtype):
+    w = R.randint(-127, 128, (ch, 1, 3, 3)).astype("int8")
+
+    def body(bb, x):
+        wd = bb.emit(relax.op.dequantize(c(w), c(R.uniform(0.001, 0.01, ch), "float32"), c(np.zeros(ch), "int8"), axis=0))
+        y = bb.emit(relax.op.nn.conv2d(_quant(bb, x, zero, xdtype), wd, strides=stride, padding=padding, groups=ch))
+        return relax.op.clip(y, 0, 6)
+    return (1, ch, h, h), body
+
+
 CASES = {
     "pw-uint8-zp": pointwise(16, 24, 7, "uint8"),
     "pw-int8-padded": pointwise(6, 20, -3, "int8"),   # channels padded to K and L, int8 shifted to uint8
     "gemm-uint8": gemm(32, 10, 128, "uint8"),
     "gemm-int8": gemm(12, 40, 0, "int8"),
+}
+DEPTHWISE = {  # zero points at the range ends: x - z must stay exact in int16
+    "dw-uint8-s1": depthwise_conv(8, 9, 1, 1, 255, "uint8"),
+    "dw-int8-s2-zp": depthwise_conv(12, 10, 2, 1, -128, "int8"),
+    "dw-int8-s2-asym-pad": depthwise_conv(6, 7, 2, (0, 1, 1, 0), 5, "int8"),
 }
 
 
@@ -84,6 +100,59 @@ def test_packed_ops_equal_the_float_simulation(case, kernel):
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("hw, acc_shape", [(8, [1, 24, 8, 8]), (12, [24, 144])], ids=["nchw", "flat"])
+def test_pixel_kernel_takes_requantized_pointwise_convs(hw, acc_shape):
+    """1x1 conv -> ReLU -> quantize: the pixel-vector GEMM, its int32 result NCHW (W a multiple of
+    8) or flat (out, H*W) with the int8 result reshaped, within one step of the float simulation
+    (the folded output quantize rounds in another order)."""
+    w = R.randint(-127, 128, (24, 10, 1, 1)).astype("int8")
+
+    def body(bb, x):
+        wd = bb.emit(relax.op.dequantize(c(w), c(R.uniform(0.001, 0.01, 24), "float32"), c(np.zeros(24), "int8"), axis=0))
+        y = bb.emit(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(_quant(bb, x, -7, "int8"), wd))))
+        q = bb.emit(relax.op.quantize(y, c(0.03, "float32"), c(-128, "int8"), out_dtype="int8"))
+        return relax.op.dequantize(q, c(0.03, "float32"), c(-128, "int8"))
+
+    mod = _module((1, 10, hw, hw), body)
+    folded, report = fold_qdq(mod, dot=packed_dot.KERNELS["avx2"])
+    assert report.packed == 1 and report.requantized == 1 and not float_compute_ops(folded)
+    calls = [b.value for b in folded["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
+    tir = next(v for v in calls if v.op.name == "relax.call_tir")
+    assert [int(d) for d in tir.ty_args[0].shape] == acc_shape
+    assert any(v.op.name == "relax.reshape" for v in calls) == (len(acc_shape) == 2)
+    x = np.random.RandomState(5).uniform(-3, 8, (1, 10, hw, hw)).astype("float32")
+    ref, out = _run(mod, x, "haswell"), _run(folded, x, "haswell")
+    steps = np.rint(np.abs(out - ref) / np.float32(0.03))
+    assert steps.max() <= 1 and np.mean(steps == 0) >= 0.99 and ref.max() > 1
+
+
+@pytest.mark.parametrize("case", list(DEPTHWISE), ids=list(DEPTHWISE))
+def test_depthwise_kernel_equals_the_float_simulation(case):
+    shape, body = DEPTHWISE[case]
+    mod = _module(shape, body)
+    folded, report = fold_qdq(mod, dot=packed_dot.KERNELS["avx2"])
+    assert report.depthwise == 1 and report.packed == 0 and report.int8_ops == {"conv2d": 1}
+    assert not float_compute_ops(folded)
+    x = np.random.RandomState(2).uniform(-7, 14, shape).astype("float32")  # hits both clamps
+    ref, out = _run(mod, x, "haswell"), _run(folded, x, "haswell")
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_depthwise_kernel_is_exact_in_integers():
+    """The kernel alone against numpy at the extremes of int8 (x = -128 with z = 127, w = -127)."""
+    func, out_shape = depthwise.depthwise_func((1, 4, 5, 5), "int8", (3, 3), (1, 1), (1, 1, 1, 1), 127)
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
+    x = np.full((1, 4, 5, 5), -128, "int8")
+    x[0, 1] = R.randint(-128, 128, (5, 5))
+    w = np.full((4, 1, 3, 3), -127, "int8")
+    out = tvm.runtime.tensor(np.zeros(out_shape, "int32"))
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(depthwise.weight(w)), out)
+    xp = np.pad(x.astype(np.int64) - 127, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ref = sum(xp[:, :, i:i + 5, j:j + 5] * w[None, :, 0, i, j, None, None] for i in range(3) for j in range(3))
+    assert ref[0, 0, 2, 2] == 255 * 127 * 9  # an interior pixel: every tap at the extremes
+    assert np.array_equal(out.numpy(), ref)
+
+
 def test_weight_packing_round_trips():
     k = packed_dot.KERNELS["vnni"]
     w = R.randint(-127, 128, (20, 6)).astype("int8")
@@ -93,23 +162,33 @@ def test_weight_packing_round_trips():
     assert np.array_equal(back[:20, :6], w) and not back[20:].any() and not back[:, 6:].any()
 
 
-def test_metaschedule_tensorizes_the_packed_gemm(tmp_path):
+@pytest.mark.parametrize("form", ["channels", "pixels"])
+def test_metaschedule_tensorizes_the_packed_gemm(tmp_path, form):
     """A few trials of the AVX2 space: the best record uses the intrinsic and stays exact."""
     from tvm.s_tir import meta_schedule as ms
 
     from edgenas.compile import fastinspect
+    from edgenas.compile.tune import _foreign_handlers_detached
 
     fastinspect.install(warm=False)
     k = packed_dot.KERNELS["avx2"]
-    func = packed_dot.packed_dot_func((1, 32, 6, 6), "uint8", 16, k).with_attr("global_symbol", "main")
-    tgt = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 1})
-    db = ms.tir_integration.tune_tir(
-        func, tgt, str(tmp_path), max_trials_global=16, num_trials_per_iter=8, space=packed_dot.space_generator(k),
-        builder=ms.builder.LocalBuilder(max_workers=2, initializer=fastinspect.install))
-    sch = ms.tir_integration.compile_tir(db, func, tgt)
-    assert sch is not None and k.intrin in str(sch.trace)
-    x = R.randint(0, 256, (1, 32, 6, 6)).astype("uint8")
+    x = R.randint(0, 256, (1, 32, 8, 8)).astype("uint8")
     w = R.randint(-127, 128, (16, 32)).astype("int8")
-    out = tvm.runtime.tensor(np.zeros((1, 16, 6, 6), "int32"))
-    tvm.compile(sch.mod, target=tgt).jit()["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(packed_dot.pack_weight(w, k)), out)
-    assert np.array_equal(out.numpy(), np.einsum("oc,nchw->nohw", w.astype(np.int64), x.astype(np.int64)))
+    ref = np.einsum("oc,nchw->nohw", w.astype(np.int64), x.astype(np.int64))
+    if form == "pixels":
+        func, intrin = packed_dot.pixel_dot_func((1, 32, 8, 8), "uint8", 0, 16), packed_dot.PIXEL_KERNEL.intrin
+        wp, out = packed_dot.pack_pixel_weight(w), np.zeros((1, 16, 8, 8), "int32")  # W = 8: NCHW result
+    else:
+        func, intrin = packed_dot.packed_dot_func((1, 32, 8, 8), "uint8", 16, k), k.intrin
+        wp, out = packed_dot.pack_weight(w, k), np.zeros((1, 16, 8, 8), "int32")
+    func = func.with_attr("global_symbol", "main")
+    tgt = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 1})
+    with _foreign_handlers_detached():  # MetaSchedule's second logging setup in a process trips on pytest's
+        db = ms.tir_integration.tune_tir(
+            func, tgt, str(tmp_path), max_trials_global=16, num_trials_per_iter=8, space=packed_dot.space_generator(k),
+            builder=ms.builder.LocalBuilder(max_workers=2, initializer=fastinspect.install))
+    sch = ms.tir_integration.compile_tir(db, func, tgt)
+    assert sch is not None and intrin in str(sch.trace)
+    out = tvm.runtime.tensor(out)
+    tvm.compile(sch.mod, target=tgt).jit()["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(wp), out)
+    assert np.array_equal(out.numpy(), ref)

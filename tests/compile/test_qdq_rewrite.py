@@ -117,6 +117,46 @@ def test_gemm_transposed_weight_zero_point():
     assert report.int8_ops == {"matmul": 1}
 
 
+def test_activation_and_output_quantize_fold_into_one_requantize():
+    """conv -> bias -> Clip(0, 6) -> quantize: one multiply-add, round, integer clip, cast."""
+    so, zo = np.float32(2 ** -3), -5
+
+    def before(bb, x):
+        q = bb.emit(relax.op.quantize(x, c(SX), c(0, "int8"), out_dtype="int8"))
+        w = dq(bb, c(W), SW, c(np.zeros(8), "int8"), axis=0)
+        y = bb.emit(relax.op.nn.conv2d(dq(bb, q, SX, c(0, "int8")), w, padding=1))
+        y = bb.emit(relax.op.clip(bb.emit(relax.op.add(y, c((BIAS * SX * SW).reshape(1, 8, 1, 1)))), 0, 6))
+        out = bb.emit(relax.op.quantize(y, c(so), c(zo, "int8"), out_dtype="int8"))
+        return relax.op.dequantize(out, c(so), c(zo, "int8"))
+
+    def expected(bb, x):
+        q = bb.emit(relax.op.quantize(x, c(SX), c(0, "int8"), out_dtype="int8"))
+        acc = bb.emit(relax.op.nn.conv2d(q, c(W), padding=1, out_dtype="int32"))
+        y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")), c((SX * SW / so).reshape(1, 8, 1, 1))))
+        y = bb.emit(relax.op.add(y, c((BIAS * SX * SW / so + zo).astype("float32").reshape(1, 8, 1, 1))))
+        # Clip(0, 6) at scale 1/8 and zero point -5: integers [-5, 43]
+        out = bb.emit(relax.op.astype(bb.emit(relax.op.clip(bb.emit(relax.op.round(y)), -5, 43)), "int8"))
+        return relax.op.dequantize(out, c(so), c(zo, "int8"))
+
+    mod, report = fold_qdq(build((1, 4, 8, 8), before))
+    tvm.ir.assert_structural_equal(mod, build((1, 4, 8, 8), expected))
+    assert report.int8_ops == {"conv2d": 1} and report.requantized == 1
+
+
+def test_output_quantize_stays_when_the_float_result_has_another_user():
+    def body(bb, x):
+        q = bb.emit(relax.op.quantize(x, c(SX), c(0, "int8"), out_dtype="int8"))
+        y = bb.emit(relax.op.nn.conv2d(dq(bb, q, SX, c(0, "int8")), dq(bb, c(W), SW, c(np.zeros(8), "int8"), axis=0)))
+        r = bb.emit(relax.op.nn.relu(y))
+        out = bb.emit(relax.op.dequantize(bb.emit(relax.op.quantize(r, c(0.1), c(0, "int8"))), c(0.1), c(0, "int8")))
+        return relax.op.add(out, r)
+
+    mod, report = fold_qdq(build((1, 4, 8, 8), body))
+    assert report.int8_ops == {"conv2d": 1} and report.requantized == 0
+    assert "relax.quantize" in [b.value.op.name for b in mod["main"].body.blocks[0].bindings
+                                if isinstance(b.value, relax.Call) and hasattr(b.value.op, "name")][-4:]
+
+
 # --- single ops: folded == float simulation ---------------------------------------------------
 
 def _run(mod, x):
@@ -144,6 +184,18 @@ def _shared_output_case():
         y = bb.emit(conv(bb, x))
         z = bb.emit(relax.op.add(y, c(R.uniform(-1, 1, (1, 8, 1, 1)), "float32")))
         return relax.op.multiply(z, y)
+    return shape, body
+
+
+def _requantized_case(act, zero_out):
+    """conv -> ReLU / Clip(0, 6) -> quantize -> dequantize: the whole tail folds (OutputQuant)."""
+    shape, conv = _conv_case(4, 8, 1, 1, 1, 1, 3, "uint8")
+
+    def body(bb, x):
+        y = bb.emit(conv(bb, x))
+        y = bb.emit(relax.op.nn.relu(y) if act == "relu" else relax.op.clip(y, 0, 6))
+        q = bb.emit(relax.op.quantize(y, c(0.05, "float32"), c(zero_out, "int8"), out_dtype="int8"))
+        return relax.op.dequantize(q, c(0.05, "float32"), c(zero_out, "int8"))
     return shape, body
 
 
@@ -175,6 +227,21 @@ def test_single_op_matches_float_simulation(case):
     x = np.random.RandomState(1).uniform(-3, 8, shape).astype("float32")
     ref, out = _run(mod, x), _run(tvm.transform.Sequential([FoldQDQ])(mod), x)  # the pass form
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("act, zero_out", [("relu", -128), ("relu6", -20)], ids=["relu", "relu6"])  # 6 -> 100
+def test_requantized_op_is_within_one_step_of_float_simulation(act, zero_out):
+    """Folding the output quantize changes float rounding order: a value may cross a .5 tie."""
+    shape, body = _requantized_case(act, zero_out)
+    mod = build(shape, body)
+    folded, report = fold_qdq(mod)
+    assert report.requantized == 1 and not float_compute_ops(folded)
+    x = np.random.RandomState(4).uniform(-3, 8, (16, *shape[1:])).astype("float32")
+    ref = np.concatenate([_run(mod, xi[None]) for xi in x])
+    out = np.concatenate([_run(folded, xi[None]) for xi in x])
+    steps = np.rint(np.abs(out - ref) / np.float32(0.05))
+    assert steps.max() <= 1 and np.mean(steps == 0) >= 0.99
+    assert ref.min() == 0 and ref.max() > 1 and (act == "relu" or np.isclose(ref.max(), 6.0))  # clamps hit
 
 
 def test_numpy_constant_evaluation_matches_fold_constant():
@@ -260,12 +327,15 @@ def _output_step(path) -> float:
     return float(init[node.input[1]])
 
 
+@pytest.mark.parametrize("dot", [None, "avx2"], ids=["plain", "x86-kernels"])
 @pytest.mark.parametrize("model", ["ort_qdq_onnx", "brevitas_qcdq_onnx"])
-def test_whole_model_int8_matches_onnxruntime(model, request):
+def test_whole_model_int8_matches_onnxruntime(model, dot, request):
+    from edgenas.compile import packed_dot
+
     path = request.getfixturevalue(model)
     mod = _import(path)
     assert len(float_compute_ops(mod)) == 4  # the importer's float simulation: 3 conv + Gemm
-    folded, report = fold_qdq(mod)
+    folded, report = fold_qdq(mod, dot=packed_dot.KERNELS.get(dot))
     assert report.int8_ops == {"conv2d": 3, "matmul": 1} and report.fallbacks == ()
     assert float_compute_ops(folded) == []
     vm = relax.VirtualMachine(tvm.compile(folded, target=tvm.target.Target(TARGET)), tvm.cpu())
