@@ -29,8 +29,7 @@ def depthwise_func(in_shape: tuple[int, int, int, int], in_dtype: str, kernel: t
     """
     from tvm import te, tirx
 
-    def i64(*dims):  # Relax's legalized ops use int64 shapes; FuseTIR needs identical buffer types
-        return tuple(tirx.const(int(d), "int64") for d in dims)
+    from .packed_dot import int64_dims as i64
 
     n, c, h, w = in_shape
     (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, strides, padding

@@ -146,6 +146,14 @@ def pack_weight(w: np.ndarray, k: DotKernel) -> np.ndarray:
     return np.ascontiguousarray(full.reshape(op // k.lanes, k.lanes, cp // k.depth, k.depth).transpose(0, 2, 1, 3))
 
 
+def int64_dims(*dims):
+    """Shapes as int64 constants: Relax's legalized ops use int64 shapes, and FuseTIR needs the
+    kernels it fuses with them to have identical buffer types."""
+    from tvm import tirx
+
+    return tuple(tirx.const(int(d), "int64") for d in dims)
+
+
 def packed_dot_func(in_shape: tuple[int, ...], in_dtype: str, out: int, k: DotKernel):
     """The whole integer op as one TIR function: ``x`` (NCHW for a 1x1 conv, (M, C) for a
     matmul) and the packed weight in, the int32 accumulator in ``x``'s layout out.
@@ -159,9 +167,7 @@ def packed_dot_func(in_shape: tuple[int, ...], in_dtype: str, out: int, k: DotKe
     """
     from tvm import te, tirx
 
-    def i64(*dims):  # Relax's legalized ops use int64 shapes; FuseTIR needs identical buffer types
-        return tuple(tirx.const(int(d), "int64") for d in dims)
-
+    i64 = int64_dims
     L, K = k.lanes, k.depth
     conv = len(in_shape) == 4
     if conv:
@@ -210,9 +216,7 @@ def pixel_dot_func(in_shape: tuple[int, int, int, int], in_dtype: str, zero: int
     """
     from tvm import te, tirx
 
-    def i64(*dims):
-        return tuple(tirx.const(int(d), "int64") for d in dims)
-
+    i64 = int64_dims
     assert pixel_fits(in_shape), in_shape
     K = PIXEL_KERNEL.depth
     _n, c, h, w = in_shape

@@ -29,7 +29,7 @@ On x86 targets with an integer dot-product kernel (``fold_qdq(mod, dot=...)``):
 
 * 1x1 convolutions and 2-D matmuls with a constant weight accumulate through a packed-weight GEMM
   (``packed_dot``: AVX2 ``pmaddwd``, AVX-512 VNNI ``vpdpbusd``). On AVX2 a batch-1 1x1 conv whose
-  output is requantized uses the pixel-vector form, whose ``(out, H*W)`` result is NCHW already.
+  output is requantized uses the pixel-vector form, whose result is NCHW already.
 * depthwise convs run ``depthwise``'s kernel: int8 in memory, int16 operands in registers.
 
 Residual adds and average pooling are not rewritten: FuseOps already puts ``dequantize -> add
@@ -128,7 +128,7 @@ def _packed_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel, bb,
 
     With ``flat`` (the caller can take a ``(out, H*W)`` result), a batch-1 AVX2 1x1 conv whose
     pixel count fills whole vectors goes through ``pixel_dot_func`` instead: its accumulator is
-    already in NCHW order, flattened, with the zero point removed."""
+    NCHW (flattened to ``(out, H*W)`` when W is not a multiple of 8), zero point removed."""
     value, shape = ev(a.w_q), _static_shape(a.x_q)
     if value is None or shape is None:
         return None
