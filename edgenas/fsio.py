@@ -17,6 +17,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def cache_root() -> Path:
+    """edgenas's own cache (built helpers, unpacked runtimes): ``EDGENAS_CACHE``, else
+    ``$XDG_CACHE_HOME/edgenas``, else ``~/.cache/edgenas``; never inside the repository."""
+    xdg = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return Path(os.environ.get("EDGENAS_CACHE", xdg / "edgenas"))
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success rename it over ``path``."""

@@ -3,7 +3,7 @@
 
 Why: the claim that matters is "the INT8 library edgenas builds is fast on the target"; the
 honest reference is onnxruntime's INT8 kernels measured in the same run, at the same thread
-count (DESIGN.md §5). For each model and thread count this measures the median latency of
+count (docs/architecture.md §5). For each model and thread count this measures the median latency of
 PyTorch eager fp32, ORT fp32, ORT int8 (QDQ and QOperator, ``quantize_static``), TVM fp32
 untuned / tuned, and edgenas int8 untuned / tuned, and prints each as a ratio to ORT int8 QDQ.
 

@@ -38,7 +38,7 @@ Reports per arm mean ± sample std over the seeds of test accuracy fp32 and quan
 QAT), the drop, measured INT8 latency, BitOps, weight sparsity and search wall time (random
 search's samples and MACs are in the rows), each searched arm minus random search and minus the
 sweep net nearest in latency, paired by seed, with a 95 % Student-t interval, and issue 4's goals
-computed from those numbers (``edgenas.search.ablation.goals``: the searched int8 model vs the
+computed from those numbers (``edgenas.report.ablation.goals``: the searched int8 model vs the
 sweep's interpolated curve, the int8 drop with and without noise-aware search), each met or not.
 Writes ``<out>/results.json`` (rows per seed, summary, comparisons, goals), ``<out>/results.md``
 (the table and the goals in Markdown), ``<out>/baselines.json`` (every arm as mean ± std, kind
@@ -62,18 +62,19 @@ import numpy as np
 import torch
 
 from edgenas import fsio, records
+from edgenas.build.config import EVOLVE_PRESETS, POLICIES
 from edgenas.data import load_data
 from edgenas.latency.profile import measure_arch, profile_space
 from edgenas.latency.table import LatencyTable
 from edgenas.measure.protocol import measure_here
 from edgenas.quantize.convert import calibrate, to_brevitas
 from edgenas.quantize.recipe import get_recipe
-from edgenas.search.ablation import ARM_LABELS, baselines, comparisons, goal_lines, goals, summarize, summary_table
+from edgenas.report.ablation import ARM_LABELS, baselines, comparisons, goal_lines, goals, summarize, summary_table
 from edgenas.search.darts import SearchConfig
 from edgenas.search.strategies import STRATEGIES
 from edgenas.space.arch import Arch, SpaceConfig, arch_from_choices
 from edgenas.space.cost import arch_bitops
-from edgenas.space.evolve import EvolveConfig, evolve_for_budget
+from edgenas.search.evolve import evolve_for_budget
 from edgenas.space.sparse import train_sparse, weight_sparsity
 from edgenas.space.supernet import freeze
 from edgenas.target import get_target, tuning_root
@@ -82,13 +83,14 @@ from edgenas.train import evaluate, fit
 SIZES = {
     "default": dict(search=SearchConfig(epochs=10, warmup=3, batch=32, a_lr=1e-2), final_epochs=15, qat_epochs=4,
                     widths=(0.25, 0.5, 0.75, 1.0),
-                    evolve=EvolveConfig(blocks=("mb", "fmb", "dw", "mbh"), n_samples=20_000, cycles=300)),
+                    evolve=EVOLVE_PRESETS.get("build")),
     "quick": dict(search=SearchConfig(epochs=3, warmup=1, batch=32, a_lr=1e-2), final_epochs=3, qat_epochs=1,
                   widths=(0.25, 1.0),
-                  evolve=EvolveConfig(blocks=("mb", "dw"), n_widths=2, n_samples=2000, top_k=20, population=8, sample_size=4,
-                                      cycles=30, teacher_epochs=2, kd_epochs=1)),
+                  evolve=EVOLVE_PRESETS.get("quick")),
 }
-ENTROPY, BITOPS, SPARSITY = 1e-2, 1e-2, 0.2
+# the method terms of edgenas build's presets (edgenas.build.config), so the arms measure what a build runs
+MIXED, SPARSE = POLICIES.get("mixed"), POLICIES.get("sparse")
+ENTROPY, BITOPS, SPARSITY = MIXED.entropy_weight, MIXED.bitops_weight, SPARSE.sparsity_weight
 
 
 DEFAULT_ARMS = "a,b,c,d,e,random,sweep"
@@ -98,14 +100,14 @@ def arms(base_cfg: SearchConfig) -> dict[str, tuple[dict, SearchConfig]]:
     """Arm name -> (SpaceConfig changes, the arm's SearchConfig: ``base_cfg`` with its method
     switches). ``random`` searches arm a's space with arm a's config (its compute budget is DARTS'
     training MACs for that config)."""
-    noise = dict(noise="gauss")
+    noise = dict(noise=MIXED.noise)
     ent = dict(noise, entropy_weight=ENTROPY)
     changes = {
         "a": ({}, {}),
         "b": ({}, noise),
         "bd": ({}, dict(noise="direct")),
         "c": ({}, ent),
-        "d": ({"sparse_levels": (0.75,)}, dict(ent, sparsity_weight=SPARSITY)),
+        "d": ({"sparse_levels": SPARSE.sparse_levels}, dict(ent, sparsity_weight=SPARSITY)),
         "e": ({}, ent),
         "m": ({"bits": (4, 8)}, dict(ent, bitops_weight=BITOPS)),
         "pt": ({}, dict(ent, selection="pt")),
@@ -169,7 +171,7 @@ def run_job(job: dict) -> dict:
     if "arch" in job:
         arch = Arch.parse(job["arch"])
     else:
-        # called as the build's search stage calls a strategy (edgenas/stages.py, STRATEGIES)
+        # called as the build's search stage calls a strategy (edgenas/build/stages.py, STRATEGIES)
         strategy = STRATEGIES.get("random" if name == "random" else "darts")
         res = strategy(job["space"], data, job["table"], job["budget"], job["cfg"], seed)
         last = res.history[-1]

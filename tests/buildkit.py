@@ -6,6 +6,8 @@ import`` resolves to whichever one was imported first in a full run.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +22,14 @@ def tiny_build_args(out: Path, recipe: Path, search_epochs: int = TINY_SEARCH_EP
 
 def edgenas_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "edgenas.cli", *args]
+
+
+def run_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``edgenas ARGS`` through ``edgenas.cli.main``, the console script's entry point, with wide
+    output (rich wraps tables at 80 columns when not on a terminal)."""
+    cmd = [sys.executable, "-c", "from edgenas.cli import main; main()", *args]
+    env = {**os.environ, "COLUMNS": "250"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _one_thread():

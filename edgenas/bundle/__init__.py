@@ -26,7 +26,7 @@ from typing import Callable
 from filelock import FileLock
 
 from .. import fsio, records
-from ..manifest import Manifest
+from ..build.manifest import Manifest
 from .manifest import BUNDLE_SCHEMA_VERSION, MANIFEST, SUMS, BundleManifest, hash_tree, sums_text
 from .sources import RunSources
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..compile import tuning_db
 from ..fsio import sha256_file
-from ..manifest import software_versions
+from ..build.manifest import software_versions
 from ..records import record
 
 BUNDLE_SCHEMA_VERSION = 1

@@ -5,7 +5,7 @@ never seal bytes that already differ from what the build measured. The run keeps
 held-out inputs for ``edgenas verify`` are regenerated from the run's own data spec, image size
 and seed (the same test split the manifest's accuracy was measured on); their reference outputs
 come from onnxruntime running the int8 ONNX with graph optimizations off, the execution the TVM
-integer rewrite is bit-exact against (TVM_NOTES.md §1).
+integer rewrite is bit-exact against (docs/tvm.md §1).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import fsio, records
 from ..errors import UsageError
-from ..manifest import Manifest
+from ..build.manifest import Manifest
 
 
 class RunSources:

@@ -1,6 +1,6 @@
 """The slice of a target's tuning database that a bundle's model uses.
 
-``tuning_logs/<target>/`` holds records for every op configuration of the search space (DESIGN.md
+``tuning_logs/<target>/`` holds records for every op configuration of the search space (docs/architecture.md
 §3, "tune the space, not the model"); a bundle needs only the records its own kernels were built
 with, so that the compile can be reproduced from the bundle alone
 (``compile_onnx(B/model_int8.onnx, spec, out, tuning_dir=B/"tuning")``). The model is imported and

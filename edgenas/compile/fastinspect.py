@@ -1,4 +1,4 @@
-"""Make ``import tvm.s_tir.tensor_intrin`` fast in MetaSchedule builder workers (DESIGN.md §5).
+"""Make ``import tvm.s_tir.tensor_intrin`` fast in MetaSchedule builder workers (docs/tvm.md §5).
 
 Why this exists: every builder worker imports ``tvm.s_tir.tensor_intrin``, whose TVMScript parser
 calls ``inspect.stack()`` for each registered intrinsic. ``inspect.findsource`` then calls

@@ -1,6 +1,6 @@
 """The compile pipeline as named phases, with every per-target difference in ONE table.
 
-DESIGN.md §4.4: Relax's own ``relax/pipeline.py`` repeats a ``target.kind`` if-chain in five
+docs/architecture.md §4: Relax's own ``relax/pipeline.py`` repeats a ``target.kind`` if-chain in five
 functions; here a target's (device kind, host arch) selects one ``Backend`` row, and the phases
 read their passes, build environment and exporter from it.
 
@@ -31,7 +31,7 @@ def _no_env(_spec) -> ContextManager:
 
 
 def _cuda_env(spec) -> ContextManager:
-    from .build import cuda_fatbin_env
+    from .cuda_env import cuda_fatbin_env
 
     return cuda_fatbin_env(spec)
 
@@ -88,7 +88,7 @@ class Backend:
 BACKENDS: dict[tuple[str, str], Backend] = {
     ("llvm", "x86_64"): Backend(_cpu_fallback, _stock_lowering("cpu_generic"), _no_env, _host_compiler, True, True),
     ("llvm", "aarch64"): Backend(_cpu_fallback, _stock_lowering("cpu_generic"), _no_env, _cross_compiler, False, True),
-    # CUDA candidates would need the fatbin environment (build.cuda_fatbin_env) inside MetaSchedule's
+    # CUDA candidates would need the fatbin environment (cuda_env.cuda_fatbin_env) inside MetaSchedule's
     # build workers; until then CUDA libraries use DLight's default schedules only.
     ("cuda", "x86_64"): Backend(_gpu_fallback, _stock_lowering("cuda"), _cuda_env, _host_compiler, False, False),
     ("cuda", "aarch64"): Backend(_gpu_fallback, _stock_lowering("cuda"), _cuda_env, _cross_compiler, False, False),

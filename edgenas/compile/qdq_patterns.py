@@ -1,7 +1,7 @@
 """Recognise the float-simulated integer ops that TVM's Relax ONNX importer produces.
 
 The importer turns a QDQ/QCDQ graph into ``relax.dequantize`` feeding a *float* conv2d or
-matmul (TVM_NOTES.md §1c). This module decides, for one such op, whether it can run in
+matmul (docs/tvm.md §1). This module decides, for one such op, whether it can run in
 integer arithmetic and collects what the rewrite needs (:class:`Anchor`); when it cannot, it
 returns the reason as a sentence, which ends up in ``FoldReport.fallbacks``.
 

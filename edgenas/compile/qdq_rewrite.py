@@ -1,7 +1,7 @@
 """Fold Q/DQ around conv2d / matmul into integer ops: int8 x int8 -> int32, then one requantize.
 
 TVM 0.27's Relax ONNX importer keeps QDQ models as float simulation: ``dequantize`` feeds a
-float32 conv2d or matmul (TVM_NOTES.md §1c), so nothing runs in integer arithmetic and no pass
+float32 conv2d or matmul (docs/tvm.md §1), so nothing runs in integer arithmetic and no pass
 in ``relax.transform`` changes that. This pass rewrites each such op ("anchor"):
 
     y = conv2d(dq(x_q, s_x, z_x), dq(w_q, s_w, 0)) [+ b] [-> BatchNorm(k, c)] [* m]

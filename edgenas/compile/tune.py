@@ -1,6 +1,6 @@
 """MetaSchedule tuning of a fused Relax module into the shared ``tuning_logs/<target>/`` database.
 
-Why it looks like this (DESIGN.md §3 "Tune the space, not the model", §5):
+Why it looks like this (docs/architecture.md §3 "Tune the space, not the model"; docs/tvm.md §5):
 
 * Only tasks no record of the shared DB applies to are tuned, so a second compile of the same
   model, or of another model built from the same op configurations, runs no trials at all.

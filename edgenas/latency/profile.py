@@ -106,7 +106,7 @@ def space_modules(space: SpaceConfig, recipe: QuantRecipe):
 
 def tune_space(space: SpaceConfig, recipe: QuantRecipe, target, trials_per_op: int, tuning_dir: str | None = None,
                progress: Callable[[int, int, str], None] | None = None) -> int:
-    """Tune every op configuration of the space into the target's database (DESIGN.md §3: tune the
+    """Tune every op configuration of the space into the target's database (docs/architecture.md §3: tune the
     space, not the model). Tasks that already have records are skipped, so this is resumable and
     incremental; any architecture of the space then compiles with database hits only. Returns the
     number of new trials."""

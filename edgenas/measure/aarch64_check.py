@@ -4,7 +4,7 @@ Why: a library for a Raspberry Pi or a Jetson host is built here, and CI has no 
 check runs the real aarch64 ``.so`` with the real aarch64 TVM runtime (from the
 ``manylinux_2_28_aarch64`` wheels of the same TVM version) through a ~100-line C++ VM runner
 (``cpp/run_vm.cc``) under ``qemu-aarch64`` — about 0.2 s per call, against ~9 s for an emulated
-aarch64 Python (TVM_NOTES.md §2). Only numerics come from here: emulated timings mean nothing,
+aarch64 Python (docs/tvm.md §2). Only numerics come from here: emulated timings mean nothing,
 ARM latency is always measured on a device.
 
 Tools come from ``scripts/setup_cross``; the runner binary is (re)built on demand into the cache
@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgenasError, UsageError
+from ..fsio import cache_root
 
-CACHE = Path(os.environ.get("EDGENAS_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgenas")) / "aarch64"
+CACHE = cache_root() / "aarch64"
 RUNTIME = CACHE / "site"  # unpacked aarch64 wheels: tvm/lib, tvm_ffi/lib
 SYSROOT = Path("/usr/aarch64-linux-gnu")  # from g++-aarch64-linux-gnu; enough for qemu -L
 SOURCE = Path(__file__).with_name("cpp") / "run_vm.cc"

@@ -170,21 +170,6 @@ def status_rows(status: FarmStatus) -> list[dict]:
     return [{"key": k.key, "servers": k.servers, "free": k.free, "busy": k.busy, "queued": k.pending} for k in status.keys]
 
 
-def render_status(status: FarmStatus):
-    """A rich table of ``status`` (one row per key, the server addresses in the last column)."""
-    from rich.table import Table
-
-    table = Table(title=f"device farm at {status.tracker}")
-    for col in ("key", "servers", "free", "busy", "queued", "addresses"):
-        table.add_column(col, justify="right" if col in ("servers", "free", "busy", "queued") else "left")
-    for row in status_rows(status):
-        addrs = ", ".join(a for a, k in status.servers if k == row["key"])
-        table.add_row(row["key"], *(str(row[c]) for c in ("servers", "free", "busy", "queued")), addrs or "-")
-    if not status.keys:
-        table.caption = "no servers registered"
-    return table
-
-
 def wait_for_servers(tracker: str, key: str, count: int, timeout_s: float = 60.0) -> FarmStatus:
     """Poll until ``count`` servers of ``key`` are registered (servers need a few seconds to import
     TVM and register); raise one line when they do not appear in time."""
@@ -202,10 +187,8 @@ def wait_for_servers(tracker: str, key: str, count: int, timeout_s: float = 60.0
         time.sleep(0.3)
 
 
-if __name__ == "__main__":  # used by scripts/farm: wait for servers, or print the status table
+if __name__ == "__main__":  # used by scripts/farm: wait until the servers are registered
     import argparse
-
-    from rich.console import Console
 
     ap = argparse.ArgumentParser(description="status of a TVM RPC device farm")
     ap.add_argument("--tracker", required=True)
@@ -218,4 +201,5 @@ if __name__ == "__main__":  # used by scripts/farm: wait for servers, or print t
               else farm_status(a.tracker, timeout_s=min(a.timeout, 10.0)))
     except EdgenasError as err:
         raise SystemExit(f"error: {err}") from None
-    Console().print(render_status(st))
+    for row in status_rows(st):
+        print(" ".join(f"{k}={v}" for k, v in row.items()))

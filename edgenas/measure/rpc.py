@@ -1,7 +1,7 @@
 """The device farm: TVM's own RPC tracker and servers, used with deadlines and fail-over.
 
 A ``Farm`` measures and runs compiled libraries on servers registered under one key, and hands
-MetaSchedule an ``RPCRunner`` to tune through the same servers (TVM_NOTES.md §4). Every request
+MetaSchedule an ``RPCRunner`` to tune through the same servers (docs/tvm.md §4). Every request
 
 * reserves a server at the tracker, waiting at most ``timeout_s`` for one to be free (and not at
   all when none of the key is registered: the tracker drops a server whose process dies at once);
@@ -240,7 +240,7 @@ def create_ms_session(rpc_config):
 
 def _runner_worker_init() -> None:
     """The runner's worker imports MetaSchedule, whose TVMScript parser is slow to import without
-    the memoised ``inspect.getmodule`` (DESIGN.md §5)."""
+    the memoised ``inspect.getmodule`` (docs/tvm.md §5)."""
     from ..compile import fastinspect
 
     fastinspect.install(warm=False)

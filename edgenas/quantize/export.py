@@ -1,7 +1,7 @@
 """ONNX export (float and QCDQ int8) and the parity checks against onnxruntime.
 
 brevitas 0.13's QCDQ export uses the TorchScript exporter (``dynamo=False``): the dynamo one
-refuses quantized bias with torch 2.13 (DESIGN.md §5). Every export is written atomically and
+refuses quantized bias with torch 2.13 (docs/tvm.md §1). Every export is written atomically and
 checked by running it in onnxruntime against the PyTorch module on held-out inputs.
 """
 

@@ -79,3 +79,28 @@ def setting_mismatch(rows: list[dict], data: str | None, image_size: int | None,
         if mine is not None and theirs and theirs != [mine]:
             out.append(f"{label}: baselines {', '.join(show(v) for v in theirs)}, this run {show(mine)}")
     return out
+
+
+def install_baselines(src: Path, run_dir: Path) -> None:
+    """Validate a baselines file and copy it atomically to RUN_DIR/baselines.json."""
+    import json
+
+    from ..errors import UsageError
+
+    if not (run_dir / "state.json").is_file():
+        raise UsageError(f"{run_dir}: not an edgenas run directory (no state.json)")
+    try:
+        rows = json.loads(src.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{src}: no such baselines file") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"{src}: not JSON ({e})") from None
+    def ok(r) -> bool:
+        num = lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))  # noqa: E731
+        return (isinstance(r, dict) and isinstance(r.get("name"), str) and "latency_ms" in r
+                and all(num(r.get(k)) for k in ("latency_ms", "accuracy", "latency_std", "accuracy_std")))
+
+    if not isinstance(rows, list) or not all(ok(r) for r in rows):
+        raise UsageError(f"{src}: expected a list of {{\"name\", \"latency_ms\", \"accuracy\", ...}} "
+                         "(scripts/bench_search.py writes one)")
+    fsio.write_json(run_dir / RUN_FILE, rows)

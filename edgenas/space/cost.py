@@ -1,8 +1,8 @@
 """Analytic costs of ops and architectures: MACs, BitOps, weights kept.
 
 BitOps follow QuantNAS's reported metric, MACs * b_w * b_a per conv/linear (the search code's
-penalty is linear in b; using the product in both places is the consistent choice, METHODS.md
-ambiguity 2). For a DASS sparse op the *effective* MACs are MACs * keep: the work a sparse kernel
+penalty is linear in b; using the product in both places is the consistent choice, docs/methods.md
+§1). For a DASS sparse op the *effective* MACs are MACs * keep: the work a sparse kernel
 could skip, which is what the sparsity-aware cost terms of the search reward (dense INT8 kernels
 do not skip it; the measured latency table says so separately).
 

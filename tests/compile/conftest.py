@@ -84,7 +84,7 @@ def _qat_cnn():
 
 def _strip_initializer_inputs(path) -> None:
     """The TorchScript exporter lists initializers as graph inputs; onnxruntime then treats them
-    as non-constant and does not fuse QDQ into int8 kernels (TVM_NOTES.md §1a)."""
+    as non-constant and does not fuse QDQ into int8 kernels (docs/tvm.md §1)."""
     import onnx
 
     model = onnx.load(str(path))

@@ -11,7 +11,7 @@ import pytest
 
 from buildkit import edgenas_cmd, tiny_build_args
 from edgenas import records
-from edgenas.manifest import Manifest
+from edgenas.build.manifest import Manifest
 
 
 def _completed(out) -> dict:

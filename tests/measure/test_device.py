@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from edgenas.bench import BenchItem, bench
+from edgenas.measure.gate import BenchItem, bench
 from edgenas.measure.rpc import Farm
 from edgenas.target import get_target
 

@@ -9,7 +9,8 @@ import pytest
 
 from edgenas import records
 from edgenas.errors import EdgenasError
-from edgenas.measure.farm_status import farm_status, render_status, status_rows
+from edgenas.cli.view import status_table
+from edgenas.measure.farm_status import farm_status, status_rows
 from edgenas.measure.protocol import Measurement, Protocol
 from edgenas.measure.rpc import Farm
 from edgenas.measure.stats import LatencyStats
@@ -30,7 +31,7 @@ def test_status_shows_keys_and_free_servers(farm2):
     row = st.key(farm2.key)
     assert (row.servers, row.free, row.busy, row.pending) == (2, 2, 0, 0)
     assert status_rows(st) == [{"key": farm2.key, "servers": 2, "free": 2, "busy": 0, "queued": 0}]
-    assert render_status(st).row_count == 1
+    assert status_table(st).row_count == 1
 
 
 def test_measure_through_the_farm(farm2, tiny_lib, tmp_path):
@@ -57,14 +58,16 @@ def test_remote_outputs_match_local(farm2, tiny_lib):
 
 
 def test_cli_farms_record_their_target(farm2, tiny_lib):
-    """``--tracker`` on build, compile, measure and bench makes its Farm with ``cli._farm``: every
-    measurement it takes names the target (given as a name or as a TOML path)."""
-    from edgenas.cli import _farm
+    """``--tracker`` on build, compile, measure and bench makes its Farm with
+    ``cli.options.farm_from_options``: every measurement it takes names the target (given as a
+    name or as a TOML path)."""
+    from edgenas.cli.options import farm_from_options
+    from edgenas.target import get_target
 
     from .conftest import REPO
 
     for given in ("x86-avx2", str(REPO / "targets" / "x86-avx2.toml")):
-        farm = _farm(farm2.tracker, farm2.key, given)
+        farm = farm_from_options(farm2.tracker, farm2.key, get_target(given))
         assert farm.target == "x86-avx2" and farm.measurement(tiny_lib, TINY_SHAPE, protocol=QUICK).target == "x86-avx2"
 
 

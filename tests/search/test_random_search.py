@@ -44,7 +44,7 @@ def _table() -> LatencyTable:
 
 
 def _random(seed: int):
-    """Called as the build calls a strategy (edgenas/stages.py): same table, budget and config."""
+    """Called as the build calls a strategy (edgenas/build/stages.py): same table, budget and config."""
     return STRATEGIES.get("random")(SPACE, _data(), _table(), BUDGET_MS, CFG, seed, checkpoint=None)
 
 

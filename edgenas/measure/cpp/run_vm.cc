@@ -1,7 +1,7 @@
 // run_vm: load a TVM Relax VM library, run "main" on float32 inputs, write the first output of each.
 //
 // Why C++: under qemu-user an aarch64 Python + TVM import takes ~9 s, this runner ~0.8 s
-// (TVM_NOTES.md §2, Option B). It links only the aarch64 libtvm_runtime.so / libtvm_ffi.so from
+// (docs/tvm.md §2). It links only the aarch64 libtvm_runtime.so / libtvm_ffi.so from
 // the apache-tvm wheels and uses ffi headers only (tvm/runtime/tensor.h needs a missing header).
 //
 // usage: run_vm LIB.so INPUT.f32 N,C,H,W OUTPUT.f32

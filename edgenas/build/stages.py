@@ -1,0 +1,386 @@
+"""The stages of a build, each a method that writes its outputs and marks itself done.
+
+Kept apart from ``config.py`` (the configuration and its presets) so that each stage is a small
+unit with one job; the order of calls in ``Build.run`` *is* the data flow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from .. import fsio, records
+from ..data import load_data
+from ..errors import UsageError
+from ..latency.dataset import LatencyPoint, dataset_path, load_dataset, table_covers
+from ..latency.predictor import Predictor, fit_arch_predictor, table_hash
+from ..latency.profile import measure_arch, profile_space
+from ..latency.table import LatencyTable
+from .manifest import SCHEMA_VERSION, Manifest, hash_files, round_line
+from ..measure.stats import LatencyStats
+from .config import BuildConfig, op_table_path
+from .progress import Reporter
+from ..quantize.convert import calibrate, to_brevitas
+from ..quantize.export import compare, export_float, export_int8, run_ort, run_torch
+from ..quantize.recipe import get_recipe
+from .rundir import RunDir
+from ..search.darts import SearchResult
+from ..search.strategies import STRATEGIES
+from ..space.arch import Arch, arch_from_choices
+from ..space.supernet import freeze
+from ..target import get_target
+from ..train import evaluate, fit
+
+
+def _step_note(h: dict) -> str:
+    if "epoch" in h:
+        return f"epoch {h['epoch']} val {h['val_acc']:.3f} E[lat] {h.get('expected_ms', float('nan')):.3f} ms"
+    return f"sample {h['sample']} val {h['val_acc']:.3f} pred {h['predicted_ms']:.3f} ms"
+
+
+class Build:
+    def __init__(self, cfg: BuildConfig, reporter: Reporter, resume: bool, farm=None):
+        self.cfg, self.rep, self.resume, self.farm = cfg, reporter, resume, farm
+        self.target = get_target(cfg.target)
+        self.target.check_host_prerequisites()
+        if not self.target.measurable_locally and farm is None:
+            raise UsageError(
+                f"target {self.target.name!r} is measured on a device: pass --tracker HOST:PORT --key "
+                f"{self.target.rpc_key or self.target.name}, or build for x86-avx2 and compile the result with "
+                f"`edgenas compile RUN/model_int8.onnx --target {self.target.name}`")
+        self.recipe = get_recipe(cfg.recipe)
+        self.data = load_data(cfg.data, cfg.space.image_size, cfg.seed)
+        self.space = dataclasses.replace(cfg.space, in_channels=self.data.channels, num_classes=self.data.classes)
+        self.run_dir = RunDir(cfg.out)
+        self.budget_ms = cfg.latency_budget_ms   # an evolved space keeps the budget it was evolved for
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _measure_lib(self, lib: str, shape: tuple[int, ...], repeat: int = 15) -> LatencyStats:
+        """Every latency of the build goes through the measurement protocol (warm-up, short samples,
+        repeats until the median's interval is tight, outliers re-measured), journaled in the run."""
+        journal = self.run_dir.file("measurements.jsonl")
+        if self.farm is not None:
+            self.farm.journal = self.farm.journal or journal
+            return self.farm.measure(lib, shape, repeat=repeat)
+        from ..measure.protocol import measure_here
+
+        return measure_here(lib, shape, min_samples=repeat, target=self.target.name, journal=journal).stats
+
+    def _median(self, lib: str, shape: tuple[int, ...]) -> float:
+        return self._measure_lib(lib, shape).median_ms
+
+    def _timed(self, name: str, fn):
+        """Run ``fn`` and add its wall time to ``timing.json`` (kept across resumes)."""
+        t = time.time()
+        out = fn()
+        path = self.run_dir.file("timing.json")
+        seconds = fsio.read_json(path) if path.exists() else {}
+        seconds[name] = round(seconds.get(name, 0.0) + time.time() - t, 3)
+        fsio.write_json(path, seconds)
+        return out
+
+    def _example(self) -> torch.Tensor:
+        return torch.from_numpy(self.data.val[0][:1])
+
+    # -- stages -------------------------------------------------------------------------------
+    def op_table(self) -> LatencyTable:
+        """The op table for this target: cached across runs in tuning_logs/<target>/."""
+        run = self.run_dir
+        if run.done("op_table"):
+            return records.load(run.file("op_table.json"), LatencyTable)
+        shared = op_table_path(self.target.name)
+        table = records.load(shared, LatencyTable) if shared.exists() else LatencyTable(self.target.name)
+        todo = len(table.missing(self.space)) + (2 if table.fixed_ms == 0 else 0)
+        with self.rep.stage("profile op latencies (INT8, on target)", total=todo) as adv:
+            table = self._timed("profile", lambda: profile_space(
+                self.space, table, self.recipe, self.target, self._median,
+                progress=lambda i, n, key: adv(1 if i else 0, key)))
+        if todo:
+            records.save(shared, table)
+        records.save(run.file("op_table.json"), table)
+        run.mark("op_table", entries=len(table.entries))
+        return table
+
+    def evolve_space(self, table: LatencyTable) -> LatencyTable:
+        """``--space evolve``: SpaceEvo chooses the space the rounds search (docs/methods.md §2).
+
+        Per-stage tables (block-wise KD proxy + INT8 latencies profiled on the target, growing the
+        op table) and aging evolution by Q-T score at the build's latency budget; the winner
+        replaces ``self.space``. Returns the grown op table."""
+        from ..space.arch import SpaceConfig
+        from ..search.evolve import evolve_for_budget
+
+        run, cfg = self.run_dir, self.cfg
+        if not run.done("evolve"):
+            budget = cfg.latency_budget_ms or table.arch_sum(self._first_arch())
+            with self.rep.stage(f"SpaceEvo: evolve the search space (budget {budget:.3f} ms)", total=None) as adv:
+                res, tables, table = self._timed("evolve", lambda: evolve_for_budget(
+                    self.space, self.data, table, budget, cfg.evolve,
+                    lambda space, t: profile_space(space, t, self.recipe, self.target, self._median,
+                                                   progress=lambda i, n, key: adv(0, f"profile {key}")),
+                    cfg.seed, progress=lambda m: adv(0, m)))
+            # the tables measured each block family's first variant; the searched space has them all
+            todo = len(table.missing(res.space))
+            with self.rep.stage("profile the evolved space's op latencies (INT8, on target)", total=todo) as adv:
+                table = self._timed("profile", lambda: profile_space(
+                    res.space, table, self.recipe, self.target, self._median,
+                    progress=lambda i, n, key: adv(1 if i else 0, key)))
+            records.save(op_table_path(self.target.name), table)
+            records.save(run.file("op_table.json"), table)
+            records.save(run.file("stage_tables.json"), tables)
+            records.save(run.file("space.json"), res.space)
+            blocks = [st.ops[0] for st in res.space.stages]
+            self.rep.info(f"SpaceEvo: Q-T {res.score:.4f} after {res.evaluated} candidate spaces; stages "
+                          + ", ".join(f"{op}×{st.channels}" for op, st in zip(blocks, res.space.stages)))
+            run.mark("evolve", candidate=str(res.best), qt_score=res.score, evaluated=res.evaluated, budget_ms=budget)
+        self.space = records.load(run.file("space.json"), SpaceConfig)
+        self.budget_ms = cfg.latency_budget_ms or run.info("evolve")["budget_ms"]
+        return records.load(run.file("op_table.json"), LatencyTable)
+
+    def _first_arch(self) -> Arch:
+        return arch_from_choices(self.space, [self.space.candidates(i)[0] for i in range(len(self.space.positions()))])
+
+    def earlier_runs(self, table: LatencyTable) -> list[dict]:
+        """``--reuse-latency``: whole-model measurements kept from earlier builds on this target
+        (``tuning_logs/<target>/latency_points.json``) whose ops the op table covers. Snapshotted
+        into the run directory the first time, so a resumed run fits on the same points."""
+        if not self.cfg.reuse_latency:
+            return []
+        snap = self.run_dir.file("earlier_points.json")
+        if not snap.exists():
+            same_ends = (str(self._first_arch()).split("|")[0], str(self._first_arch()).split("|")[-1])
+            kept = [p for p in load_dataset(self.target.name).points
+                    if p.where == self._where()                                    # same device (farm key)
+                    and (p.arch.split("|")[0], p.arch.split("|")[-1]) == same_ends   # same input, stem, head
+                    and table_covers(table, Arch.parse(p.arch))]
+            fsio.write_json(snap, [{"arch": p.arch, "measured_ms": p.measured_ms, "where": p.where} for p in kept])
+            self.rep.info(f"latency model: {len(kept)} measurement(s) from earlier runs on {self.target.name}")
+        return fsio.read_json(snap)
+
+    def _where(self) -> str:
+        return f"rpc {self.farm.key}" if self.farm is not None else "local"
+
+    def _keep_for_later_runs(self, rows: list[dict], r: int) -> None:
+        """Append this round's measurements to the target's dataset (under a file lock: builds
+        for the same target may run side by side)."""
+        from filelock import FileLock
+
+        path = dataset_path(self.target.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        where = self._where()
+        with FileLock(str(path) + ".lock"):
+            ds = load_dataset(self.target.name)
+            records.save(path, ds.add(
+                *(LatencyPoint(row["arch"], row["measured_ms"], where=where, round=r) for row in rows)))
+
+    def measured_so_far(self, upto: int) -> list[dict]:
+        out = []
+        for r in range(1, upto + 1):
+            f = self.run_dir.path / f"rounds/r{r}/measured.json"
+            if f.exists():
+                out += fsio.read_json(f)
+        return out
+
+    def round(self, r: int, table: LatencyTable) -> SearchResult:
+        run, cfg = self.run_dir, self.cfg
+        points = self.earlier_runs(table) + self.measured_so_far(r - 1)
+        if points:
+            pred = fit_arch_predictor([Arch.parse(p["arch"]) for p in points], [p["measured_ms"] for p in points],
+                                      table, self.target.name)
+        else:
+            pred = Predictor(target=self.target.name, table_hash=table_hash(table))
+        scaled = pred.corrected_table(table)   # the predictor as a per-op table: what the search optimises
+        records.save(run.file(f"rounds/r{r}/predictor.json"), pred)
+        if not run.done(f"r{r}.search"):
+            budget = self.budget_ms or pred.predict_arch(self._first_arch(), table)
+            strategy = STRATEGIES.get(cfg.strategy)
+            total = cfg.search.epochs if cfg.strategy == "darts" else None
+            with self.rep.stage(f"round {r}: search ({cfg.strategy}, budget {budget:.3f} ms)", total=total) as adv:
+                res = self._timed("search", lambda: strategy(
+                    self.space, self.data, scaled, budget, cfg.search, cfg.seed + r,
+                    checkpoint=run.file(f"rounds/r{r}/search_ckpt.pt"),
+                    on_step=lambda e, h: adv(1, _step_note(h))))
+            records.save(run.file(f"rounds/r{r}/search.json"), res)
+            from ..search.collapse import collapse_warning
+
+            warning = collapse_warning(res.history)
+            if warning:
+                self.rep.warn(f"round {r}: {warning}")
+            run.mark(f"r{r}.search", arch=str(res.arch), collapse=warning)
+        res = records.load(run.file(f"rounds/r{r}/search.json"), SearchResult)
+        if not run.done(f"r{r}.measure"):
+            rng = np.random.default_rng(cfg.seed * 31 + r)
+            archs = [res.arch] + [self._sample(res, rng) for _ in range(cfg.sampled_per_round)]
+            rows = []
+            with self.rep.stage(f"round {r}: compile + measure {len(archs)} candidates", total=len(archs)) as adv:
+                for i, arch in enumerate(archs):
+                    ms = self._timed("feedback", lambda: measure_arch(arch, self.recipe, self.target, self._median))
+                    rows.append({"arch": str(arch), "chosen": i == 0, "table_ms": table.arch_sum(arch),
+                                 "predicted_ms": pred.predict_arch(arch, table), "measured_ms": ms})
+                    adv(1, f"{ms:.3f} ms")
+            fsio.write_json(run.file(f"rounds/r{r}/measured.json"), rows)
+            self._keep_for_later_runs(rows, r)
+            chosen = rows[0]
+            err = abs(chosen["predicted_ms"] - chosen["measured_ms"]) / chosen["measured_ms"] * 100
+            run.mark(f"r{r}.measure", predicted_ms=chosen["predicted_ms"], measured_ms=chosen["measured_ms"],
+                     pred_err_pct=err, budget_ms=res.budget_ms, budget_met=chosen["measured_ms"] <= res.budget_ms)
+        m = run.info(f"r{r}.measure")   # from the run state, so that a --resume reports every round too
+        self.rep.info(f"round {r}: {round_line(m)}")
+        return res
+
+    def _sample(self, res: SearchResult, rng: np.random.Generator) -> Arch:
+        """An architecture drawn from the round's softmax(alpha) (uniform when the strategy has no
+        alphas): latency needs no trained weights, so these measurements are cheap."""
+        choices = []
+        for i in range(len(self.space.positions())):
+            cands = self.space.candidates(i)
+            p = np.asarray(res.alphas[i]) if res.alphas else np.ones(len(cands))
+            choices.append(cands[int(rng.choice(len(cands), p=p / p.sum()))])
+        return arch_from_choices(self.space, choices)
+
+    def train_fp32(self, arch: Arch) -> torch.nn.Module:
+        run, cfg = self.run_dir, self.cfg
+        torch.manual_seed(cfg.seed)
+        model = freeze(arch)
+        ckpt = run.file("train_fp32_ckpt.pt")
+        if run.done("train_fp32"):
+            model.load_state_dict(torch.load(run.file("model_fp32.pt"), weights_only=True))
+            return model.eval()
+        sparse = any("_sp" in layer.op for layer in arch.layers)
+        with self.rep.stage("train fp32" + (" (DASS: dense, prune, fine-tune)" if sparse else ""), total=cfg.final_epochs) as adv:
+            if sparse:  # the three DASS stages; restarts from scratch on resume (no per-epoch checkpoint)
+                from ..space.sparse import train_sparse
+
+                self._timed("train_fp32", lambda: train_sparse(model, self.data.train, cfg.final_epochs, 3e-3, cfg.seed))
+            else:
+                self._timed("train_fp32", lambda: fit(model, self.data.train, cfg.final_epochs, 3e-3, cfg.seed, checkpoint=ckpt,
+                                                      on_epoch=lambda e, loss: adv(1, f"loss {loss:.3f}")))
+        from ..train import save_checkpoint
+
+        save_checkpoint(run.file("model_fp32.pt"), model.state_dict())
+        run.mark("train_fp32", test_acc=evaluate(model, *self.data.test))
+        return model.eval()
+
+    def qat(self, model: torch.nn.Module) -> torch.nn.Module:
+        run, cfg = self.run_dir, self.cfg
+        torch.manual_seed(cfg.seed)
+        qmodel = calibrate(to_brevitas(model, self.recipe), self.data.train[0])
+        if run.done("qat"):
+            qmodel.load_state_dict(torch.load(run.file("model_int8.pt"), weights_only=False))
+            return qmodel.eval()
+        with self.rep.stage("QAT int8 (brevitas)", total=self.recipe.qat_epochs) as adv:
+            self._timed("qat", lambda: fit(qmodel, self.data.train, self.recipe.qat_epochs, self.recipe.qat_lr, cfg.seed,
+                                           checkpoint=run.file("qat_ckpt.pt"), on_epoch=lambda e, loss: adv(1, f"loss {loss:.3f}")))
+        from ..train import save_checkpoint
+
+        save_checkpoint(run.file("model_int8.pt"), qmodel.state_dict())
+        run.mark("qat", test_acc=evaluate(qmodel, *self.data.test))
+        return qmodel.eval()
+
+    def export(self, model, qmodel) -> list[dict]:
+        run = self.run_dir
+        if not run.done("export"):
+            with self.rep.stage("export ONNX (float + QCDQ) and check with onnxruntime", total=2) as adv:
+                from ..space.sparse import densify
+
+                export_float(densify(model), self._example(), run.file("model_fp32.onnx"))
+                adv()
+                export_int8(qmodel, self._example(), run.file("model_int8.onnx"))
+                adv()
+            x = self.data.test[0]
+            parity = [dataclasses.asdict(compare("torch fp32", run_torch(model, x), "onnxruntime fp32", run_ort(run.file("model_fp32.onnx"), x))),
+                      dataclasses.asdict(compare("brevitas int8", run_torch(qmodel, x), "onnxruntime int8", run_ort(run.file("model_int8.onnx"), x)))]
+            acc = float((run_ort(run.file("model_int8.onnx"), x).argmax(1) == self.data.test[1]).mean())
+            run.mark("export", parity=parity, onnx_int8_acc=acc)
+        return run.info("export")["parity"]
+
+    def compile(self):
+        from ..compile import compile_onnx
+
+        run = self.run_dir
+        lib = run.file(f"model_{self.target.name}.so")
+        if not run.done("compile"):
+            with self.rep.stage(f"compile INT8 with TVM for {self.target.name}" + (f" ({self.cfg.trials} tuning trials)" if self.cfg.trials else "")) as adv:
+                res = self._timed("compile", lambda: compile_onnx(run.file("model_int8.onnx"), self.target, lib, int8=True,
+                                                                 trials=self.cfg.trials, farm=self.farm,
+                                                                 progress=lambda m: adv(0, m)))
+            run.mark("compile", result=dataclasses.asdict(res))
+        return lib, run.info("compile")["result"]
+
+    def measure(self, lib) -> tuple[LatencyStats, dict]:
+        run = self.run_dir
+        if not run.done("measure"):
+            shape = (1, self.space.in_channels, self.space.image_size, self.space.image_size)
+            with self.rep.stage(f"measure on {self.target.name}", total=1) as adv:
+                stats = self._timed("measure", lambda: self._measure_lib(str(lib), shape, repeat=50))
+                adv()
+            x = self.data.test[0]
+            if self.farm is None:
+                from ..measure.local import run_local
+
+                tvm_out = run_local(str(lib), x)
+            else:
+                tvm_out = self.farm.run(str(lib), x)
+            ort_out = run_ort(run.file("model_int8.onnx"), x)
+            parity = dataclasses.asdict(compare("onnxruntime int8", ort_out, f"tvm {self.target.name}", tvm_out))
+            records.save(run.file("latency.json"), stats)
+            run.mark("measure", parity=parity, tvm_acc=float((tvm_out.argmax(1) == self.data.test[1]).mean()))
+        return records.load(run.file("latency.json"), LatencyStats), run.info("measure")
+
+    # -- the whole build ----------------------------------------------------------------------
+    def run(self) -> Manifest:
+        cfg = self.cfg
+        with self.run_dir.open(records.to_dict(cfg)["data"], self.resume) as run:
+            table = self.op_table()
+            if cfg.space_mode == "evolve":
+                table = self.evolve_space(table)
+            res = None
+            for r in range(1, cfg.rounds + 1):
+                res = self.round(r, table)
+            arch = res.arch
+            records.save(run.file("arch.json"), arch)
+            model = self.train_fp32(arch)
+            qmodel = self.qat(model)
+            parity = self.export(model, qmodel)
+            lib, comp = self.compile()
+            stats, meas = self.measure(lib)
+            manifest = self.manifest(arch, parity + [meas["parity"]], comp, stats, meas)
+            self.deliver()
+            return manifest
+
+    def deliver(self) -> None:
+        """The report a user reads and the deployable bundle ``OUT/<target>/`` (both regenerable:
+        ``edgenas report`` / ``edgenas package``)."""
+        from ..bundle import package
+        from ..report import write_report
+
+        with self.rep.stage("report.html and bundle", total=2) as adv:
+            write_report(self.run_dir.path)
+            adv()
+            package(self.run_dir.path, self.target.name)
+            adv()
+
+    def manifest(self, arch, parity, comp, stats, meas) -> Manifest:
+        run, cfg = self.run_dir, self.cfg
+        state = fsio.read_json(run.path / "state.json")["completed"]
+        rounds = tuple({"round": r, **{k: v for k, v in state[f"r{r}.measure"].items() if k != "at"},
+                        "arch": state[f"r{r}.search"]["arch"]} for r in range(1, cfg.rounds + 1))
+        names = ["arch.json", "model_fp32.onnx", "model_int8.onnx", run.file(f"model_{self.target.name}.so").name,
+                 "latency.json", "op_table.json"]
+        seconds = fsio.read_json(run.file("timing.json")) if run.file("timing.json").exists() else {}
+        m = Manifest(
+            schema_version=SCHEMA_VERSION, target=self.target.name, target_dict=self.target.tvm_target, arch=str(arch),
+            data=self.data.name, seed=cfg.seed, recipe=self.recipe.name,
+            accuracy={"fp32": state["train_fp32"]["test_acc"], "int8_brevitas": state["qat"]["test_acc"],
+                      "int8_onnx": state["export"]["onnx_int8_acc"], "int8_tvm": meas["tvm_acc"], "split": "test",
+                      "n": int(len(self.data.test[1]))},
+            latency=dataclasses.asdict(stats), latency_how=f"TVM time_evaluator, {stats.n} repeats, {stats.where}",
+            parity=tuple(parity), compile=comp, rounds=rounds, stage_seconds=seconds,
+            search_cost_s=round(sum(seconds.get(k, 0.0) for k in ("profile", "evolve", "search", "feedback")), 2),
+            files=hash_files(run.path, names),
+        )
+        records.save(run.file("manifest.json"), m)
+        return m

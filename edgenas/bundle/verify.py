@@ -1,0 +1,231 @@
+"""``edgenas verify BUNDLE``: is this bundle exactly what was packaged, and does its library work?
+
+Order matters. Every byte is checked first (``SHA256SUMS`` covers ``manifest.json``; the
+manifest covers every other file, and a file it does not list is a failure too: a bundle is
+sealed). Only when all hashes match is the library loaded, because ``dlopen`` of a changed
+``.so`` runs whatever its constructors now say. Then the library runs where it can:
+
+* x86-64 CPU targets run here on the stored inputs, when this CPU has the target's instructions
+  (a ``cascadelake`` library on an AVX2 host would die of SIGILL, so it is skipped with the reason);
+* aarch64 CPU targets run under qemu-user (``edgenas.measure.aarch64_check``; ``scripts/setup_cross``);
+* CUDA targets: the library must hold a real ``sm_XX`` fatbin; it cannot execute without a GPU.
+
+Outputs are compared with the stored onnxruntime int8 outputs within the manifest's tolerance
+(``bundle/sources.py:tolerance``: rounding of one int8 step passes, a broken library does not)
+and must agree on the top-1 class of every input that is not a near-tie.
+A check is ``ok``, ``fail``, ``skip`` (could not run here; ``strict`` makes it a failure) or ``info``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import records
+from .manifest import BUNDLE_SCHEMA_VERSION, MANIFEST, SUMS, BundleManifest, bundle_files, parse_sums
+from ..errors import EdgenasError
+from ..fsio import sha256_file
+
+ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
+FATBIN_MAGIC = b"\x50\xed\x55\xba"  # 0xBA55ED50 little-endian: the CUDA fatbin container header
+# CPU flags (/proc/cpuinfo) a library built for this -mcpu needs; unknown CPUs are assumed to run.
+MCPU_FLAGS = {"haswell": ("avx2", "fma"), "skylake": ("avx2", "fma"), "znver3": ("avx2", "fma"),
+              "skylake-avx512": ("avx512f",), "cascadelake": ("avx512f", "avx512_vnni"),
+              "icelake-server": ("avx512f", "avx512_vnni"), "sapphirerapids": ("avx512f", "amx_int8")}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok | fail | skip | info
+    detail: str
+
+
+@dataclass
+class Verification:
+    bundle: Path
+    manifest: BundleManifest | None = None
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, name: str, status: str, detail: str) -> None:
+        self.checks.append(Check(name, status, detail))
+
+    def failures(self, strict: bool = False) -> list[Check]:
+        bad = {"fail", "skip"} if strict else {"fail"}
+        return [c for c in self.checks if c.status in bad]
+
+
+def verify_bundle(bundle: str | os.PathLike) -> Verification:
+    v = Verification(Path(bundle))
+    if not v.bundle.is_dir():
+        v.add("bundle", "fail", f"{v.bundle}: no such directory")
+        return v
+    if not (v.bundle / SUMS).exists():
+        v.add("bundle", "fail", f"{v.bundle}: no {SUMS}, so not a sealed bundle "
+                                "(bundles are written by `edgenas package RUN_DIR --target NAME`)")
+        return v
+    if not _check_hashes(v):
+        v.add("library", "skip", "not loaded: the bundle's bytes differ from what was packaged")
+        return v
+    m = v.manifest
+    lib = v.bundle / m.library
+    if _check_elf(v, lib, m):
+        x = np.load(v.bundle / m.verification["inputs"])
+        expected = np.load(v.bundle / m.verification["outputs"])
+        _check_reference(v, x, expected)
+        _run_library(v, lib, m, x, expected)
+    return v
+
+
+def _check_hashes(v: Verification) -> bool:
+    root = v.bundle
+    try:
+        sums = parse_sums((root / SUMS).read_text())
+    except (OSError, ValueError) as e:
+        v.add(f"sha256 {SUMS}", "fail", f"{SUMS}: unreadable ({e})")
+        return False
+    if MANIFEST not in sums:
+        v.add(f"sha256 {SUMS}", "fail", f"{SUMS}: does not list {MANIFEST}")
+        return False
+    ok = _compare(SUMS, root, {MANIFEST: sums.pop(MANIFEST)}, v)
+    try:
+        v.manifest = records.load(root / MANIFEST, BundleManifest)
+    except EdgenasError as e:
+        v.add("manifest", "fail", f"{MANIFEST}: {e}")
+        return False
+    if v.manifest.schema_version != BUNDLE_SCHEMA_VERSION:
+        v.add("manifest", "fail", f"{MANIFEST}: schema {v.manifest.schema_version}, this edgenas reads {BUNDLE_SCHEMA_VERSION}")
+        return False
+    v.add("manifest", "ok", f"schema {v.manifest.schema_version}, target {v.manifest.target}, {len(v.manifest.files)} files")
+    ok &= _compare(MANIFEST, root, v.manifest.files, v)
+    if sums != v.manifest.files:
+        odd = sorted(n for n in set(sums) | set(v.manifest.files) if sums.get(n) != v.manifest.files.get(n))
+        v.add(f"sha256 {SUMS}", "fail", f"{SUMS}: disagrees with {MANIFEST} on {', '.join(odd)}")
+        ok = False
+    extra = sorted(set(bundle_files(root)) - set(v.manifest.files))
+    for name in extra:
+        v.add(f"sha256 {name}", "fail", f"{name}: not listed in {MANIFEST} (bundles are sealed)")
+    return ok and not extra
+
+
+def _compare(source: str, root: Path, expected: dict[str, str], v: Verification) -> bool:
+    ok = True
+    for name, digest in sorted(expected.items()):
+        path = root / name
+        if not path.is_file():
+            v.add(f"sha256 {name}", "fail", f"{name}: missing (listed in {source})")
+            ok = False
+        elif sha256_file(path) != digest:
+            why = f"{name} or {SUMS} changed" if name == MANIFEST else "the file changed"
+            v.add(f"sha256 {name}", "fail", f"{name}: sha256 differs from {source} ({why})")
+            ok = False
+        else:
+            v.add(f"sha256 {name}", "ok", digest[:16] + "…")
+    return ok
+
+
+def _check_elf(v: Verification, lib: Path, m: BundleManifest) -> bool:
+    head = lib.read_bytes()[:20]
+    if head[:4] != b"\x7fELF":
+        v.add("library", "fail", f"{m.library}: not an ELF shared library")
+        return False
+    machine = struct.unpack_from("<H", head, 18)[0]
+    want = ELF_MACHINE.get(m.target_arch)
+    if machine != want:
+        v.add("library", "fail", f"{m.library}: ELF machine {machine}, expected {want} for {m.target_arch}")
+        return False
+    v.add("library", "ok", f"{m.library}: ELF {m.target_arch}, {lib.stat().st_size / 1024:.0f} KiB")
+    return True
+
+
+def _check_reference(v: Verification, x: np.ndarray, expected: np.ndarray) -> None:
+    """The stored outputs reproduce from the bundle's own int8 ONNX on this machine."""
+    from ..quantize.export import run_ort
+
+    err = float(np.abs(run_ort(v.bundle / "model_int8.onnx", x, optimize=False) - expected).max())
+    atol = v.manifest.verification["atol"]
+    v.add("onnx int8 reference", "ok" if err <= atol else "fail",
+          f"onnxruntime on model_int8.onnx vs stored outputs: max |err| {err:.3g} (atol {atol:.3g})")
+
+
+def _compare_outputs(v: Verification, name: str, out: np.ndarray, expected: np.ndarray) -> None:
+    """Within atol everywhere, and the same top-1 class wherever the reference is not a near-tie
+    (errors below atol can only flip classes whose top-2 margin is under 2*atol)."""
+    atol = v.manifest.verification["atol"]
+    out = out.reshape(expected.shape)
+    err = float(np.abs(out - expected).max())
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 2 * atol
+    flips = int(((out.argmax(1) != expected.argmax(1)) & clear).sum())
+    agree = float((out.argmax(1) == expected.argmax(1)).mean())
+    ok = err <= atol and flips == 0
+    v.add(name, "ok" if ok else "fail", f"{len(expected)} stored inputs: max |err| {err:.3g} (atol {atol:.3g}), "
+                                       f"top-1 agreement {agree * 100:.0f} %" + (f", {flips} clear flips" if flips else ""))
+
+
+def _host_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def _run_library(v: Verification, lib: Path, m: BundleManifest, x: np.ndarray, expected: np.ndarray) -> None:
+    import platform
+
+    kind = m.target_dict.get("kind")
+    if kind == "cuda":
+        _check_fatbin(v, lib, m)
+        return
+    if m.target_arch == "aarch64":
+        from ..measure import aarch64_check
+
+        missing = aarch64_check.missing_tools()
+        if missing:
+            v.add("run (qemu-aarch64)", "skip", f"needs {', '.join(missing)}: run scripts/setup_cross")
+            return
+        _compare_outputs(v, "run (qemu-aarch64)", aarch64_check.run_aarch64_library(lib, x), expected)
+        return
+    if platform.machine() != m.target_arch:
+        v.add("run (local)", "skip", f"this host is {platform.machine()}, the library is {m.target_arch}")
+        return
+    lacking = [f for f in MCPU_FLAGS.get(m.target_dict.get("mcpu", ""), ()) if f not in _host_flags()]
+    if lacking:
+        v.add("run (local)", "skip", f"this CPU lacks {', '.join(lacking)} (needed by mcpu={m.target_dict['mcpu']})")
+        return
+    from ..measure.local import run_local
+
+    _compare_outputs(v, "run (local)", run_local(str(lib), x), expected)
+
+
+def _fatbin_archs(data: bytes, start: int) -> set[int]:
+    """SM numbers in the fatbin at ``start``: header {magic u32, version u16, header size u16,
+    payload size u64}, then entries {kind u16, version u16, header size u32, payload size u64, …,
+    arch u32 at byte 28}."""
+    _, _, hsize, size = struct.unpack_from("<IHHQ", data, start)
+    pos, end, archs = start + hsize, start + hsize + size, set()
+    while pos + 32 <= min(end, len(data)):
+        _, _, ehsize, esize = struct.unpack_from("<HHIQ", data, pos)
+        archs.add(struct.unpack_from("<I", data, pos + 28)[0])
+        pos += max(ehsize + esize, 1)
+    return archs
+
+
+def _check_fatbin(v: Verification, lib: Path, m: BundleManifest) -> None:
+    data = lib.read_bytes()
+    want = int(str(m.target_dict.get("arch", "sm_0")).removeprefix("sm_"))
+    start = data.find(FATBIN_MAGIC)
+    archs = _fatbin_archs(data, start) if start >= 0 else set()
+    if want not in archs:
+        v.add("cuda fatbin", "fail", f"{m.library}: no sm_{want} fatbin (found {sorted(archs) or 'none'})")
+    elif b"__global__" in data:
+        v.add("cuda fatbin", "fail", f"{m.library}: carries CUDA source besides the fatbin (would JIT on the device)")
+    else:
+        v.add("cuda fatbin", "ok", f"{m.library}: sm_{want} machine code, no CUDA source")
+    v.add("run (cuda)", "info", "cannot execute without a GPU: numerics are checked on the device")

@@ -1,0 +1,90 @@
+"""``edgenas compile`` (a bring-your-own ONNX model to a TVM library, and its latency on a farm)
+and ``edgenas tune-space`` (tune every op of the search space into the target's tuning logs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .app import app, handled
+
+
+@app.command("compile")
+@handled
+def compile_cmd(
+    model: Path = typer.Argument(..., help="ONNX model: float, or QDQ/QCDQ int8 (brevitas, onnxruntime quantize_static)."),
+    target: str = typer.Option("x86-avx2", "--target", "-t", help="Target name or TOML path."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output library path (default: MODEL_<target>.so beside the model)."),
+    trials: int = typer.Option(0, "--trials", help="MetaSchedule trials (tuning records go to tuning_logs/<target>/)."),
+    float_only: bool = typer.Option(False, "--float", help="Do not fold Q/DQ into integer ops (float simulation)."),
+    tracker: Optional[str] = typer.Option(None, "--tracker", help="TVM RPC tracker HOST:PORT of a device farm: tune there "
+                                          "(MetaSchedule RPC runner) and measure the library there."),
+    key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key)."),
+):
+    """Compile a bring-your-own ONNX model for TARGET with TVM (INT8 kernels for QDQ models).
+
+    Examples:\n
+      edgenas compile model_int8.onnx --target x86-avx2 --trials 64\n
+      edgenas compile model_int8.onnx --target rpi4 --trials 64 --tracker 10.0.0.2:9190 --key rpi4
+    """
+    from ..compile import compile_onnx
+    from ..target import get_target
+    from .options import farm_from_options
+    from .view import console as err_console, kv_table, out as console
+
+    spec = get_target(target)
+    farm = farm_from_options(tracker, key, spec)
+    lib = out or model.with_name(f"{model.stem}_{spec.name}.so")
+    with err_console.status(f"compiling {model.name} for {spec.name}") as status:
+        res = compile_onnx(model, spec, lib, int8=not float_only, trials=trials, farm=farm,
+                           progress=lambda m: status.update(m))
+        latency = None
+        if farm is not None:
+            from ..compile.frontend import input_shape
+
+            status.update(f"measuring {lib.name} on {farm.tracker} key {farm.key!r}")
+            latency = farm.measurement(res.library, input_shape(model))
+    rows = [("library", str(res.library)), ("target", res.target),
+            ("int8 ops", ", ".join(f"{k}×{v}" for k, v in res.int8_ops.items()) or "none"),
+            ("tuning", f"{res.trials} new trials ({res.failed_runs} failed to run), {res.db_records} records, "
+                       f"applied={res.tuned}"),
+            ("seconds", f"{res.seconds:.1f}")]
+    rows += [("fell back to float", f) for f in res.fallbacks]
+    if latency is not None:
+        rows.append(("latency on the farm", f"median {latency.stats.median_ms:.4f} ms (n = {latency.stats.n}, "
+                                            f"{latency.device_id}, key {latency.key})"))
+    console.print(kv_table("edgenas compile", rows))
+
+
+@app.command("tune-space")
+@handled
+def tune_space_cmd(
+    target: str = typer.Option("x86-avx2", "--target", "-t", help="Target name or TOML path (must be measurable here)."),
+    trials: int = typer.Option(16, "--trials", help="MetaSchedule trials per op configuration (tasks with records are skipped)."),
+    image_size: int = typer.Option(16, "--image-size", help="Input resolution of the space (as for build)."),
+    recipe: str = typer.Option("int8-per-channel", "--recipe", help="Quantization recipe name or path."),
+):
+    """Tune every op configuration of the search space into tuning_logs/<target>/ (resumable).
+
+    Per-model tuning cannot sit inside a search loop; tuning the space once means every architecture the search picks compiles from database hits, and the op table is re-profiled from the same tuned kernels.
+    """
+    import dataclasses
+
+    from ..build.config import op_table_path
+    from ..latency.profile import tune_space
+    from ..quantize.recipe import get_recipe
+    from ..space.arch import SpaceConfig
+    from ..target import get_target
+    from .view import RichReporter
+
+    spec = get_target(target)
+    space = dataclasses.replace(SpaceConfig(), image_size=image_size)
+    n = len(space.positions())
+    with RichReporter().stage(f"tune {spec.name}: ops of the space", total=None) as adv:
+        new = tune_space(space, get_recipe(recipe), spec, trials, progress=lambda i, total, key: adv(1 if i else 0, f"{i + 1}/{total} {key}"))
+    stale = op_table_path(spec.name)
+    if new and stale.exists():
+        stale.unlink()  # measured on the old kernels: the next build re-profiles
+    typer.echo(f"{new} new trials for {n} searchable layers; database in {stale.parent}")

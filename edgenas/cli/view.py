@@ -1,0 +1,117 @@
+"""Rich rendering for the CLI: the progress reporter and the tables. Imported only by commands.
+
+The only place besides the command modules that imports rich: the library hands back records
+(``BenchReport``, ``FarmStatus``, manifests) and these functions draw them.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..build.manifest import round_line
+from ..build.progress import Reporter
+
+console = Console(stderr=True)
+out = Console()
+
+
+class RichReporter(Reporter):
+    """One progress bar per stage, with the stage's latest note beside it."""
+
+    @contextmanager
+    def stage(self, name, total=None):
+        cols = [SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("{task.fields[note]}", style="dim")]
+        with Progress(*cols, console=console, transient=False) as prog:
+            task = prog.add_task(name, total=total, note="")
+
+            def advance(n=1, note=""):
+                prog.update(task, advance=n, note=note)
+
+            yield advance
+            if total is not None:
+                prog.update(task, completed=total)
+
+    def info(self, message):
+        console.print(f"[cyan]•[/] {message}")
+
+    def warn(self, message):
+        console.print(f"[yellow]warning:[/] {message}")
+
+
+def kv_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column(style="bold", overflow="fold")
+    t.add_column(overflow="fold")
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def targets_table(specs) -> Table:
+    t = Table(title="edgenas targets (targets/*.toml)", title_justify="left")
+    for col in ("name", "kind", "cpu / gpu", "arch", "cross compiler", "reached by", "int8"):
+        t.add_column(col, overflow="fold")
+    for s in specs:
+        reach = "local CPU" if s.runner == "local" else (f"RPC key {s.rpc_key}" if s.runner == "rpc" else "compile only")
+        chip = s.tvm_target.get("mcpu") or s.tvm_target.get("arch", "-")
+        t.add_row(s.name, s.tvm_target["kind"], str(chip), s.arch, s.cross_compiler or "-", reach, s.int8_dot)
+    return t
+
+
+def build_summary(m, run_dir) -> Table:
+    lat = m.latency or {}
+    acc = m.accuracy
+    rows = [
+        ("architecture", m.arch),
+        ("target", m.target),
+        ("data", f"{m.data} (test split, n={acc.get('n')})"),
+        ("accuracy fp32", f"{acc['fp32'] * 100:.2f} %"),
+        ("accuracy int8 (brevitas / onnx / tvm)",
+         f"{acc['int8_brevitas'] * 100:.2f} % / {acc['int8_onnx'] * 100:.2f} % / {acc['int8_tvm'] * 100:.2f} %"),
+        ("latency int8 (median / p90, n)",
+         f"{lat.get('median_ms', float('nan')):.4f} ms / {lat.get('p90_ms', float('nan')):.4f} ms, n={lat.get('n')}" if lat else "not measured"),
+        ("int8 ops in TVM", ", ".join(f"{k}×{v}" for k, v in (m.compile.get("int8_ops") or {}).items()) or "none"),
+        ("search cost", f"{m.search_cost_s:.0f} s"),
+    ]
+    for r in m.rounds:
+        rows.append((f"round {r['round']}", round_line(r)))
+    for name in sorted(m.files):
+        rows.append(("artifact", str(run_dir / name)))
+    rows.append(("report", str(run_dir / "report.html")))
+    rows.append(("bundle", str(run_dir / m.target) + "  (edgenas verify checks it)"))
+    return kv_table("edgenas build", rows)
+
+
+def bench_table(report) -> Table:
+    """The regression gate's report (``measure.gate.BenchReport``), regressions first."""
+    from ..measure.gate import bench_rows
+
+    table = Table(title=f"latency vs {report.baseline_file} (tolerance {report.tolerance:.0%}, target {report.target})")
+    rows = bench_rows(report)
+    for col in (rows[0] if rows else {"model": ""}):
+        table.add_column(col, justify="right" if col.endswith("ms") or col == "change" else "left")
+    style = {"regression": "bold red", "faster": "green", "new": "cyan", "ok": ""}
+    for r in rows:
+        table.add_row(*r.values(), style=style[r["status"]])
+    table.caption = report.summary()
+    return table
+
+
+def status_table(status) -> Table:
+    """A farm's status (``measure.farm_status.FarmStatus``): one row per key, the server addresses last."""
+    from ..measure.farm_status import status_rows
+
+    table = Table(title=f"device farm at {status.tracker}")
+    for col in ("key", "servers", "free", "busy", "queued", "addresses"):
+        table.add_column(col, justify="right" if col in ("servers", "free", "busy", "queued") else "left")
+    for row in status_rows(status):
+        addrs = ", ".join(a for a, k in status.servers if k == row["key"])
+        table.add_row(row["key"], *(str(row[c]) for c in ("servers", "free", "busy", "queued")), addrs or "-")
+    if not status.keys:
+        table.caption = "no servers registered"
+    return table

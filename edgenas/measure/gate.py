@@ -1,0 +1,214 @@
+"""Latency regression gate: measure compiled artifacts and compare them with a stored baseline.
+
+``bench`` measures each artifact (the library in a run directory, or a model of the benchmark
+set) with the measurement protocol, on this CPU or through a farm, and compares its median with
+the baseline's. A model slower than ``baseline * (1 + tolerance)`` is re-measured once and the
+faster of the two medians kept — noise on a shared machine only ever adds time — so a
+regression is reported only when it survives a second look. ``update_baseline`` writes the
+measured medians as the new baseline atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import records
+from ..errors import UsageError
+from .protocol import Measurement, Protocol, measure_here, software_versions
+from ..records import record
+
+
+@record("baseline_entry")
+@dataclass(frozen=True)
+class BaselineEntry:
+    median_ms: float
+    p90_ms: float
+    ci_ms: tuple[float, float]
+    where: str
+    library_sha256: str
+    measured_at: float
+
+
+@record("latency_baseline")
+@dataclass(frozen=True)
+class Baseline:
+    target: str
+    entries: dict[str, BaselineEntry] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class BenchItem:
+    name: str
+    library: str
+    input_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    name: str
+    baseline_ms: float | None
+    measured_ms: float
+    change_pct: float | None
+    status: str            # "ok", "regression", "faster" (beyond tolerance), "new" (not in the baseline)
+    ci_ms: tuple[float, float]
+    where: str
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    target: str
+    baseline_file: str
+    baseline_found: bool
+    tolerance: float
+    rows: tuple[BenchRow, ...]
+    measurements: tuple[Measurement, ...]
+
+    @property
+    def regressions(self) -> list[BenchRow]:
+        return [r for r in self.rows if r.status == "regression"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.regressions
+
+    def summary(self) -> str:
+        """One line: what the gate says."""
+        if self.passed:
+            return f"{len(self.rows)} models within {self.tolerance:.0%} of {self.baseline_file}"
+        worst = ", ".join(f"{r.name} ({r.change_pct:+.1f} %)" for r in self.regressions)
+        return f"{len(self.regressions)} of {len(self.rows)} models regressed beyond {self.tolerance:.0%}: {worst}"
+
+
+def resolve_items(run_dirs_or_models, target) -> list[BenchItem]:
+    """Run directories (their ``model_<target>.so``, input shape from ``arch.json``) and/or items."""
+    from ..space.arch import Arch
+
+    items = []
+    for entry in run_dirs_or_models:
+        if isinstance(entry, BenchItem):
+            items.append(entry)
+            continue
+        run = Path(entry)
+        lib, arch_file = run / f"model_{target.name}.so", run / "arch.json"
+        if not lib.is_file() or not arch_file.is_file():
+            raise UsageError(f"{run}: not a finished run for target {target.name!r} (needs {lib.name} and arch.json)")
+        arch = records.load(arch_file, Arch)
+        items.append(BenchItem(run.name, str(lib), (1, arch.in_channels, arch.image_size, arch.image_size)))
+    names = [i.name for i in items]
+    if len(set(names)) != len(names):
+        raise UsageError(f"two artifacts share a name ({', '.join(sorted({n for n in names if names.count(n) > 1}))}); "
+                         "name run directories uniquely")
+    return items
+
+
+def load_baseline(path, target_name: str) -> Baseline | None:
+    p = Path(path)
+    if not p.exists():
+        return None
+    base = records.load(p, Baseline)
+    if base.target != target_name:
+        raise UsageError(f"{p} is a baseline for target {base.target!r}, not {target_name!r}")
+    return base
+
+
+def bench(run_dirs_or_models, target, baseline_file, tolerance: float = 0.10, farm=None,
+          protocol: Protocol | None = None, repeat: int = 30) -> BenchReport:
+    """Measure every artifact and compare it with ``baseline_file`` (missing file: all "new")."""
+    from ..target import TargetSpec, get_target
+
+    spec = target if isinstance(target, TargetSpec) else get_target(target)
+    if not 0 < tolerance < 10:
+        raise UsageError(f"--tolerance must be a positive fraction such as 0.10 (got {tolerance})")
+    if farm is None and not spec.measurable_locally:
+        raise UsageError(f"target {spec.name!r} is measured on a device: pass --tracker HOST:PORT --key "
+                         f"{spec.rpc_key or spec.name}")
+    items = resolve_items(run_dirs_or_models, spec)
+    if not items:
+        raise UsageError("nothing to bench: give run directories or use the benchmark model set")
+    base = load_baseline(baseline_file, spec.name)
+    proto = protocol or Protocol()
+
+    def measure(item: BenchItem) -> Measurement:
+        if farm is not None:
+            return farm.measurement(item.library, item.input_shape, repeat, proto)
+        return measure_here(item.library, item.input_shape, proto, min_samples=repeat, target=spec.name)
+
+    rows, kept = [], []
+    for item in items:
+        m = measure(item)
+        ref = base.entries.get(item.name) if base else None
+        if ref is not None and m.stats.median_ms > ref.median_ms * (1 + tolerance):
+            again = measure(item)
+            m = min(m, again, key=lambda x: x.stats.median_ms)
+        kept.append(m)
+        rows.append(_row(item.name, m, ref, tolerance))
+    return BenchReport(spec.name, os.fspath(baseline_file), base is not None, tolerance, tuple(rows), tuple(kept))
+
+
+def _row(name: str, m: Measurement, ref: BaselineEntry | None, tol: float) -> BenchRow:
+    med = m.stats.median_ms
+    if ref is None:
+        return BenchRow(name, None, med, None, "new", m.ci_ms, m.device_id)
+    change = (med / ref.median_ms - 1) * 100
+    status = "regression" if change > tol * 100 else "faster" if change < -tol * 100 else "ok"
+    return BenchRow(name, ref.median_ms, med, change, status, m.ci_ms, m.device_id)
+
+
+def update_baseline(report: BenchReport, baseline_file=None) -> Path:
+    """Write the report's measurements as the baseline (entries not benched are kept), atomically."""
+    path = Path(baseline_file or report.baseline_file)
+    old = load_baseline(path, report.target)
+    entries = dict(old.entries) if old else {}
+    for row, m in zip(report.rows, report.measurements):
+        entries[row.name] = BaselineEntry(m.stats.median_ms, m.stats.p90_ms, m.ci_ms, m.device_id,
+                                          m.library_sha256, m.measured_at)
+    records.save(path, Baseline(report.target, entries, software_versions(), time.time()))
+    return path
+
+
+def bench_rows(report: BenchReport) -> list[dict]:
+    """Display rows (strings), regressions first."""
+    order = {"regression": 0, "faster": 1, "new": 2, "ok": 3}
+    out = []
+    for r in sorted(report.rows, key=lambda r: (order[r.status], r.name)):
+        out.append({"model": r.name, "baseline ms": "-" if r.baseline_ms is None else f"{r.baseline_ms:.4f}",
+                    "measured ms": f"{r.measured_ms:.4f}", "95% CI": f"{r.ci_ms[0]:.4f}-{r.ci_ms[1]:.4f}",
+                    "change": "-" if r.change_pct is None else f"{r.change_pct:+.1f} %", "status": r.status,
+                    "where": r.where})
+    return out
+
+
+def model_set(target, work_dir, recipe: str = "int8-per-channel") -> list[BenchItem]:
+    """The benchmark model set: three fixed INT8 architectures of the default space (every layer
+    its fewest-MACs op, a mixed net, every layer its most-MACs op), compiled afresh for ``target``
+    the way every measured latency of a build is (``latency.profile``: untrained calibrated weights
+    exported QCDQ, then ``compile_onnx`` with the target's tuning database), so a compiler or tuning
+    change shows up here."""
+    from ..compile import compile_onnx
+    from ..latency.profile import export_op
+    from ..quantize.recipe import get_recipe
+    from ..space.arch import SpaceConfig, arch_from_choices
+    from ..space.cost import op_cost
+    from ..space.supernet import FrozenNet
+
+    space, work, rec = SpaceConfig(), Path(work_dir), get_recipe(recipe)
+    work.mkdir(parents=True, exist_ok=True)
+    ranked = []
+    for i, ((cin, cout, stride), hw) in enumerate(zip(space.positions(), space.spatial_sizes())):
+        cost = {c: (op_cost(c[0], cin, cout, stride, hw).macs if c[0] != "skip" else 0.0) for c in space.candidates(i)}
+        ranked.append(sorted(space.candidates(i), key=lambda c: (cost[c], c)))
+    picks = {"bench-small": [r[0] for r in ranked], "bench-mixed": [r[len(r) // 2] for r in ranked],
+             "bench-large": [r[-1] for r in ranked]}
+    items = []
+    for name, choices in picks.items():
+        arch = arch_from_choices(space, choices)
+        shape = (1, arch.in_channels, arch.image_size, arch.image_size)
+        onnx_path = export_op(FrozenNet(arch), rec, shape, work)
+        res = compile_onnx(onnx_path, target, work / f"{name}_{target.name}.so", int8=True, trials=0)
+        items.append(BenchItem(name, res.library, shape))
+    return items
