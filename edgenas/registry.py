@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 from .errors import UsageError
 
@@ -52,8 +52,3 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-
-def make_registry(kind: str) -> tuple[Registry, Callable, Callable, Callable]:
-    """Return ``(registry, register_x, list_x, create_x)`` in the timm/TVM style."""
-    reg: Registry = Registry(kind)
-    return reg, reg.register, reg.names, reg.create

@@ -23,12 +23,6 @@ from .registry import Registry
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TARGETS_DIR = Path(os.environ.get("EDGENAS_TARGETS_DIR", REPO_ROOT / "targets"))
 
-
-def tuning_root() -> Path:
-    """Where per-target tuning databases and op tables live (``EDGENAS_TUNING_LOGS`` overrides:
-    tests point it at a temp dir so they never write into the committed ``tuning_logs/``)."""
-    return Path(os.environ.get("EDGENAS_TUNING_LOGS", REPO_ROOT / "tuning_logs"))
-
 TVM_KINDS = ("llvm", "cuda")
 RUNNERS = ("local", "rpc", "none")
 INT8_DOT = ("none", "avx2", "vnni", "avx512", "neon", "sdot", "i8mm", "dp4a")

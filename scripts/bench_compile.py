@@ -93,23 +93,9 @@ def torch_model(name):
 
 # ---------------------------------------------------------------- ONNX preparation
 def _quantize(fp32: Path, out: Path, fmt: str, shape) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from edgenas.quantize.ort_static import quantize_static_onnx
 
-    pre = out.with_name(out.stem + ".pre.onnx")
-    quant_pre_process(str(fp32), str(pre))
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            rs = np.random.RandomState(0)
-            self.it = iter([{"input": rs.randn(*shape).astype("float32")} for _ in range(16)])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(pre), str(out), Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return out
+    return quantize_static_onnx(fp32, out, shape, fmt, samples=16)
 
 
 def prepare(name: str, work: Path, run_dir: Path | None) -> dict:

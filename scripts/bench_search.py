@@ -77,7 +77,8 @@ from edgenas.space.cost import arch_bitops
 from edgenas.search.evolve import evolve_for_budget
 from edgenas.space.sparse import train_sparse, weight_sparsity
 from edgenas.space.supernet import freeze
-from edgenas.target import get_target, tuning_root
+from edgenas.target import get_target
+from edgenas.tuning_store import TuningStore
 from edgenas.train import evaluate, fit
 
 SIZES = {
@@ -140,7 +141,7 @@ def install_baselines(base: list[dict], target: str, quick: bool = False) -> Pat
     would then pass as baselines. Returns the path written, or None."""
     if quick:
         return None
-    return fsio.write_json(tuning_root() / target / "baselines.json", base)
+    return fsio.write_json(TuningStore(target).search_baselines_file, base)
 
 
 # ------------------------------------------------------------------ worker side (no latency measured)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from edgenas.latency.profile import int8_latency
-from edgenas.measure.local import measure_local
+from edgenas.measure.runners import runner_for
 from edgenas.quantize.recipe import get_recipe
 from edgenas.space.ops import _Block, create_op
 from edgenas.space.sparse import sparse_layers, weight_sparsity
@@ -67,7 +67,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     recipe, target = get_recipe("int8-per-channel"), get_target(args.target)
-    ms = lambda lib, shape: measure_local(lib, shape, repeat=args.repeat).median_ms  # noqa: E731
+    runner = runner_for(target)   # this CPU, through the measurement protocol
+    ms = lambda lib, shape: runner.measure(lib, shape, min_samples=args.repeat).stats.median_ms  # noqa: E731
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for op, cin, cout, stride, hw in CASES:

@@ -16,14 +16,15 @@ the CLI) import ``build.rundir`` / ``build.manifest`` without pulling in torch a
 from __future__ import annotations
 
 
-def build(cfg, reporter=None, resume: bool = False, farm=None):
-    """Run (or resume) the build ``cfg`` (a ``config.BuildConfig``); returns the ``Manifest``
-    written to ``cfg.out``."""
+def build(cfg, target, reporter=None, resume: bool = False, farm=None):
+    """Run (or resume) the build ``cfg`` (a ``config.BuildConfig``) for ``target``, the
+    ``TargetSpec`` its caller resolved ``cfg.target`` to; returns the ``Manifest`` written to
+    ``cfg.out``."""
     from .progress import Reporter
     from .stages import Build
 
     cfg.validate()
-    return Build(cfg, reporter or Reporter(), resume, farm).run()
+    return Build(cfg, target, reporter or Reporter(), resume, farm).run()
 
 
 __all__ = ["build"]

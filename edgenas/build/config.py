@@ -115,8 +115,3 @@ class BuildConfig:
         if self.search.epochs < 1 or not 0 <= self.search.warmup < self.search.epochs:
             raise UsageError("search epochs must be >= 1 and warm-up shorter than the search")
 
-
-def op_table_path(target_name: str):
-    from ..target import tuning_root
-
-    return tuning_root() / target_name / "op_latency.json"

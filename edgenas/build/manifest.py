@@ -5,28 +5,14 @@ Every artifact is listed with its sha256 so that ``edgenas verify`` can detect a
 
 from __future__ import annotations
 
-import platform
-import sys
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
-from .. import __version__
 from ..fsio import sha256_file
 from ..records import record
+from ..versions import software_versions
 
 SCHEMA_VERSION = 1
-PACKAGES = ("torch", "apache-tvm", "apache-tvm-ffi", "onnx", "onnxruntime", "brevitas", "numpy", "scikit-learn")
-
-
-def software_versions() -> dict[str, str]:
-    out = {"edgenas": __version__, "python": sys.version.split()[0], "platform": platform.platform()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def hash_files(root: Path, names: list[str]) -> dict[str, str]:

@@ -15,24 +15,27 @@ import torch
 from .. import fsio, records
 from ..data import load_data
 from ..errors import UsageError
-from ..latency.dataset import LatencyPoint, dataset_path, load_dataset, table_covers
+from ..latency.dataset import LatencyPoint, table_covers
 from ..latency.predictor import Predictor, fit_arch_predictor, table_hash
 from ..latency.profile import measure_arch, profile_space
 from ..latency.table import LatencyTable
-from .manifest import SCHEMA_VERSION, Manifest, hash_files, round_line
+from ..measure.runners import runner_for
 from ..measure.stats import LatencyStats
-from .config import BuildConfig, op_table_path
-from .progress import Reporter
 from ..quantize.convert import calibrate, to_brevitas
 from ..quantize.export import compare, export_float, export_int8, run_ort, run_torch
 from ..quantize.recipe import get_recipe
-from .rundir import RunDir
 from ..search.darts import SearchResult
 from ..search.strategies import STRATEGIES
 from ..space.arch import Arch, arch_from_choices
 from ..space.supernet import freeze
-from ..target import get_target
+from ..target import TargetSpec
 from ..train import evaluate, fit
+from ..tuning_store import TuningStore
+from . import rundir
+from .config import BuildConfig
+from .manifest import SCHEMA_VERSION, Manifest, hash_files, round_line
+from .progress import Reporter
+from .rundir import RunDir
 
 
 def _step_note(h: dict) -> str:
@@ -42,9 +45,12 @@ def _step_note(h: dict) -> str:
 
 
 class Build:
-    def __init__(self, cfg: BuildConfig, reporter: Reporter, resume: bool, farm=None):
+    """One build for ``target`` (the ``TargetSpec`` resolved from ``cfg.target`` by the caller),
+    measured through ``farm`` (a ``measure.rpc.Farm``) when one is given, else on this host."""
+
+    def __init__(self, cfg: BuildConfig, target: TargetSpec, reporter: Reporter, resume: bool, farm=None):
         self.cfg, self.rep, self.resume, self.farm = cfg, reporter, resume, farm
-        self.target = get_target(cfg.target)
+        self.target = target
         self.target.check_host_prerequisites()
         if not self.target.measurable_locally and farm is None:
             raise UsageError(
@@ -55,19 +61,15 @@ class Build:
         self.data = load_data(cfg.data, cfg.space.image_size, cfg.seed)
         self.space = dataclasses.replace(cfg.space, in_channels=self.data.channels, num_classes=self.data.classes)
         self.run_dir = RunDir(cfg.out)
+        self.store = TuningStore(target)
+        self.runner = runner_for(target, farm)
         self.budget_ms = cfg.latency_budget_ms   # an evolved space keeps the budget it was evolved for
 
     # -- helpers ------------------------------------------------------------------------------
     def _measure_lib(self, lib: str, shape: tuple[int, ...], repeat: int = 15) -> LatencyStats:
         """Every latency of the build goes through the measurement protocol (warm-up, short samples,
         repeats until the median's interval is tight, outliers re-measured), journaled in the run."""
-        journal = self.run_dir.file("measurements.jsonl")
-        if self.farm is not None:
-            self.farm.journal = self.farm.journal or journal
-            return self.farm.measure(lib, shape, repeat=repeat)
-        from ..measure.protocol import measure_here
-
-        return measure_here(lib, shape, min_samples=repeat, target=self.target.name, journal=journal).stats
+        return self.runner.measure(lib, shape, min_samples=repeat, journal=self.run_dir.file(rundir.JOURNAL)).stats
 
     def _median(self, lib: str, shape: tuple[int, ...]) -> float:
         return self._measure_lib(lib, shape).median_ms
@@ -76,7 +78,7 @@ class Build:
         """Run ``fn`` and add its wall time to ``timing.json`` (kept across resumes)."""
         t = time.time()
         out = fn()
-        path = self.run_dir.file("timing.json")
+        path = self.run_dir.file(rundir.TIMING)
         seconds = fsio.read_json(path) if path.exists() else {}
         seconds[name] = round(seconds.get(name, 0.0) + time.time() - t, 3)
         fsio.write_json(path, seconds)
@@ -90,17 +92,16 @@ class Build:
         """The op table for this target: cached across runs in tuning_logs/<target>/."""
         run = self.run_dir
         if run.done("op_table"):
-            return records.load(run.file("op_table.json"), LatencyTable)
-        shared = op_table_path(self.target.name)
-        table = records.load(shared, LatencyTable) if shared.exists() else LatencyTable(self.target.name)
+            return records.load(run.file(rundir.OP_TABLE), LatencyTable)
+        table = self.store.op_table()
         todo = len(table.missing(self.space)) + (2 if table.fixed_ms == 0 else 0)
         with self.rep.stage("profile op latencies (INT8, on target)", total=todo) as adv:
             table = self._timed("profile", lambda: profile_space(
                 self.space, table, self.recipe, self.target, self._median,
                 progress=lambda i, n, key: adv(1 if i else 0, key)))
         if todo:
-            records.save(shared, table)
-        records.save(run.file("op_table.json"), table)
+            self.store.save_op_table(table)
+        records.save(run.file(rundir.OP_TABLE), table)
         run.mark("op_table", entries=len(table.entries))
         return table
 
@@ -128,17 +129,17 @@ class Build:
                 table = self._timed("profile", lambda: profile_space(
                     res.space, table, self.recipe, self.target, self._median,
                     progress=lambda i, n, key: adv(1 if i else 0, key)))
-            records.save(op_table_path(self.target.name), table)
-            records.save(run.file("op_table.json"), table)
-            records.save(run.file("stage_tables.json"), tables)
-            records.save(run.file("space.json"), res.space)
+            self.store.save_op_table(table)
+            records.save(run.file(rundir.OP_TABLE), table)
+            records.save(run.file(rundir.STAGE_TABLES), tables)
+            records.save(run.file(rundir.SPACE), res.space)
             blocks = [st.ops[0] for st in res.space.stages]
             self.rep.info(f"SpaceEvo: Q-T {res.score:.4f} after {res.evaluated} candidate spaces; stages "
                           + ", ".join(f"{op}×{st.channels}" for op, st in zip(blocks, res.space.stages)))
             run.mark("evolve", candidate=str(res.best), qt_score=res.score, evaluated=res.evaluated, budget_ms=budget)
-        self.space = records.load(run.file("space.json"), SpaceConfig)
+        self.space = records.load(run.file(rundir.SPACE), SpaceConfig)
         self.budget_ms = cfg.latency_budget_ms or run.info("evolve")["budget_ms"]
-        return records.load(run.file("op_table.json"), LatencyTable)
+        return records.load(run.file(rundir.OP_TABLE), LatencyTable)
 
     def _first_arch(self) -> Arch:
         return arch_from_choices(self.space, [self.space.candidates(i)[0] for i in range(len(self.space.positions()))])
@@ -149,37 +150,27 @@ class Build:
         into the run directory the first time, so a resumed run fits on the same points."""
         if not self.cfg.reuse_latency:
             return []
-        snap = self.run_dir.file("earlier_points.json")
+        snap = self.run_dir.file(rundir.EARLIER_POINTS)
         if not snap.exists():
             same_ends = (str(self._first_arch()).split("|")[0], str(self._first_arch()).split("|")[-1])
-            kept = [p for p in load_dataset(self.target.name).points
-                    if p.where == self._where()                                    # same device (farm key)
+            kept = [p for p in self.store.latency_points().points
+                    if p.where == self.runner.where                                    # same device (farm key)
                     and (p.arch.split("|")[0], p.arch.split("|")[-1]) == same_ends   # same input, stem, head
                     and table_covers(table, Arch.parse(p.arch))]
             fsio.write_json(snap, [{"arch": p.arch, "measured_ms": p.measured_ms, "where": p.where} for p in kept])
             self.rep.info(f"latency model: {len(kept)} measurement(s) from earlier runs on {self.target.name}")
         return fsio.read_json(snap)
 
-    def _where(self) -> str:
-        return f"rpc {self.farm.key}" if self.farm is not None else "local"
-
     def _keep_for_later_runs(self, rows: list[dict], r: int) -> None:
-        """Append this round's measurements to the target's dataset (under a file lock: builds
-        for the same target may run side by side)."""
-        from filelock import FileLock
-
-        path = dataset_path(self.target.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        where = self._where()
-        with FileLock(str(path) + ".lock"):
-            ds = load_dataset(self.target.name)
-            records.save(path, ds.add(
-                *(LatencyPoint(row["arch"], row["measured_ms"], where=where, round=r) for row in rows)))
+        """Append this round's measurements to the target's latency points (the store locks:
+        builds for the same target may run side by side)."""
+        where = self.runner.where
+        self.store.add_latency_points(*(LatencyPoint(row["arch"], row["measured_ms"], where=where, round=r) for row in rows))
 
     def measured_so_far(self, upto: int) -> list[dict]:
         out = []
         for r in range(1, upto + 1):
-            f = self.run_dir.path / f"rounds/r{r}/measured.json"
+            f = self.run_dir.round_file(r, "measured.json")
             if f.exists():
                 out += fsio.read_json(f)
         return out
@@ -286,14 +277,14 @@ class Build:
             with self.rep.stage("export ONNX (float + QCDQ) and check with onnxruntime", total=2) as adv:
                 from ..space.sparse import densify
 
-                export_float(densify(model), self._example(), run.file("model_fp32.onnx"))
+                export_float(densify(model), self._example(), run.file(rundir.MODEL_FP32_ONNX))
                 adv()
-                export_int8(qmodel, self._example(), run.file("model_int8.onnx"))
+                export_int8(qmodel, self._example(), run.file(rundir.MODEL_INT8_ONNX))
                 adv()
             x = self.data.test[0]
-            parity = [dataclasses.asdict(compare("torch fp32", run_torch(model, x), "onnxruntime fp32", run_ort(run.file("model_fp32.onnx"), x))),
-                      dataclasses.asdict(compare("brevitas int8", run_torch(qmodel, x), "onnxruntime int8", run_ort(run.file("model_int8.onnx"), x)))]
-            acc = float((run_ort(run.file("model_int8.onnx"), x).argmax(1) == self.data.test[1]).mean())
+            parity = [dataclasses.asdict(compare("torch fp32", run_torch(model, x), "onnxruntime fp32", run_ort(run.file(rundir.MODEL_FP32_ONNX), x))),
+                      dataclasses.asdict(compare("brevitas int8", run_torch(qmodel, x), "onnxruntime int8", run_ort(run.file(rundir.MODEL_INT8_ONNX), x)))]
+            acc = float((run_ort(run.file(rundir.MODEL_INT8_ONNX), x).argmax(1) == self.data.test[1]).mean())
             run.mark("export", parity=parity, onnx_int8_acc=acc)
         return run.info("export")["parity"]
 
@@ -301,10 +292,10 @@ class Build:
         from ..compile import compile_onnx
 
         run = self.run_dir
-        lib = run.file(f"model_{self.target.name}.so")
+        lib = run.file(rundir.library_name(self.target.name))
         if not run.done("compile"):
             with self.rep.stage(f"compile INT8 with TVM for {self.target.name}" + (f" ({self.cfg.trials} tuning trials)" if self.cfg.trials else "")) as adv:
-                res = self._timed("compile", lambda: compile_onnx(run.file("model_int8.onnx"), self.target, lib, int8=True,
+                res = self._timed("compile", lambda: compile_onnx(run.file(rundir.MODEL_INT8_ONNX), self.target, lib, int8=True,
                                                                  trials=self.cfg.trials, farm=self.farm,
                                                                  progress=lambda m: adv(0, m)))
             run.mark("compile", result=dataclasses.asdict(res))
@@ -313,22 +304,17 @@ class Build:
     def measure(self, lib) -> tuple[LatencyStats, dict]:
         run = self.run_dir
         if not run.done("measure"):
-            shape = (1, self.space.in_channels, self.space.image_size, self.space.image_size)
+            shape = self.space.input_shape
             with self.rep.stage(f"measure on {self.target.name}", total=1) as adv:
                 stats = self._timed("measure", lambda: self._measure_lib(str(lib), shape, repeat=50))
                 adv()
             x = self.data.test[0]
-            if self.farm is None:
-                from ..measure.local import run_local
-
-                tvm_out = run_local(str(lib), x)
-            else:
-                tvm_out = self.farm.run(str(lib), x)
-            ort_out = run_ort(run.file("model_int8.onnx"), x)
+            tvm_out = self.runner.run(lib, x)
+            ort_out = run_ort(run.file(rundir.MODEL_INT8_ONNX), x)
             parity = dataclasses.asdict(compare("onnxruntime int8", ort_out, f"tvm {self.target.name}", tvm_out))
-            records.save(run.file("latency.json"), stats)
+            records.save(run.file(rundir.LATENCY), stats)
             run.mark("measure", parity=parity, tvm_acc=float((tvm_out.argmax(1) == self.data.test[1]).mean()))
-        return records.load(run.file("latency.json"), LatencyStats), run.info("measure")
+        return records.load(run.file(rundir.LATENCY), LatencyStats), run.info("measure")
 
     # -- the whole build ----------------------------------------------------------------------
     def run(self) -> Manifest:
@@ -341,7 +327,7 @@ class Build:
             for r in range(1, cfg.rounds + 1):
                 res = self.round(r, table)
             arch = res.arch
-            records.save(run.file("arch.json"), arch)
+            records.save(run.arch_file, arch)
             model = self.train_fp32(arch)
             qmodel = self.qat(model)
             parity = self.export(model, qmodel)
@@ -360,17 +346,17 @@ class Build:
         with self.rep.stage("report.html and bundle", total=2) as adv:
             write_report(self.run_dir.path)
             adv()
-            package(self.run_dir.path, self.target.name)
+            package(self.run_dir.path, self.target)
             adv()
 
     def manifest(self, arch, parity, comp, stats, meas) -> Manifest:
         run, cfg = self.run_dir, self.cfg
-        state = fsio.read_json(run.path / "state.json")["completed"]
+        state = run.completed()
         rounds = tuple({"round": r, **{k: v for k, v in state[f"r{r}.measure"].items() if k != "at"},
                         "arch": state[f"r{r}.search"]["arch"]} for r in range(1, cfg.rounds + 1))
-        names = ["arch.json", "model_fp32.onnx", "model_int8.onnx", run.file(f"model_{self.target.name}.so").name,
-                 "latency.json", "op_table.json"]
-        seconds = fsio.read_json(run.file("timing.json")) if run.file("timing.json").exists() else {}
+        names = [rundir.ARCH, rundir.MODEL_FP32_ONNX, rundir.MODEL_INT8_ONNX, rundir.library_name(self.target.name),
+                 rundir.LATENCY, rundir.OP_TABLE]
+        seconds = fsio.read_json(run.file(rundir.TIMING)) if run.file(rundir.TIMING).exists() else {}
         m = Manifest(
             schema_version=SCHEMA_VERSION, target=self.target.name, target_dict=self.target.tvm_target, arch=str(arch),
             data=self.data.name, seed=cfg.seed, recipe=self.recipe.name,
@@ -382,5 +368,5 @@ class Build:
             search_cost_s=round(sum(seconds.get(k, 0.0) for k in ("profile", "evolve", "search", "feedback")), 2),
             files=hash_files(run.path, names),
         )
-        records.save(run.file("manifest.json"), m)
+        records.save(run.manifest_file, m)
         return m

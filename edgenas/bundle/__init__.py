@@ -26,6 +26,7 @@ from typing import Callable
 from filelock import FileLock
 
 from .. import fsio, records
+from ..build import rundir
 from ..build.manifest import Manifest
 from .manifest import BUNDLE_SCHEMA_VERSION, MANIFEST, SUMS, BundleManifest, hash_tree, sums_text
 from .sources import RunSources
@@ -63,14 +64,13 @@ def _readable(root: Path) -> None:
             os.chmod(Path(dirpath) / f, 0o666 & ~mask)
 
 
-def package(run_dir: str | os.PathLike, target: str, out_dir: str | os.PathLike | None = None,
+def package(run_dir: str | os.PathLike, target, out_dir: str | os.PathLike | None = None,
             progress: Callable[[str], None] | None = None, n_verify: int = N_VERIFY) -> Path:
-    """Write (or atomically replace) the bundle ``out_dir/<target>/``; returns its path."""
-    from ..target import get_target
-
+    """Write (or atomically replace) the bundle ``out_dir/<target name>/`` for ``target`` (a
+    ``TargetSpec``); returns its path."""
     say = progress or (lambda _m: None)
     src = RunSources(Path(run_dir))
-    spec = get_target(target)
+    spec = target
     spec.check_host_prerequisites()
     out = Path(out_dir) if out_dir is not None else src.run
     dst = out / spec.name
@@ -90,12 +90,12 @@ def package(run_dir: str | os.PathLike, target: str, out_dir: str | os.PathLike 
 
 
 def _fill(src: RunSources, spec, tmp: Path, say: Callable[[str], None], n_verify: int) -> BundleManifest:
-    from ..target import tuning_root
+    from ..tuning_store import TuningStore
     from .tuning import slice_tuning_db
 
     m: Manifest = src.manifest
-    lib_name = f"model_{spec.name}.so"
-    for name in ("model_fp32.onnx", "model_int8.onnx", "arch.json"):
+    lib_name = rundir.library_name(spec.name)
+    for name in (rundir.MODEL_FP32_ONNX, rundir.MODEL_INT8_ONNX, rundir.ARCH):
         fsio.copy_file(src.run / name, tmp / name)
     recipe_name = src.copy_recipe(tmp)
 
@@ -107,13 +107,13 @@ def _fill(src: RunSources, spec, tmp: Path, say: Callable[[str], None], n_verify
         from ..compile import compile_onnx
 
         say(f"compiling model_int8.onnx for {spec.name}")
-        res = compile_onnx(src.run / "model_int8.onnx", spec, tmp / lib_name, int8=True, trials=0,
+        res = compile_onnx(src.run / rundir.MODEL_INT8_ONNX, spec, tmp / lib_name, int8=True, trials=0,
                            progress=lambda msg: say(f"  {msg}"))
         comp = {**dataclasses.asdict(res), "library": lib_name, "compiled_by": "edgenas package (trials=0)"}
     comp.pop("library", None)
 
     say(f"slicing tuning_logs/{spec.name} for this model")
-    tslice = slice_tuning_db(tmp / "model_int8.onnx", spec, tuning_root() / spec.name, tmp / "tuning")
+    tslice = slice_tuning_db(tmp / rundir.MODEL_INT8_ONNX, spec, TuningStore(spec).database_dir, tmp / "tuning")
     tuning = {**tslice.as_dict(), "db": f"tuning_logs/{spec.name}", "dir": "tuning/",
               "trials_in_build": src.config.get("trials", 0) if same else 0,
               "compile_seconds": round(src.seconds.get("compile", 0.0) if same else comp.get("seconds", 0.0), 2),
@@ -144,14 +144,14 @@ def _fill(src: RunSources, spec, tmp: Path, say: Callable[[str], None], n_verify
 def _latency(src: RunSources, spec, same: bool, tmp: Path, lib_name: str, say) -> tuple[dict | None, str]:
     """The run's measurement for its own target; a fresh local one for another local target."""
     if same and src.manifest.latency:
-        fsio.copy_file(src.run / "latency.json", tmp / "latency.json")
+        fsio.copy_file(src.run / rundir.LATENCY, tmp / rundir.LATENCY)
         return dict(src.manifest.latency), src.manifest.latency_how
     if spec.measurable_locally:
-        from ..measure.protocol import measure_here
+        from ..measure.runners import runner_for
 
         say(f"measuring {lib_name} on this machine")
-        stats = measure_here(str(tmp / lib_name), tuple(src.input_shape), min_samples=50, target=spec.name).stats
-        records.save(tmp / "latency.json", stats)
+        stats = runner_for(spec).measure(tmp / lib_name, tuple(src.input_shape), min_samples=50).stats
+        records.save(tmp / rundir.LATENCY, stats)
         return dataclasses.asdict(stats), f"TVM time_evaluator, {stats.n} repeats, {stats.where} (at package time, measurement protocol)"
     if spec.runner == "rpc":
         return None, (f"not measured: compile-only target here; a device farm serves it under RPC key {spec.rpc_key} "

@@ -14,13 +14,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..build.rundir import MANIFEST   # a bundle names its manifest as a run directory does
 from ..compile import tuning_db
 from ..fsio import sha256_file
-from ..build.manifest import software_versions
 from ..records import record
+from ..versions import software_versions
 
 BUNDLE_SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 SEALS = (MANIFEST, SUMS)
 TUNING_LOCK = f"tuning/{tuning_db.LOCK}"

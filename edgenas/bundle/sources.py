@@ -15,19 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import fsio, records
-from ..errors import UsageError
+from .. import fsio
 from ..build.manifest import Manifest
+from ..build.rundir import MODEL_INT8_ONNX, RunDir
+from ..errors import UsageError
 
 
 class RunSources:
     def __init__(self, run: Path):
-        self.run = run
-        if not (run / "manifest.json").exists():
-            hint = "finish it with `edgenas build --resume`" if (run / "state.json").exists() else "pass a run directory"
-            raise UsageError(f"{run}: not a finished edgenas run (no manifest.json)", hint=hint)
-        self.manifest: Manifest = records.load(run / "manifest.json", Manifest)
-        self.manifest_sha256 = fsio.sha256_file(run / "manifest.json")
+        self.rundir = RunDir.read(run, finished=True)
+        self.run = self.rundir.path
+        self.manifest: Manifest = self.rundir.manifest()
+        self.manifest_sha256 = fsio.sha256_file(self.rundir.manifest_file)
         for name, digest in self.manifest.files.items():
             if not (run / name).exists():
                 raise UsageError(f"{run / name}: listed in the run's manifest but missing")
@@ -36,7 +35,7 @@ class RunSources:
 
     @cached_property
     def config(self) -> dict:
-        return fsio.read_json(self.run / "state.json")["config"]
+        return self.rundir.config()
 
     @cached_property
     def seconds(self) -> dict:
@@ -44,10 +43,7 @@ class RunSources:
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
-        from ..space.arch import Arch
-
-        arch = records.load(self.run / "arch.json", Arch)
-        return (1, arch.in_channels, arch.image_size, arch.image_size)
+        return self.rundir.input_shape()
 
     def copy_recipe(self, dst_dir: Path) -> str:
         """Copy the recipe TOML the run was built with to ``dst_dir/recipe.toml``; returns its source.
@@ -82,7 +78,7 @@ class RunSources:
         from ..quantize.export import run_ort
 
         x, what = self.verify_inputs(n)
-        ref = run_ort(self.run / "model_int8.onnx", x, optimize=False).astype(np.float32)
+        ref = run_ort(self.run / MODEL_INT8_ONNX, x, optimize=False).astype(np.float32)
         for path, arr in ((inputs_path, x), (outputs_path, ref)):
             with fsio.atomic_path(path) as tmp:
                 with open(tmp, "wb") as f:

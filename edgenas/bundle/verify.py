@@ -3,7 +3,8 @@
 Order matters. Every byte is checked first (``SHA256SUMS`` covers ``manifest.json``; the
 manifest covers every other file, and a file it does not list is a failure too: a bundle is
 sealed). Only when all hashes match is the library loaded, because ``dlopen`` of a changed
-``.so`` runs whatever its constructors now say. Then the library runs where it can:
+``.so`` runs whatever its constructors now say. Then the library runs where this host can reach
+the bundle's device (``edgenas.measure.runners``, chosen from the manifest's target data):
 
 * x86-64 CPU targets run here on the stored inputs, when this CPU has the target's instructions
   (a ``cascadelake`` library on an AVX2 host would die of SIGILL, so it is skipped with the reason);
@@ -26,16 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import records
-from .manifest import BUNDLE_SCHEMA_VERSION, MANIFEST, SUMS, BundleManifest, bundle_files, parse_sums
 from ..errors import EdgenasError
 from ..fsio import sha256_file
+from .manifest import BUNDLE_SCHEMA_VERSION, MANIFEST, SUMS, BundleManifest, bundle_files, parse_sums
 
 ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
 FATBIN_MAGIC = b"\x50\xed\x55\xba"  # 0xBA55ED50 little-endian: the CUDA fatbin container header
-# CPU flags (/proc/cpuinfo) a library built for this -mcpu needs; unknown CPUs are assumed to run.
-MCPU_FLAGS = {"haswell": ("avx2", "fma"), "skylake": ("avx2", "fma"), "znver3": ("avx2", "fma"),
-              "skylake-avx512": ("avx512f",), "cascadelake": ("avx512f", "avx512_vnni"),
-              "icelake-server": ("avx512f", "avx512_vnni"), "sapphirerapids": ("avx512f", "amx_int8")}
 
 
 @dataclass(frozen=True)
@@ -167,41 +164,20 @@ def _compare_outputs(v: Verification, name: str, out: np.ndarray, expected: np.n
                                        f"top-1 agreement {agree * 100:.0f} %" + (f", {flips} clear flips" if flips else ""))
 
 
-def _host_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
-
-
 def _run_library(v: Verification, lib: Path, m: BundleManifest, x: np.ndarray, expected: np.ndarray) -> None:
-    import platform
+    """Run the library the way this host reaches the bundle's device (``measure.runners``: here,
+    under qemu, or not at all), from the target data the manifest recorded."""
+    from ..measure.runners import device_runner
 
-    kind = m.target_dict.get("kind")
-    if kind == "cuda":
+    runner = device_runner(m.target, m.target_dict, m.target_arch)
+    why = runner.unavailable()
+    if m.target_dict.get("kind") == "cuda":   # what can be checked here is the machine code itself
         _check_fatbin(v, lib, m)
-        return
-    if m.target_arch == "aarch64":
-        from ..measure import aarch64_check
-
-        missing = aarch64_check.missing_tools()
-        if missing:
-            v.add("run (qemu-aarch64)", "skip", f"needs {', '.join(missing)}: run scripts/setup_cross")
-            return
-        _compare_outputs(v, "run (qemu-aarch64)", aarch64_check.run_aarch64_library(lib, x), expected)
-        return
-    if platform.machine() != m.target_arch:
-        v.add("run (local)", "skip", f"this host is {platform.machine()}, the library is {m.target_arch}")
-        return
-    lacking = [f for f in MCPU_FLAGS.get(m.target_dict.get("mcpu", ""), ()) if f not in _host_flags()]
-    if lacking:
-        v.add("run (local)", "skip", f"this CPU lacks {', '.join(lacking)} (needed by mcpu={m.target_dict['mcpu']})")
-        return
-    from ..measure.local import run_local
-
-    _compare_outputs(v, "run (local)", run_local(str(lib), x), expected)
+        v.add("run (cuda)", "info", f"{why}: numerics are checked on the device")
+    elif why:
+        v.add(f"run ({runner.where})", "skip", why)
+    else:
+        _compare_outputs(v, f"run ({runner.where})", runner.run(lib, x), expected)
 
 
 def _fatbin_archs(data: bytes, start: int) -> set[int]:
@@ -228,4 +204,3 @@ def _check_fatbin(v: Verification, lib: Path, m: BundleManifest) -> None:
         v.add("cuda fatbin", "fail", f"{m.library}: carries CUDA source besides the fatbin (would JIT on the device)")
     else:
         v.add("cuda fatbin", "ok", f"{m.library}: sm_{want} machine code, no CUDA source")
-    v.add("run (cuda)", "info", "cannot execute without a GPU: numerics are checked on the device")

@@ -26,13 +26,14 @@ def package(
 ):
     """Write a deployable bundle per target: library, ONNX, arch, recipe, tuning slice, manifest."""
     from ..bundle import package as make_bundle
-    from ..bundle.manifest import BundleManifest
+    from ..bundle.manifest import MANIFEST, BundleManifest
     from ..records import load
+    from ..target import get_target
     from .view import console, kv_table, out as stdout
 
-    for name in target:
-        path = make_bundle(run_dir, name, out, progress=lambda m: console.print(f"[cyan]•[/] {m}", highlight=False))
-        m = load(path / "manifest.json", BundleManifest)
+    for spec in [get_target(name) for name in target]:   # every --target checked before any work
+        path = make_bundle(run_dir, spec, out, progress=lambda m: console.print(f"[cyan]•[/] {m}", highlight=False))
+        m = load(path / MANIFEST, BundleManifest)
         lat = m.latency
         rows = [("bundle", str(path)), ("target", f"{m.target} {m.target_dict}"), ("library", m.library),
                 ("int8 ops", ", ".join(f"{k}×{v}" for k, v in (m.compile.get("int8_ops") or {}).items()) or "none"),
@@ -56,9 +57,9 @@ def verify(
     """Re-check every hash, load the library and compare its outputs with the stored ones."""
     from rich.table import Table
 
-    from .view import out as stdout
-    from ..errors import EdgenasError
     from ..bundle.verify import verify_bundle
+    from ..errors import EdgenasError
+    from .view import out as stdout
 
     summary, failed = [], []
     for b in bundles:

@@ -46,26 +46,27 @@ def build(
     from .options import farm_from_options
     from .view import RichReporter, build_summary, out as console
 
+    spec = get_target(target)
     cfg = build_config(target=target, data=data, out=out, rounds=rounds, latency_budget=latency_budget, epochs=epochs,
                        search_epochs=search_epochs, samples=samples, trials=trials, recipe=recipe, image_size=image_size,
                        seed=seed, strategy=strategy, bits=bits, space=space, sparse=sparse, selection=selection,
-                       reuse_latency=reuse_latency)
-    manifest = builder.build(cfg, RichReporter(), resume=resume, farm=farm_from_options(tracker, key, get_target(target)))
+                       reuse_latency=reuse_latency, spec=spec)
+    manifest = builder.build(cfg, spec, RichReporter(), resume=resume, farm=farm_from_options(tracker, key, spec))
     console.print(build_summary(manifest, out))
 
 
 def build_config(*, target: str, data: str, out: Path, rounds: int, latency_budget: Optional[str], epochs: int,
                  search_epochs: int, samples: int, trials: int, recipe: str, image_size: int, seed: int, strategy: str,
-                 bits: Optional[str], space: str, sparse: bool, selection: str, reuse_latency: bool):
+                 bits: Optional[str], space: str, sparse: bool, selection: str, reuse_latency: bool, spec=None):
     """The ``BuildConfig`` of ``edgenas build``'s options as typed (a function of its own so tests
     check that every option reaches the build without running one). The policy behind ``--bits``
-    and ``--sparse`` is ``build.config``'s presets."""
+    and ``--sparse`` is ``build.config``'s presets; ``spec`` is ``target`` resolved, when it is."""
     from ..build.config import BuildConfig
     from ..target import get_target
     from .options import bit_set, parse_ms
 
     return BuildConfig.from_options(
-        bits=bit_set(bits, get_target(target)), sparse=sparse, selection=selection, search_epochs=search_epochs,
+        bits=bit_set(bits, spec or get_target(target)), sparse=sparse, selection=selection, search_epochs=search_epochs,
         image_size=image_size, target=target, data=data, out=str(out), rounds=rounds,
         latency_budget_ms=parse_ms(latency_budget), seed=seed, recipe=recipe, trials=trials, strategy=strategy,
         final_epochs=epochs, sampled_per_round=samples, space_mode=space, reuse_latency=reuse_latency)

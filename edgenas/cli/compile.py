@@ -43,9 +43,10 @@ def compile_cmd(
         latency = None
         if farm is not None:
             from ..compile.frontend import input_shape
+            from ..measure.runners import runner_for
 
             status.update(f"measuring {lib.name} on {farm.tracker} key {farm.key!r}")
-            latency = farm.measurement(res.library, input_shape(model))
+            latency = runner_for(spec, farm).measure(res.library, input_shape(model))
     rows = [("library", str(res.library)), ("target", res.target),
             ("int8 ops", ", ".join(f"{k}×{v}" for k, v in res.int8_ops.items()) or "none"),
             ("tuning", f"{res.trials} new trials ({res.failed_runs} failed to run), {res.db_records} records, "
@@ -72,11 +73,11 @@ def tune_space_cmd(
     """
     import dataclasses
 
-    from ..build.config import op_table_path
     from ..latency.profile import tune_space
     from ..quantize.recipe import get_recipe
     from ..space.arch import SpaceConfig
     from ..target import get_target
+    from ..tuning_store import TuningStore
     from .view import RichReporter
 
     spec = get_target(target)
@@ -84,7 +85,7 @@ def tune_space_cmd(
     n = len(space.positions())
     with RichReporter().stage(f"tune {spec.name}: ops of the space", total=None) as adv:
         new = tune_space(space, get_recipe(recipe), spec, trials, progress=lambda i, total, key: adv(1 if i else 0, f"{i + 1}/{total} {key}"))
-    stale = op_table_path(spec.name)
-    if new and stale.exists():
-        stale.unlink()  # measured on the old kernels: the next build re-profiles
-    typer.echo(f"{new} new trials for {n} searchable layers; database in {stale.parent}")
+    store = TuningStore(spec)
+    if new:
+        store.forget_op_table()  # measured on the old kernels: the next build re-profiles
+    typer.echo(f"{new} new trials for {n} searchable layers; database in {store.database_dir}")

@@ -55,29 +55,26 @@ def measure(
     key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key)."),
 ):
     """Re-measure a run's compiled library, locally or on a device of the farm."""
-    from .. import records
-    from ..build.manifest import Manifest
+    from ..build.rundir import RunDir
     from ..errors import UsageError
-    from ..space.arch import Arch
+    from ..measure.runners import LocalRunner, runner_for
     from ..target import get_target
     from .options import farm_from_options
     from .view import kv_table, out
 
-    if not (run / "manifest.json").is_file():
-        raise UsageError(f"{run} holds no finished edgenas run (no manifest.json)")
-    name = target or records.load(run / "manifest.json", Manifest).target
-    lib = run / f"model_{name}.so"
+    rd = RunDir.read(run, finished=True)
+    manifest = rd.manifest()
+    spec = get_target(target) if target else None
+    name = spec.name if spec else manifest.target
+    lib = rd.library(name)
     if not lib.is_file():
-        raise UsageError(f"{lib} does not exist; compile it with `edgenas package {run} --target {name}`")
-    arch = records.load(run / "arch.json", Arch)
-    shape = (1, arch.in_channels, arch.image_size, arch.image_size)
-    farm = farm_from_options(tracker, key, get_target(name) if tracker else None)
-    if farm is None:
-        from ..measure.protocol import measure_here
-
-        stats = measure_here(lib, shape, min_samples=repeat, target=name).stats
-    else:
-        stats = farm.measure(lib, shape, repeat=repeat)
+        raise UsageError(f"{lib} does not exist; compile it with `edgenas package {run} --target {target or name}`")
+    if spec is None and tracker:   # the farm's default key comes from the run's target file
+        spec = get_target(manifest.target)
+    farm = farm_from_options(tracker, key, spec)
+    # without --target, the run's own library on this host (its target file may be anywhere)
+    runner = runner_for(spec, farm) if spec is not None else LocalRunner.here(name, manifest.target_dict)
+    stats = runner.measure(lib, rd.input_shape(), min_samples=repeat).stats
     out.print(kv_table(f"edgenas measure {lib.name}", [
         ("median", f"{stats.median_ms:.4f} ms"), ("p90", f"{stats.p90_ms:.4f} ms"), ("n", str(stats.n)),
         ("threads", str(stats.threads)), ("where", stats.where), ("device", stats.device)]))

@@ -32,12 +32,6 @@ class CompileResult:
     seconds: float
 
 
-def default_tuning_dir(target) -> Path:
-    from ..target import tuning_root
-
-    return tuning_root() / target.name
-
-
 def fused_module(onnx_path, target, *, int8: bool = True, progress: Callable[[str], None] | None = None):
     """Phases 1-3 (import, int8 rewrite, fusion): ``(fused module, FoldReport or None)``.
 
@@ -65,7 +59,7 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
     """Compile ``onnx_path`` for ``target`` (a ``TargetSpec``) into the library ``out_path``.
 
     ``trials > 0`` tunes the tasks that have no record yet in ``tuning_dir`` (default
-    ``default_tuning_dir(target)``): on this host when the target is measurable here, otherwise
+    the target's ``TuningStore``): on this host when the target is measurable here, otherwise
     (or whenever ``farm``, a ``measure.rpc.Farm``, is given) through the farm's RPC servers with
     MetaSchedule's ``RPCRunner``. All input and host problems raise ``UsageError`` before any
     tuning or writing.
@@ -85,7 +79,11 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
         raise UsageError(f"target {target.name!r} cannot be tuned through a farm yet (CUDA candidates need the "
                          f"fatbin build in MetaSchedule's workers)",
                          hint="compile with trials=0: CUDA kernels get DLight's default schedules")
-    tuning_dir = Path(tuning_dir) if tuning_dir is not None else default_tuning_dir(target)
+    if tuning_dir is None:
+        from ..tuning_store import TuningStore
+
+        tuning_dir = TuningStore(target).database_dir
+    tuning_dir = Path(tuning_dir)
 
     fused, report = fused_module(onnx_path, target, int8=int8, progress=say)
     int8_ops, fallbacks = (dict(report.int8_ops), tuple(report.fallbacks)) if report else ({}, ())
@@ -109,4 +107,4 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
                          seconds=time.perf_counter() - t0)
 
 
-__all__ = ["CompileResult", "check_onnx", "compile_onnx", "fused_module", "import_onnx", "default_tuning_dir"]
+__all__ = ["CompileResult", "check_onnx", "compile_onnx", "fused_module", "import_onnx"]

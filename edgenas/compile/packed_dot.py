@@ -58,8 +58,11 @@ PIXEL_MIN = 32  # fewer pixels than this (e.g. 3x3 maps, a matmul's rows) waste 
 
 
 def kernel_for(spec) -> DotKernel | None:
-    """The packed kernel of a target (a ``TargetSpec``), or None where it has none (ARM, CUDA)."""
-    return KERNELS.get(spec.int8_dot) if spec.tvm_target.get("kind") == "llvm" and spec.arch == "x86_64" else None
+    """The packed kernel of a target (a ``TargetSpec``), or None where it has none (ARM, CUDA):
+    whether a target uses them is its row of ``pipeline.BACKENDS``, which kernel its ``[int8]``."""
+    from .pipeline import backend
+
+    return KERNELS.get(spec.int8_dot) if backend(spec).packed_int8 else None
 
 
 @functools.cache

@@ -83,15 +83,16 @@ class Backend:
     fcompile: Callable[[object], object]           # TargetSpec -> export_library's fcompile
     tunable_here: bool                             # may MetaSchedule measure it on this host?
     tunable_remotely: bool                         # may MetaSchedule tune it through a device farm?
+    packed_int8: bool                              # x86 packed dot-product kernels (packed_dot.KERNELS)?
 
 
 BACKENDS: dict[tuple[str, str], Backend] = {
-    ("llvm", "x86_64"): Backend(_cpu_fallback, _stock_lowering("cpu_generic"), _no_env, _host_compiler, True, True),
-    ("llvm", "aarch64"): Backend(_cpu_fallback, _stock_lowering("cpu_generic"), _no_env, _cross_compiler, False, True),
+    ("llvm", "x86_64"): Backend(_cpu_fallback, _stock_lowering("cpu_generic"), _no_env, _host_compiler, True, True, True),
+    ("llvm", "aarch64"): Backend(_cpu_fallback, _stock_lowering("cpu_generic"), _no_env, _cross_compiler, False, True, False),
     # CUDA candidates would need the fatbin environment (cuda_env.cuda_fatbin_env) inside MetaSchedule's
     # build workers; until then CUDA libraries use DLight's default schedules only.
-    ("cuda", "x86_64"): Backend(_gpu_fallback, _stock_lowering("cuda"), _cuda_env, _host_compiler, False, False),
-    ("cuda", "aarch64"): Backend(_gpu_fallback, _stock_lowering("cuda"), _cuda_env, _cross_compiler, False, False),
+    ("cuda", "x86_64"): Backend(_gpu_fallback, _stock_lowering("cuda"), _cuda_env, _host_compiler, False, False, False),
+    ("cuda", "aarch64"): Backend(_gpu_fallback, _stock_lowering("cuda"), _cuda_env, _cross_compiler, False, False, False),
 }
 
 

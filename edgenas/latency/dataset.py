@@ -8,7 +8,8 @@ adds. Every feature here is a *sum over layers*, so a linear model on them is it
 table (``Predictor.corrected_table``) the differentiable search can use as is.
 
 The dataset of measured archs is a versioned record kept per target
-(``tuning_logs/<target>/latency_points.json``), so later runs refit on everything measured before.
+in the target's tuning store (``TuningStore.latency_points``), so later runs refit on everything
+measured before.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from pathlib import Path
 
 from ..records import record
 from ..space.arch import Arch
@@ -87,20 +87,6 @@ class LatencyDataset:
 
     def measured(self) -> list[float]:
         return [p.measured_ms for p in self.points]
-
-
-def dataset_path(target_name: str) -> Path:
-    from ..target import tuning_root
-
-    return tuning_root() / target_name / "latency_points.json"
-
-
-def load_dataset(target_name: str, path: str | Path | None = None) -> LatencyDataset:
-    """The measured archs kept for ``target_name`` (empty when none were kept yet)."""
-    from .. import records
-
-    p = Path(path) if path is not None else dataset_path(target_name)
-    return records.load(p, LatencyDataset) if p.exists() else LatencyDataset(target_name)
 
 
 def table_covers(table: LatencyTable, arch: Arch) -> bool:

@@ -88,7 +88,7 @@ def profile_space(space: SpaceConfig, table: LatencyTable, recipe: QuantRecipe, 
 def measure_arch(arch: Arch, recipe: QuantRecipe, target, measure_lib, tuning_dir: str | None = None) -> float:
     """Whole-model INT8 latency of an architecture (untrained weights: latency does not care)."""
     with tempfile.TemporaryDirectory(prefix="edgenas-arch-") as tmp:
-        return int8_latency(FrozenNet(arch), recipe, (1, arch.in_channels, arch.image_size, arch.image_size),
+        return int8_latency(FrozenNet(arch), recipe, arch.input_shape,
                             target, Path(tmp), measure_lib, tuning_dir)
 
 
@@ -100,7 +100,7 @@ def space_modules(space: SpaceConfig, recipe: QuantRecipe):
     pos = space.positions()
     final_c = pos[-1][1] if pos else space.stem
     final_hw = space.spatial_sizes()[-1] // pos[-1][2] if pos else space.image_size
-    yield "stem", _Seq(_stem(space.in_channels, space.stem)), recipe, (1, space.in_channels, space.image_size, space.image_size)
+    yield "stem", _Seq(_stem(space.in_channels, space.stem)), recipe, space.input_shape
     yield "head", _Seq(*_head(final_c, space.head, space.num_classes)), recipe, (1, final_c, final_hw, final_hw)
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from .. import records
 from ..errors import UsageError
-from .protocol import Measurement, Protocol, measure_here, software_versions
 from ..records import record
+from ..versions import software_versions
+from .protocol import Measurement, Protocol
 
 
 @record("baseline_entry")
@@ -85,20 +86,20 @@ class BenchReport:
 
 
 def resolve_items(run_dirs_or_models, target) -> list[BenchItem]:
-    """Run directories (their ``model_<target>.so``, input shape from ``arch.json``) and/or items."""
-    from ..space.arch import Arch
+    """Run directories (their library for ``target``, input shape from the chosen arch) and/or items."""
+    from ..build.rundir import RunDir
 
     items = []
     for entry in run_dirs_or_models:
         if isinstance(entry, BenchItem):
             items.append(entry)
             continue
-        run = Path(entry)
-        lib, arch_file = run / f"model_{target.name}.so", run / "arch.json"
-        if not lib.is_file() or not arch_file.is_file():
-            raise UsageError(f"{run}: not a finished run for target {target.name!r} (needs {lib.name} and arch.json)")
-        arch = records.load(arch_file, Arch)
-        items.append(BenchItem(run.name, str(lib), (1, arch.in_channels, arch.image_size, arch.image_size)))
+        run = RunDir(entry)
+        lib = run.library(target.name)
+        if not lib.is_file() or not run.arch_file.is_file():
+            raise UsageError(f"{run.path}: not a finished run for target {target.name!r} "
+                             f"(needs {lib.name} and {run.arch_file.name})")
+        items.append(BenchItem(run.path.name, str(lib), run.input_shape()))
     names = [i.name for i in items]
     if len(set(names)) != len(names):
         raise UsageError(f"two artifacts share a name ({', '.join(sorted({n for n in names if names.count(n) > 1}))}); "
@@ -118,10 +119,11 @@ def load_baseline(path, target_name: str) -> Baseline | None:
 
 def bench(run_dirs_or_models, target, baseline_file, tolerance: float = 0.10, farm=None,
           protocol: Protocol | None = None, repeat: int = 30) -> BenchReport:
-    """Measure every artifact and compare it with ``baseline_file`` (missing file: all "new")."""
-    from ..target import TargetSpec, get_target
+    """Measure every artifact on ``target`` (a ``TargetSpec``; through ``farm`` when given) and
+    compare it with ``baseline_file`` (missing file: all "new")."""
+    from .runners import runner_for
 
-    spec = target if isinstance(target, TargetSpec) else get_target(target)
+    spec = target
     if not 0 < tolerance < 10:
         raise UsageError(f"--tolerance must be a positive fraction such as 0.10 (got {tolerance})")
     if farm is None and not spec.measurable_locally:
@@ -132,11 +134,10 @@ def bench(run_dirs_or_models, target, baseline_file, tolerance: float = 0.10, fa
         raise UsageError("nothing to bench: give run directories or use the benchmark model set")
     base = load_baseline(baseline_file, spec.name)
     proto = protocol or Protocol()
+    runner = runner_for(spec, farm)
 
     def measure(item: BenchItem) -> Measurement:
-        if farm is not None:
-            return farm.measurement(item.library, item.input_shape, repeat, proto)
-        return measure_here(item.library, item.input_shape, proto, min_samples=repeat, target=spec.name)
+        return runner.measure(item.library, item.input_shape, min_samples=repeat, protocol=proto)
 
     rows, kept = [], []
     for item in items:
@@ -207,7 +208,7 @@ def model_set(target, work_dir, recipe: str = "int8-per-channel") -> list[BenchI
     items = []
     for name, choices in picks.items():
         arch = arch_from_choices(space, choices)
-        shape = (1, arch.in_channels, arch.image_size, arch.image_size)
+        shape = arch.input_shape
         onnx_path = export_op(FrozenNet(arch), rec, shape, work)
         res = compile_onnx(onnx_path, target, work / f"{name}_{target.name}.so", int8=True, trials=0)
         items.append(BenchItem(name, res.library, shape))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -34,6 +33,7 @@ from typing import Callable
 import numpy as np
 
 from ..records import record
+from ..versions import software_versions
 from .stats import LatencyStats
 
 
@@ -135,16 +135,6 @@ def time_vm(vm, dev, x, proto: Protocol, min_samples: int | None = None) -> Outc
     return replace(run_protocol(sample, proto, min_samples), number=number)
 
 
-def software_versions() -> dict[str, str]:
-    import tvm
-    import tvm_ffi
-
-    from .. import __version__
-
-    return {"edgenas": __version__, "tvm": tvm.__version__, "tvm_ffi": tvm_ffi.__version__,
-            "numpy": np.__version__, "python": platform.python_version(), "os": f"{platform.system()} {platform.release()}"}
-
-
 @record("measurement")
 @dataclass(frozen=True)
 class Measurement:
@@ -220,4 +210,4 @@ def measure_here(lib_path, input_shape, proto: Protocol | None = None, *, min_sa
 
 
 __all__ = ["Protocol", "Outcome", "Measurement", "median_ci", "outlier_mask", "run_protocol", "time_vm",
-           "configure_threads", "measure_here", "make_measurement", "append_journal", "software_versions"]
+           "configure_threads", "measure_here", "make_measurement", "append_journal"]

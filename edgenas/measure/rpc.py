@@ -63,11 +63,10 @@ class Farm:
     because every ``Measurement`` (and every journal line) records which target it was taken for."""
 
     def __init__(self, tracker: str, key: str, *, target: str, timeout_s: float = 30.0, retries: int = 3,
-                 protocol: Protocol | None = None, journal: str | os.PathLike | None = None, priority: int = 1):
+                 protocol: Protocol | None = None, priority: int = 1):
         parse_tracker(tracker)
         self.tracker, self.key, self.timeout_s, self.retries = tracker, key, float(timeout_s), max(1, int(retries))
         self.protocol, self.target, self.priority = protocol or Protocol(), target, priority
-        self.journal = Path(journal) if journal is not None else None
         self.attempts: list[Attempt] = []     # every attempt of this Farm, for status lines and tests
 
     # -- queries ------------------------------------------------------------------------------
@@ -152,8 +151,10 @@ class Farm:
             return "tracker unreachable"
 
     # -- measurement --------------------------------------------------------------------------
-    def measurement(self, lib_path, input_shape, repeat: int | None = None, protocol: Protocol | None = None) -> Measurement:
-        """Measure ``lib_path`` on a server with the protocol; ``repeat`` = minimum samples."""
+    def measurement(self, lib_path, input_shape, repeat: int | None = None, protocol: Protocol | None = None, *,
+                    journal: str | os.PathLike | None = None) -> Measurement:
+        """Measure ``lib_path`` on a server with the protocol; ``repeat`` = minimum samples. The
+        measurement is appended to ``journal`` when one is given."""
         lib_path, proto = self._check_lib(lib_path), protocol or self.protocol
 
         def fn(sess, server):
@@ -173,13 +174,13 @@ class Farm:
         m = make_measurement(out, proto=proto, target=self.target, key=self.key, tracker=self.tracker,
                              device_id=server, device=f"rpc key {self.key}", threads=threads, pinning=pinning,
                              library=lib_path, input_shape=input_shape)
-        if self.journal is not None:
-            append_journal(self.journal, m)
+        if journal is not None:
+            append_journal(journal, m)
         return m
 
-    def measure(self, lib_path, input_shape, repeat: int = 30) -> LatencyStats:
-        """The latency distribution of ``lib_path`` (what ``Build._measure_lib`` expects)."""
-        return self.measurement(lib_path, input_shape, repeat).stats
+    def measure(self, lib_path, input_shape, repeat: int = 30, *, journal: str | os.PathLike | None = None) -> LatencyStats:
+        """The latency distribution of ``lib_path`` (``measurement(...).stats``)."""
+        return self.measurement(lib_path, input_shape, repeat, journal=journal).stats
 
     def run(self, lib_path, x: np.ndarray) -> np.ndarray:
         """Outputs of ``lib_path`` on the device for a batch ``x``, one sample at a time (libraries

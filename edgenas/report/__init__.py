@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 from .. import fsio
-from ..errors import UsageError
 
 FIGURES = ("pareto", "rounds", "arch", "accuracy", "op_latency", "alphas")
 
@@ -38,12 +37,11 @@ def render_figures(view) -> dict[str, bytes | None]:
 
 def write_report(run_dir: str | os.PathLike) -> Path:
     """Write ``report.html`` and ``report/<figure>.png`` into ``run_dir``; returns the HTML path."""
+    from ..build.rundir import RunDir
     from .collect import collect
     from .html import page
 
-    run = Path(run_dir)
-    if not (run / "state.json").exists():
-        raise UsageError(f"{run}: not an edgenas run directory (no state.json)")
+    run = RunDir.read(run_dir).path
     view = collect(run)
     figs = render_figures(view)
     for name, png in figs.items():

@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import fsio
-from ..errors import EdgenasError
 
 RUN_FILE = "baselines.json"
 
@@ -31,19 +30,15 @@ def _rows(path: Path) -> list[dict] | None:
     return [b for b in raw if isinstance(b, dict) and "name" in b] if isinstance(raw, list) else None
 
 
-def target_name(config: dict, manifest) -> str | None:
-    """The run's target name (a ``--target path/to.toml`` resolves to the name in that file)."""
+def target_name(config: dict, manifest, op_table=None) -> str | None:
+    """The run's target name, as the run recorded it: its manifest's, else its op table's (both
+    hold the name a ``--target path/to.toml`` resolved to), else ``--target`` when it was a name."""
     if manifest is not None and manifest.target not in (None, "?"):
         return manifest.target
+    if op_table is not None and getattr(op_table, "target", None):
+        return op_table.target
     name = config.get("target")
-    if not name:
-        return None
-    try:
-        from ..target import get_target
-
-        return get_target(name).name
-    except EdgenasError:
-        return None
+    return name if isinstance(name, str) and name and not name.endswith(".toml") and "/" not in name else None
 
 
 def find_baselines(run: Path, target: str | None) -> tuple[list[dict], str | None]:
@@ -53,9 +48,9 @@ def find_baselines(run: Path, target: str | None) -> tuple[list[dict], str | Non
     if own.exists():
         return _rows(own) or [], str(own)
     if target:
-        from ..target import tuning_root
+        from ..tuning_store import TuningStore
 
-        shared = tuning_root() / target / RUN_FILE
+        shared = TuningStore.named(target).search_baselines_file
         rows = _rows(shared) if shared.exists() else None
         if rows:
             return rows, str(shared)
@@ -85,10 +80,10 @@ def install_baselines(src: Path, run_dir: Path) -> None:
     """Validate a baselines file and copy it atomically to RUN_DIR/baselines.json."""
     import json
 
+    from ..build.rundir import RunDir
     from ..errors import UsageError
 
-    if not (run_dir / "state.json").is_file():
-        raise UsageError(f"{run_dir}: not an edgenas run directory (no state.json)")
+    RunDir.read(run_dir)
     try:
         rows = json.loads(src.read_text())
     except FileNotFoundError:

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .. import fsio, records
+from ..build.rundir import OP_TABLE, TIMING, RunDir
 from ..errors import EdgenasError
 from ..search.collapse import collapse_warning
 from .baselines import data_name, find_baselines, setting_mismatch, target_name
@@ -69,11 +70,11 @@ def _data(path: Path) -> dict | None:
     return raw.get("data") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
 
 
-def _arch(run: Path, fallback: str | None):
+def _arch(run: RunDir, fallback: str | None):
     from ..space.arch import Arch
 
     try:
-        return records.load(run / "arch.json", Arch)
+        return run.arch()
     except EdgenasError:
         pass
     try:
@@ -99,28 +100,29 @@ def _space_labels(config: dict, n_layers: int) -> tuple[list[list[str]], list[in
 def collect(run_dir: str | Path) -> RunView:
     from ..latency.table import LatencyTable
 
-    run = Path(run_dir)
-    state = _json(run / "state.json", {})
+    rd = RunDir(run_dir)
+    run = rd.path
+    state = _json(rd.state_file, {})
     config, done = state.get("config", {}), state.get("completed", {})
     n_rounds = max([config.get("rounds", 0)] + [int(p.name[1:]) for p in (run / "rounds").glob("r*") if p.name[1:].isdigit()])
     rounds = []
     for r in range(1, n_rounds + 1):
-        d = run / "rounds" / f"r{r}"
+        d = rd.round_file(r, "measured.json").parent
         measured = _json(d / "measured.json", [])
         chosen = next((row.get("arch") for row in measured if row.get("chosen")), None)
         history = list((_data(d / "search.json") or {}).get("history") or [])
         rounds.append(RoundView(r, done.get(f"r{r}.measure"), _data(d / "predictor.json"),
                                 (done.get(f"r{r}.search") or {}).get("arch") or chosen, history, measured,
                                 collapse_warning(history)))
-    data = _data(run / "manifest.json")
+    data = _data(rd.manifest_file)
     manifest = SimpleNamespace(**{**MANIFEST_DEFAULTS, **data}) if data is not None else None
     last = next((rv.arch for rv in reversed(rounds) if rv.arch), None)
-    arch = _arch(run, manifest.arch if manifest is not None and manifest.arch else last)
+    arch = _arch(rd, manifest.arch if manifest is not None and manifest.arch else last)
     try:
-        table = records.load(run / "op_table.json", LatencyTable)
+        table = records.load(rd.join(OP_TABLE), LatencyTable)
     except EdgenasError:
         table = None
-    target = target_name(config, manifest)
+    target = target_name(config, manifest, table)
     baselines, source = find_baselines(run, target)
     data_set = manifest.data if manifest is not None and manifest.data != "?" else (
         data_name(config["data"]) if isinstance(config.get("data"), str) else None)
@@ -128,7 +130,7 @@ def collect(run_dir: str | Path) -> RunView:
     labels, stage_of = _space_labels(config, len(arch.layers) if arch is not None else 0)
     return RunView(run=run, config=config, manifest=manifest, arch=arch, op_table=table, rounds=rounds,
                    baselines=baselines, baselines_from=source if baselines else None, baselines_mismatch=mismatch,
-                   candidate_labels=labels, stage_of_layer=stage_of, stage_seconds=_json(run / "timing.json", {}))
+                   candidate_labels=labels, stage_of_layer=stage_of, stage_seconds=_json(rd.join(TIMING), {}))
 
 
 def layer_latencies(view: RunView) -> list[tuple[str, float | None]]:

@@ -48,7 +48,7 @@ def alpha_samples_per_epoch(n_w: int, n_a: int, batch: int) -> int:
 def darts_macs(space: SpaceConfig, data: DataSplits, cfg: SearchConfig) -> float:
     """Training MACs of the DARTS search (forward ≈ backward/2 cancels out on both sides; the
     forward-only validation and DARTS-PT scoring passes are not training and are not counted)."""
-    shape = (space.in_channels, space.image_size, space.image_size)
+    shape = space.input_shape[1:]
     per_sample = module_cost(Supernet(space), shape).macs
     n_w, n_a = len(data.weights[0]), len(data.alphas[0])
     return per_sample * (cfg.epochs * n_w + max(0, cfg.epochs - cfg.warmup) * alpha_samples_per_epoch(n_w, n_a, cfg.batch))
@@ -68,7 +68,7 @@ def random_search(space: SpaceConfig, data: DataSplits, table: LatencyTable, bud
     """Sample, train and validate architectures until the DARTS compute is spent."""
     rng = np.random.default_rng(seed)
     budget_macs = darts_macs(space, data, cfg)
-    shape = (space.in_channels, space.image_size, space.image_size)
+    shape = space.input_shape[1:]
     n_train = len(data.train[0])
     spent, history, best = 0.0, [], None
     rejections = 0

@@ -40,6 +40,11 @@ class SpaceConfig:
     sparse_levels: tuple[float, ...] = ()        # DASS: add <op>_sp<level> beside each conv op, e.g. (0.5,)
     adq: bool = False                            # QuantNAS ADQ wrapper around every op during search
 
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """NCHW of one input to every architecture of the space."""
+        return (1, self.in_channels, self.image_size, self.image_size)
+
     def positions(self) -> list[tuple[int, int, int]]:
         """``(cin, cout, stride)`` of every searchable layer, in order."""
         out, cin = [], self.stem
@@ -112,6 +117,11 @@ class Arch:
     def __str__(self) -> str:
         mid = "|".join(str(layer) for layer in self.layers)
         return f"r{self.image_size}_i{self.in_channels}_stem{self.stem}|{mid}|head{self.head}_n{self.num_classes}"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """NCHW of one input (libraries are compiled for batch 1)."""
+        return (1, self.in_channels, self.image_size, self.image_size)
 
     @classmethod
     def parse(cls, text: str) -> "Arch":

@@ -86,7 +86,7 @@ def arch_bitops(arch: Arch, default_bits: int = 8) -> float:
     from .supernet import FrozenNet
 
     net = FrozenNet(arch)
-    total = module_cost(net, (arch.in_channels, arch.image_size, arch.image_size)).macs * default_bits**2
+    total = module_cost(net, arch.input_shape[1:]).macs * default_bits**2
     cin, hw = arch.stem, arch.image_size
     for layer in arch.layers:
         if layer.op != "skip":

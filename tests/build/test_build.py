@@ -113,23 +113,25 @@ def test_measurements_are_kept_for_later_runs_and_reused_on_request(built_run, t
     import dataclasses
 
     from edgenas import fsio
-    from edgenas.latency.dataset import load_dataset
+    from edgenas.tuning_store import TuningStore
     from edgenas.latency.table import LatencyTable
     from edgenas.build.config import BuildConfig
     from edgenas.build.progress import Reporter
     from edgenas.build.stages import Build
+    from edgenas.target import get_target
 
     out, _ = built_run
     rows = json.loads((out / "rounds/r1/measured.json").read_text())
-    kept = {(p.arch, p.measured_ms, p.where) for p in load_dataset("x86-avx2").points}
+    kept = {(p.arch, p.measured_ms, p.where) for p in TuningStore("x86-avx2").latency_points().points}
     assert {(r["arch"], r["measured_ms"], "local") for r in rows} <= kept
 
     cfg = records.from_dict({"type": "build_config", "version": 1, "data": fsio.read_json(out / "state.json")["config"]},
                             BuildConfig)
-    later = Build(dataclasses.replace(cfg, out=str(tmp_path / "later"), reuse_latency=True), Reporter(), resume=False)
+    x86 = get_target("x86-avx2")
+    later = Build(dataclasses.replace(cfg, out=str(tmp_path / "later"), reuse_latency=True), x86, Reporter(), resume=False)
     later.run_dir.path.mkdir(parents=True)
     points = later.earlier_runs(records.load(out / "op_table.json", LatencyTable))
     assert {(p["arch"], p["measured_ms"]) for p in points} >= {(r["arch"], r["measured_ms"]) for r in rows}
     assert (tmp_path / "later" / "earlier_points.json").is_file()
-    off = Build(dataclasses.replace(cfg, out=str(tmp_path / "off")), Reporter(), resume=False)
+    off = Build(dataclasses.replace(cfg, out=str(tmp_path / "off")), x86, Reporter(), resume=False)
     assert off.earlier_runs(records.load(out / "op_table.json", LatencyTable)) == []

@@ -14,6 +14,7 @@ from edgenas.search.darts import SearchConfig
 from edgenas.space.arch import Arch, SpaceConfig
 from edgenas.search.evolve import EvolveConfig
 from edgenas.space.ops import BLOCK_TYPES
+from edgenas.target import get_target
 
 TINY_EVOLVE = EvolveConfig(blocks=("mb", "dw"), n_widths=2, n_samples=2000, top_k=20, population=8, sample_size=4,
                            cycles=20, teacher_epochs=1, kd_epochs=1)
@@ -25,7 +26,7 @@ def test_build_with_evolved_space(tmp_path, tiny_recipe):
                       space_mode="evolve", evolve=TINY_EVOLVE,
                       space=dataclasses.replace(SpaceConfig(), image_size=8),
                       search=SearchConfig(epochs=3, warmup=1, batch=32))
-    manifest = build(cfg)
+    manifest = build(cfg, get_target(cfg.target))
 
     space = records.load(out / "space.json", SpaceConfig)
     table = records.load(out / "op_table.json", LatencyTable)

@@ -94,6 +94,7 @@ def test_package_refuses_an_unfinished_run(tmp_path):
 
 def test_interrupted_repackage_keeps_the_old_bundle(x86_bundle, built_run, tmp_path, monkeypatch):
     import edgenas.bundle as bundle
+    from edgenas.target import get_target
 
     out = tmp_path / "bundles"
     shutil.copytree(x86_bundle, out / "x86-avx2")
@@ -105,7 +106,7 @@ def test_interrupted_repackage_keeps_the_old_bundle(x86_bundle, built_run, tmp_p
 
     monkeypatch.setattr(bundle, "_fill", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        bundle.package(built_run, "x86-avx2", out)
+        bundle.package(built_run, get_target("x86-avx2"), out)
     assert (out / "x86-avx2" / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".lock")) == ["x86-avx2"]
 
@@ -150,7 +151,7 @@ def test_tuning_slice_holds_this_models_records_and_reproduces_the_tuned_build(b
     spec = get_target("x86-avx2")
     monkeypatch.setenv("EDGENAS_TUNING_LOGS", str(tmp_path / "tl"))
     compile_onnx(built_run / "model_int8.onnx", spec, tmp_path / "tuned.so", trials=8)
-    bundle = package(built_run, "x86-avx2", tmp_path / "b")
+    bundle = package(built_run, spec, tmp_path / "b")
     t = records.load(bundle / "manifest.json", BundleManifest).tuning
     assert 0 < t["tasks_with_record"] == t["records"] <= t["tasks"] and t["db_records"] >= t["records"]
     res = compile_onnx(bundle / "model_int8.onnx", spec, tmp_path / "again.so", tuning_dir=bundle / "tuning")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 
 SHAPE = (1, 3, 16, 16)
@@ -99,27 +98,15 @@ def _strip_initializer_inputs(path) -> None:
 def ort_qdq_onnx(tmp_path_factory):
     """Path of the float CNN quantized by onnxruntime ``quantize_static`` (QDQ, per-channel)."""
     import torch
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgenas.quantize.ort_static import quantize_static_onnx
 
     d = tmp_path_factory.mktemp("ort_qdq")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(_float_cnn(), (torch.randn(*SHAPE),), str(d / "f.onnx"), opset_version=17,
                           dynamo=False, input_names=["input"], output_names=["logits"])
-    quant_pre_process(str(d / "f.onnx"), str(d / "pre.onnx"))
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            rs = np.random.RandomState(0)
-            self.it = iter([{"input": rs.randn(*SHAPE).astype("float32")} for _ in range(8)])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(d / "pre.onnx"), str(d / "qdq.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return d / "qdq.onnx"
+    return quantize_static_onnx(d / "f.onnx", d / "qdq.onnx", SHAPE)
 
 
 @pytest.fixture(scope="session")

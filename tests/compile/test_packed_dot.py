@@ -14,23 +14,11 @@ from tvm import relax
 from edgenas.compile import depthwise, packed_dot
 from edgenas.compile.qdq_rewrite import fold_qdq, float_compute_ops
 
+from .irkit import c, module as _module
+
 R = np.random.RandomState(3)
 HAS_VNNI = "avx512_vnni" in Path("/proc/cpuinfo").read_text()
 MCPU = {"avx2": "haswell", "vnni": "cascadelake"}
-
-
-def c(value, dtype=None):
-    return relax.const(np.asarray(value, dtype=dtype))
-
-
-def _module(x_shape, body):
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(body(bb, x))
-        bb.emit_func_output(out)
-    return bb.get()
 
 
 def _quant(bb, x, zero, xdtype):

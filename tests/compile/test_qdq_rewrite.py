@@ -13,27 +13,14 @@ from tvm import relax
 
 from edgenas.compile.qdq_rewrite import FoldQDQ, fold_qdq, float_compute_ops
 
+from .irkit import c, module as build
+
 TARGET = {"kind": "llvm", "mcpu": "haswell", "num-cores": 2}
 R = np.random.RandomState(0)
 
 
-def c(value, dtype=None):
-    return relax.const(np.asarray(value, dtype=dtype))
-
-
 def dq(bb, q, scale, zero, axis=-1):
     return bb.emit(relax.op.dequantize(q, c(scale, "float32"), zero, axis=axis))
-
-
-def build(x_shape, body):
-    """A one-function module: ``body(bb, x)`` emits the dataflow bindings, returns the output."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(body(bb, x))
-        bb.emit_func_output(out)
-    return bb.get()
 
 
 # --- before / expected IR --------------------------------------------------------------------

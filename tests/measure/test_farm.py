@@ -35,12 +35,12 @@ def test_status_shows_keys_and_free_servers(farm2):
 
 
 def test_measure_through_the_farm(farm2, tiny_lib, tmp_path):
-    farm = Farm(farm2.tracker, farm2.key, target="x86-avx2", timeout_s=30, protocol=QUICK, journal=tmp_path / "j.jsonl")
-    m = farm.measurement(tiny_lib, TINY_SHAPE)
+    farm = Farm(farm2.tracker, farm2.key, target="x86-avx2", timeout_s=30, protocol=QUICK)
+    m = farm.measurement(tiny_lib, TINY_SHAPE, journal=tmp_path / "j.jsonl")
     servers = {addr for addr, _ in farm_status(farm2.tracker).servers}
     assert m.device_id in servers and m.key == farm2.key and m.tracker == farm2.tracker
     assert m.stats.median_ms > 0 and m.stats.n >= 10 and m.threads >= 1 and m.target == "x86-avx2"
-    assert isinstance(farm.measure(tiny_lib, TINY_SHAPE, repeat=10), LatencyStats)
+    assert isinstance(farm.measure(tiny_lib, TINY_SHAPE, repeat=10, journal=tmp_path / "j.jsonl"), LatencyStats)
     assert [a.outcome for a in farm.attempts] == ["ok", "ok"]
     assert len(tmp_path.joinpath("j.jsonl").read_text().splitlines()) == 2
     assert records.from_dict(records.to_dict(m), Measurement) == m

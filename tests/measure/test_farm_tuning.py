@@ -29,8 +29,9 @@ TRIALS = 12   # 6 tasks: 2 candidates each
 def qdq_model(tmp_path_factory):
     """A tiny INT8 QDQ model (conv-relu-conv-relu-pool-linear, onnxruntime ``quantize_static``)."""
     import torch
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from torch import nn
+
+    from edgenas.quantize.ort_static import quantize_static_onnx
 
     d = tmp_path_factory.mktemp("farm_qdq")
     torch.manual_seed(0)
@@ -40,18 +41,7 @@ def qdq_model(tmp_path_factory):
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (torch.randn(*SHAPE),), str(d / "f.onnx"), opset_version=17, dynamo=False,
                           input_names=["input"], output_names=["logits"])
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            rs = np.random.RandomState(0)
-            self.it = iter([{"input": rs.randn(*SHAPE).astype("float32")} for _ in range(8)])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(d / "f.onnx"), str(d / "qdq.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return d / "qdq.onnx"
+    return quantize_static_onnx(d / "f.onnx", d / "qdq.onnx", SHAPE)
 
 
 def _in_thread(fn):

@@ -10,17 +10,22 @@ from edgenas.measure.gate import Baseline, BenchItem, bench, bench_rows, update_
 from edgenas.errors import UsageError
 from edgenas.measure.protocol import Outcome, Protocol, make_measurement
 from edgenas.measure.rpc import Farm
+from edgenas.target import get_target
 
 from .conftest import TINY_SHAPE
+
+X86 = get_target("x86-avx2")
 
 
 class ScriptedFarm:
     """Stands in for a Farm: medians come from a script, one list per model name."""
 
+    target, key = "x86-avx2", "k"
+
     def __init__(self, script: dict[str, list[float]]):
         self.script, self.calls = {k: list(v) for k, v in script.items()}, []
 
-    def measurement(self, lib, shape, repeat, proto):
+    def measurement(self, lib, shape, repeat, proto, journal=None):
         name = lib.rsplit("/", 1)[-1].split(".")[0]
         self.calls.append(name)
         med = self.script[name].pop(0)
@@ -41,11 +46,11 @@ def items(tmp_path):
 
 def test_first_run_is_new_then_gate_flags_regressions_after_a_second_look(items, tmp_path):
     base = tmp_path / "baseline.json"
-    first = bench(items, "x86-avx2", base, farm=ScriptedFarm({"a": [1.0], "b": [2.0], "c": [3.0]}))
+    first = bench(items, X86, base, farm=ScriptedFarm({"a": [1.0], "b": [2.0], "c": [3.0]}))
     assert not first.baseline_found and first.passed and {r.status for r in first.rows} == {"new"}
     update_baseline(first)
     farm = ScriptedFarm({"a": [1.05], "b": [2.5, 2.4], "c": [3.5, 3.1]})   # b regresses twice, c was noise
-    rep = bench(items, "x86-avx2", base, tolerance=0.10, farm=farm)
+    rep = bench(items, X86, base, tolerance=0.10, farm=farm)
     assert farm.calls == ["a", "b", "b", "c", "c"]
     assert [(r.name, r.status) for r in rep.rows] == [("a", "ok"), ("b", "regression"), ("c", "ok")]
     assert not rep.passed and rep.summary().startswith("1 of 3 models regressed beyond 10%: b (+20.0 %)")
@@ -54,8 +59,8 @@ def test_first_run_is_new_then_gate_flags_regressions_after_a_second_look(items,
 
 def test_update_keeps_other_entries_and_is_atomic(items, tmp_path):
     base = tmp_path / "baseline.json"
-    update_baseline(bench(items, "x86-avx2", base, farm=ScriptedFarm({"a": [1.0], "b": [2.0], "c": [3.0]})))
-    update_baseline(bench(items[:1], "x86-avx2", base, farm=ScriptedFarm({"a": [0.5]})))
+    update_baseline(bench(items, X86, base, farm=ScriptedFarm({"a": [1.0], "b": [2.0], "c": [3.0]})))
+    update_baseline(bench(items[:1], X86, base, farm=ScriptedFarm({"a": [0.5]})))
     b = records.load(base, Baseline)
     assert {k: v.median_ms for k, v in b.entries.items()} == {"a": 0.5, "b": 2.0, "c": 3.0}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no temp file left
@@ -65,9 +70,9 @@ def test_baseline_of_another_target_and_bad_run_dirs_are_usage_errors(items, tmp
     base = tmp_path / "baseline.json"
     records.save(base, Baseline("rpi4"))
     with pytest.raises(UsageError, match="baseline for target 'rpi4'"):
-        bench(items, "x86-avx2", base, farm=ScriptedFarm({}))
+        bench(items, X86, base, farm=ScriptedFarm({}))
     with pytest.raises(UsageError, match="not a finished run"):
-        bench([tmp_path], "x86-avx2", tmp_path / "b2.json", farm=ScriptedFarm({}))
+        bench([tmp_path], X86, tmp_path / "b2.json", farm=ScriptedFarm({}))
 
 
 def test_bench_a_run_directory_through_the_farm(loopback_farm, tiny_lib, tmp_path):
@@ -79,7 +84,7 @@ def test_bench_a_run_directory_through_the_farm(loopback_farm, tiny_lib, tmp_pat
     (run / "model_x86-avx2.so").write_bytes(tiny_lib.read_bytes())
     records.save(run / "arch.json", Arch(8, 8, 16, (LayerChoice("mb_k3_e3", 16, 1),), 32, 10))
     farm = Farm(loopback_farm.tracker, loopback_farm.key, target="x86-avx2", protocol=Protocol(min_samples=10, max_samples=30))
-    rep = bench([run], "x86-avx2", tmp_path / "base.json", farm=farm, repeat=10)
+    rep = bench([run], X86, tmp_path / "base.json", farm=farm, repeat=10)
     assert rep.rows[0].name == "run1" and rep.rows[0].measured_ms > 0 and rep.rows[0].status == "new"
     update_baseline(rep)
     stored = records.load(tmp_path / "base.json", Baseline)

@@ -60,7 +60,7 @@ def test_measure_here_records_threads_pinning_and_versions(tiny_lib, tmp_path, t
     m = measure_here(tiny_lib, TINY_SHAPE, Protocol(min_samples=10, max_samples=30, threads=threads),
                      target="x86-avx2", journal=journal)
     assert m.stats.median_ms > 0 and m.ci_ms[0] <= m.stats.median_ms <= m.ci_ms[1]
-    assert m.threads >= 1 and "cores" in m.pinning and m.versions["tvm"] and m.device_id.startswith("local:")
+    assert m.threads >= 1 and "cores" in m.pinning and m.versions["apache-tvm"] and m.device_id.startswith("local:")
     assert len(m.library_sha256) == 64 and m.input_shape == TINY_SHAPE
     assert records.from_dict(records.to_dict(m), Measurement) == m
     import json
