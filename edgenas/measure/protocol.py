@@ -123,15 +123,18 @@ def configure_threads(get_function: Callable[[str], Callable], proto: Protocol) 
 def time_vm(vm, dev, x, proto: Protocol, min_samples: int | None = None) -> Outcome:
     """Run the protocol on ``vm["main"](x)`` with TVM's time evaluator (works through RPC too).
 
-    The warm-up is one repeat that TVM stretches to ``warmup_ms`` by growing its run count, so its
-    mean is a per-run time averaged over the whole warm-up. ``number`` (runs per sample) comes from
-    that, and every sample then lasts about ``sample_ms`` whatever the repeat count: a probe of a
-    few single runs, as before, let ``number`` (and with it the share of timer overhead in each
-    sample) change from one measurement to the next."""
+    The warm-up is one repeat that TVM stretches to ``warmup_ms`` by growing its run count. Its
+    mean per-run time still holds the first runs' page faults and any preemption, so it only
+    seeds a calibration: five samples of about ``sample_ms`` each, whose median per-run time sets
+    ``number`` (runs per sample). Every sample then lasts about ``sample_ms`` whatever the repeat
+    count. A probe of five *single* runs, as before, put the timer's overhead into the estimate
+    and let ``number`` change from one measurement to the next."""
     from dataclasses import replace
 
     warm = vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=max(1, int(proto.warmup_ms)))(x)
-    per_run_ms = float(warm.mean) * 1e3
+    seed = max(1, round(proto.sample_ms / max(float(warm.mean) * 1e3, 1e-6)))
+    probe = vm.time_evaluator("main", dev, number=seed, repeat=5, min_repeat_ms=0)(x)
+    per_run_ms = float(np.median(probe.results)) * 1e3
     number = max(1, round(proto.sample_ms / max(per_run_ms, 1e-6)))
 
     def sample(n: int) -> list[float]:
