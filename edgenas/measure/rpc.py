@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import EdgenasError
-from .farm_status import START_HINT, FarmStatus, TrackerClient, farm_status, parse_tracker
+from .farm_status import START_HINT, FarmStatus, TrackerClient, farm_status, parse_tracker, warn_if_exposed
 from .protocol import Measurement, Protocol, append_journal, configure_threads, make_measurement, time_vm
 from .stats import LatencyStats
 
@@ -73,7 +73,8 @@ class Farm:
 
     def __init__(self, tracker: str, key: str, *, target: str, timeout_s: float = 30.0, retries: int = 3,
                  protocol: Protocol | None = None, journal: str | os.PathLike | None = None, priority: int = 1):
-        parse_tracker(tracker)
+        host, _ = parse_tracker(tracker)
+        warn_if_exposed(host, "the RPC tracker")
         self.tracker, self.key, self.timeout_s, self.retries = tracker, key, float(timeout_s), max(1, int(retries))
         self.protocol, self.target, self.priority = protocol or Protocol(), target, priority
         self.journal = Path(journal) if journal is not None else None
@@ -104,6 +105,7 @@ class Farm:
                 except TimeoutError:
                     pass
         server = f"{host}:{port}"
+        warn_if_exposed(host, "the RPC server")
         box: dict = {}
 
         def work():

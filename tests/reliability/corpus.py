@@ -115,6 +115,34 @@ def _non_empty_out(tmp: Path) -> list[str]:
     return ["build", "--out", str(tmp / "run")]
 
 
+def _unknown_mcpu(tmp: Path) -> list[str]:
+    t = (REPO / "targets" / "x86-avx2.toml").read_text().replace('mcpu = "haswell"', 'mcpu = "haswel"')
+    (tmp / "t.toml").write_text(t.replace('name = "x86-avx2"', 'name = "t"'))
+    return ["compile", str(_onnx_model(tmp)), "--target", str(tmp / "t.toml"), "--out", str(tmp / "o.so")]
+
+
+def _not_a_tracker(tmp: Path) -> list[str]:
+    """A listener that is not a TVM tracker (it echoes, as a misconfigured port forward might):
+    served from a thread of the calling process while the CLI runs."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve():
+        while True:
+            conn, _ = srv.accept()
+            with conn:
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = srv.getsockname()[1]
+    return ["compile", str(_onnx_model(tmp)), "--tracker", f"127.0.0.1:{port}", "--out", str(tmp / "o.so")]
+
+
 VALID_TARGET_HEAD = "name = 't'\ndescription = 'd'\narch = 'x86_64'\n"
 
 CASES: list[Case] = [
@@ -135,6 +163,8 @@ CASES: list[Case] = [
     Case("zero rounds", lambda t: ["build", "--rounds", "0", "--out", str(t / "run")], 2, ("--rounds",)),
     Case("unknown --space mode", lambda t: ["build", "--space", "huge", "--out", str(t / "run")], 2, ("--space 'huge'", "evolve")),
     Case("unreachable farm tracker", lambda t: ["compile", str(_onnx_model(t)), "--tracker", "127.0.0.1:9", "--out", str(t / "o.so")], 1, ("127.0.0.1:9",)),
+    Case("a listener that is not a TVM tracker at --tracker", _not_a_tracker, 1, ("not a TVM tracker",)),
+    Case("target TOML with an mcpu LLVM does not know", _unknown_mcpu, 2, ("t.toml", "tvm.target.mcpu", "haswel", "haswell")),
     Case("unknown option", lambda t: ["build", "--turbo", "--out", str(t / "run")], 2, ("No such option", "--turbo")),
     Case("--out that holds other files", _non_empty_out, 2, ("not empty",)),
     Case("truncated ONNX file", _truncated, 2, ("truncated.onnx", "not a valid ONNX")),
