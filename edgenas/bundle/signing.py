@@ -29,7 +29,7 @@ from pathlib import Path
 from .. import fsio
 from ..errors import UsageError
 
-SIGNATURE = "SHA256SUMS.sig"
+from .manifest import SIGNATURE  # noqa: E402  (one name for the file, beside the other seals)
 ENV_KEY = "EDGENAS_SIGNING_KEY"
 KEY_NAME, PUB_NAME = "signing_key.pem", "signing_key.pub.pem"
 
@@ -148,6 +148,18 @@ def own_public():
     return load_public(pub_path) if pub_path.exists() else None
 
 
+def default_trusted() -> list:
+    """The keys this user signs with (``$EDGENAS_SIGNING_KEY``'s, their own): what ``verify``
+    trusts when no ``--trusted-key`` is given, so a bundle packaged here verifies here."""
+    keys = []
+    if os.environ.get(ENV_KEY, "").strip():
+        keys.append(signing_key().key.public_key())
+    own = own_public()
+    if own is not None:
+        keys.append(own)
+    return keys
+
+
 def sign(path: Path, key: SigningKey) -> Path:
     """Write ``path``'s signature to ``path.parent / SIGNATURE``."""
     sig = key.key.sign(path.read_bytes())
@@ -206,4 +218,4 @@ def check(root: Path, signed_name: str, trusted: list | None) -> SignatureCheck:
 
 
 __all__ = ["SIGNATURE", "ENV_KEY", "SigningKey", "SignatureCheck", "signing_key", "own_key", "own_public",
-           "load_public", "sign", "check", "fingerprint", "public_pem", "config_dir"]
+           "load_public", "default_trusted", "sign", "check", "fingerprint", "public_pem", "config_dir"]
