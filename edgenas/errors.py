@@ -34,3 +34,24 @@ class ConfigError(UsageError):
         where = f"{path}: {field}" if field else f"{path}"
         super().__init__(f"{where}: {problem}")
         self.path, self.field = path, field
+
+
+# What to do about a damaged file, by its name: the run directory's and the tuning root's files.
+DAMAGED_HINTS = {
+    "state.json": "the run's progress record is damaged: start the run again in a new --out (or delete this run directory)",
+    "manifest.json": "rerun the same build with --resume, which writes manifest.json again",
+    "op_table.json": "in tuning_logs/ delete it and the op latencies are profiled again; in a run directory "
+                     "rebuild the run in a new --out",
+}
+DEFAULT_DAMAGED_HINT = "the run's results cannot be trusted: rebuild the run in a new --out"
+
+
+class DamagedFile(UsageError):
+    """A file edgenas wrote that no longer parses: named, with what to do, never silently skipped."""
+
+    def __init__(self, path, problem: str):
+        import os
+
+        self.path = path
+        hint = DAMAGED_HINTS.get(os.path.basename(os.fspath(path)), DEFAULT_DAMAGED_HINT)
+        super().__init__(f"{path}: {problem}; {hint}")

@@ -15,7 +15,15 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from .. import fsio
-from ..errors import UsageError
+from ..errors import DamagedFile, UsageError
+
+
+def read_state(path: Path) -> dict:
+    """``state.json``, checked to be what ``RunDir`` writes (or a ``DamagedFile`` naming it)."""
+    state = fsio.read_json(path)
+    if not (isinstance(state, dict) and isinstance(state.get("config"), dict) and isinstance(state.get("completed"), dict)):
+        raise DamagedFile(path, "not an edgenas run state (expected an object with config and completed)")
+    return state
 
 
 class RunDir:
@@ -35,13 +43,15 @@ class RunDir:
             if state_file.exists():
                 raise UsageError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
             raise UsageError(f"{self.path} is not empty and holds no edgenas run; choose another --out")
+        if resume and state_file.exists():
+            read_state(state_file)  # a damaged state is named before anything (the lock file) is written
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
             raise UsageError(f"another edgenas build is writing to {self.path}; wait for it or choose another --out") from None
         if resume and state_file.exists():
-            old = fsio.read_json(state_file)["config"]
+            old = read_state(state_file)["config"]
             if old != json.loads(json.dumps(config)):
                 diff = sorted(k for k in set(old) | set(config) if old.get(k) != json.loads(json.dumps(config)).get(k))
                 self.close()
@@ -62,7 +72,7 @@ class RunDir:
 
     # -- stage bookkeeping ------------------------------------------------------------------
     def _state(self) -> dict:
-        return fsio.read_json(self.path / "state.json")
+        return read_state(self.path / "state.json")
 
     def done(self, stage: str) -> bool:
         return stage in self._state()["completed"]

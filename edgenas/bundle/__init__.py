@@ -88,12 +88,12 @@ def package(run_dir: str | os.PathLike, target: str, out_dir: str | os.PathLike 
     from ..target import get_target
 
     say = progress or (lambda _m: None)
-    src = RunSources(Path(run_dir))
     spec = get_target(target)
-    spec.check_host_prerequisites()
-    out = Path(out_dir) if out_dir is not None else src.run
+    out = Path(out_dir) if out_dir is not None else Path(run_dir)
     dst = out / spec.name
-    _refuse_foreign(dst)
+    _refuse_foreign(dst)  # first: whatever else is wrong, a user's folder is never touched
+    src = RunSources(Path(run_dir))
+    spec.check_host_prerequisites()
     key = key or signing_key()
     out.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out / f".{spec.name}.lock")):

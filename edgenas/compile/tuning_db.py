@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import fsio
-from ..errors import EdgenasError
+from ..errors import DamagedFile, EdgenasError
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -131,7 +131,7 @@ def _jobs(d: Path) -> dict[str, dict]:
         return {}
     try:
         jobs = fsio.read_json(path)
-    except ValueError:
+    except DamagedFile:
         raise EdgenasError(f"{path}: not valid JSON (the list of unfinished tunings is corrupted); delete it, "
                            f"and unfinished tunings start over") from None
     return jobs if isinstance(jobs, dict) else {}

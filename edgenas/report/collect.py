@@ -19,7 +19,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .. import fsio, records
-from ..errors import EdgenasError
+from ..errors import DamagedFile, EdgenasError
+from ..rundir import read_state
 from ..search.collapse import collapse_warning
 from .baselines import data_name, find_baselines, setting_mismatch, target_name
 
@@ -56,9 +57,11 @@ MANIFEST_DEFAULTS = {"target": "?", "data": "?", "recipe": "?", "arch": "", "acc
 
 
 def _json(path: Path, default):
+    """``path``'s JSON, ``default`` when it does not exist; a file that does not parse is refused
+    (``DamagedFile``): a report rendered from it would look like a real result."""
     try:
         return fsio.read_json(path)
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return default
 
 
@@ -66,7 +69,11 @@ def _data(path: Path) -> dict | None:
     """A record file's ``data``, whatever its version: a report must read runs of older edgenas
     versions too, so records are read as plain JSON here, never refused for their version."""
     raw = _json(path, None)
-    return raw.get("data") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
+    if raw is None:
+        return None
+    if not (isinstance(raw, dict) and isinstance(raw.get("data"), dict)):
+        raise DamagedFile(path, "not an edgenas record (expected keys type, version, data)")
+    return raw["data"]
 
 
 def _arch(run: Path, fallback: str | None):
@@ -74,6 +81,8 @@ def _arch(run: Path, fallback: str | None):
 
     try:
         return records.load(run / "arch.json", Arch)
+    except DamagedFile:
+        raise
     except EdgenasError:
         pass
     try:
@@ -100,7 +109,7 @@ def collect(run_dir: str | Path) -> RunView:
     from ..latency.table import LatencyTable
 
     run = Path(run_dir)
-    state = _json(run / "state.json", {})
+    state = read_state(run / "state.json") if (run / "state.json").exists() else {}
     config, done = state.get("config", {}), state.get("completed", {})
     n_rounds = max([config.get("rounds", 0)] + [int(p.name[1:]) for p in (run / "rounds").glob("r*") if p.name[1:].isdigit()])
     rounds = []
@@ -118,6 +127,8 @@ def collect(run_dir: str | Path) -> RunView:
     arch = _arch(run, manifest.arch if manifest is not None and manifest.arch else last)
     try:
         table = records.load(run / "op_table.json", LatencyTable)
+    except DamagedFile:
+        raise
     except EdgenasError:
         table = None
     target = target_name(config, manifest)
