@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from edgenas import records
-from edgenas.manifest import Manifest
+from edgenas.build.manifest import Manifest
 from edgenas.measure.protocol import Protocol, measure_here
 from edgenas.space.arch import Arch
 

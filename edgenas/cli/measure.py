@@ -54,7 +54,8 @@ def measure(
     tracker: Optional[str] = typer.Option(None, "--tracker", help="Measure on a device farm: tracker HOST:PORT."),
     key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key)."),
 ):
-    """Re-measure a run's compiled library, locally or on a device of the farm."""
+    """Re-measure a run's compiled library, locally or on a device of the farm; the measurement, with
+    the machine's load, is appended to the run's measurements.jsonl."""
     from .. import records
     from ..build.manifest import Manifest
     from ..errors import UsageError
@@ -72,12 +73,16 @@ def measure(
     arch = records.load(run / "arch.json", Arch)
     shape = (1, arch.in_channels, arch.image_size, arch.image_size)
     farm = farm_from_options(tracker, key, get_target(name) if tracker else None)
+    journal = run / "measurements.jsonl"
     if farm is None:
         from ..measure.protocol import measure_here
 
-        stats = measure_here(lib, shape, min_samples=repeat, target=name).stats
+        stats = measure_here(lib, shape, min_samples=repeat, target=name, journal=journal).stats
     else:
-        stats = farm.measure(lib, shape, repeat=repeat)
+        farm.journal = journal
+        stats = farm.measurement(lib, shape, repeat).stats
+    load = stats.context.describe() if stats.context else "not observable on a farm device (TVM RPC does not expose it)"
     out.print(kv_table(f"edgenas measure {lib.name}", [
         ("median", f"{stats.median_ms:.4f} ms"), ("p90", f"{stats.p90_ms:.4f} ms"), ("n", str(stats.n)),
-        ("threads", str(stats.threads)), ("where", stats.where), ("device", stats.device)]))
+        ("threads", str(stats.threads)), ("where", stats.where), ("device", stats.device), ("machine load", load),
+        ("journal", f"appended to {journal}")]))

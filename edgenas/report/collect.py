@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 from .. import fsio, records
 from ..errors import DamagedFile, EdgenasError
-from ..rundir import read_state
+from ..build.rundir import read_state
 from ..search.collapse import collapse_warning
 from .baselines import data_name, find_baselines, setting_mismatch, target_name
 
