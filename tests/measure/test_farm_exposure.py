@@ -3,10 +3,8 @@ that is not a TVM tracker named as such."""
 
 from __future__ import annotations
 
-import socket
-import threading
-
 import pytest
+from reliability.corpus import echo_listener
 
 from edgenas.errors import EdgenasError
 from edgenas.measure import farm_status
@@ -28,24 +26,8 @@ def test_a_public_tracker_warns_once(capsys, monkeypatch):
     assert len(err) == 1 and "8.8.8.8" in err[0] and "no authentication" in err[0] and "SSH tunnel" in err[0]
 
 
-def _listener(reply: bytes | None):
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-
-    def serve():
-        while True:
-            conn, _ = srv.accept()
-            with conn:
-                while data := conn.recv(4096):
-                    conn.sendall(reply if reply is not None else data)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return f"127.0.0.1:{srv.getsockname()[1]}"
-
-
 @pytest.mark.parametrize("reply", [None, b"HTTP/1.1 400 Bad Request\r\n\r\n"], ids=["echo", "http"])
 def test_a_listener_that_is_not_a_tracker_is_named(reply):
-    addr = _listener(reply)
+    addr = echo_listener(reply)
     with pytest.raises(EdgenasError, match="not a TVM (RPC )?tracker"):
         farm_status.farm_status(addr, timeout_s=2)

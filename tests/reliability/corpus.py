@@ -134,9 +134,10 @@ def _unknown_mcpu(tmp: Path) -> list[str]:
     return ["compile", str(_onnx_model(tmp)), "--target", str(tmp / "t.toml"), "--out", str(tmp / "o.so")]
 
 
-def _not_a_tracker(tmp: Path) -> list[str]:
-    """A listener that is not a TVM tracker (it echoes, as a misconfigured port forward might):
-    served from a thread of the calling process while the CLI runs."""
+def echo_listener(reply: bytes | None = None) -> str:
+    """``HOST:PORT`` of a listener that is not a TVM tracker: it echoes what it is sent (as a
+    misconfigured port forward might), or answers every message with ``reply`` (an HTTP server).
+    Served from a daemon thread of the calling process."""
     import socket
     import threading
 
@@ -149,11 +150,14 @@ def _not_a_tracker(tmp: Path) -> list[str]:
             conn, _ = srv.accept()
             with conn:
                 while data := conn.recv(4096):
-                    conn.sendall(data)
+                    conn.sendall(reply if reply is not None else data)
 
     threading.Thread(target=serve, daemon=True).start()
-    port = srv.getsockname()[1]
-    return ["compile", str(_onnx_model(tmp)), "--tracker", f"127.0.0.1:{port}", "--out", str(tmp / "o.so")]
+    return f"127.0.0.1:{srv.getsockname()[1]}"
+
+
+def _not_a_tracker(tmp: Path) -> list[str]:
+    return ["compile", str(_onnx_model(tmp)), "--tracker", echo_listener(), "--out", str(tmp / "o.so")]
 
 
 def _fake_run(tmp: Path, **files: str) -> Path:
