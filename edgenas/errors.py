@@ -40,8 +40,8 @@ class ConfigError(UsageError):
 DAMAGED_HINTS = {
     "state.json": "the run's progress record is damaged: start the run again in a new --out (or delete this run directory)",
     "manifest.json": "rerun the same build with --resume, which writes manifest.json again",
-    "op_table.json": "in tuning_logs/ delete it and the op latencies are profiled again; in a run directory "
-                     "rebuild the run in a new --out",
+    "op_latency.json": "delete it: the op latencies are profiled again by the next build",
+    "unfinished_tuning.json": "delete it: interrupted tunings then start over",
 }
 DEFAULT_DAMAGED_HINT = "the run's results cannot be trusted: rebuild the run in a new --out"
 
