@@ -34,3 +34,28 @@ class ConfigError(UsageError):
         where = f"{path}: {field}" if field else f"{path}"
         super().__init__(f"{where}: {problem}")
         self.path, self.field = path, field
+
+
+# What to do about a damaged file, by its name. The modules that own a layout register their files'
+# hints (``build.rundir`` the run directory's, ``tuning_store`` and ``compile.tuning_db`` the
+# tuning root's), so file names live with the layout and not here.
+DAMAGED_HINTS: dict[str, str] = {}
+
+
+def register_damaged_hint(file_name: str, hint: str) -> None:
+    """Say what a user should do when ``file_name`` (a base name) no longer parses."""
+    DAMAGED_HINTS[file_name] = hint
+
+
+DEFAULT_DAMAGED_HINT = "the run's results cannot be trusted: rebuild the run in a new --out"
+
+
+class DamagedFile(UsageError):
+    """A file edgenas wrote that no longer parses: named, with what to do, never silently skipped."""
+
+    def __init__(self, path, problem: str):
+        import os
+
+        self.path = path
+        hint = DAMAGED_HINTS.get(os.path.basename(os.fspath(path)), DEFAULT_DAMAGED_HINT)
+        super().__init__(f"{path}: {problem}; {hint}")

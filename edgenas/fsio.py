@@ -66,7 +66,31 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """``path`` parsed as JSON; a file that does not parse is named (``DamagedFile``) with what to do."""
+    from .errors import DamagedFile
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DamagedFile(path, f"not valid JSON ({str(e)[:80]})") from None
+
+
+def no_space_error(path: str | os.PathLike, cause: str = "No space left on device"):
+    """The one line for a full disk: the path being written, the cause, and the free space of its
+    filesystem and of the temporary directory (compilers write their objects there first)."""
+    from .errors import EdgenasError
+
+    def free(p) -> str:
+        p = Path(p)
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        try:
+            return f"{shutil.disk_usage(p).free / 2**20:.1f} MiB free on {p}"
+        except OSError:
+            return f"free space on {p} unknown"
+
+    return EdgenasError(f"{path}: {cause.strip()} ({free(Path(path).parent)}, {free(tempfile.gettempdir())}); "
+                        f"free some space and rerun (a build continues with --resume)")
 
 
 def sha256_file(path: str | os.PathLike) -> str:

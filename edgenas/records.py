@@ -13,7 +13,7 @@ import typing
 from typing import Any, TypeVar
 
 from . import fsio
-from .errors import UsageError
+from .errors import DamagedFile, UsageError
 
 T = TypeVar("T")
 _TYPES: dict[str, tuple[type, int]] = {}
@@ -61,13 +61,21 @@ def save(path: str | os.PathLike, obj: Any) -> None:
 
 
 def load(path: str | os.PathLike, expect: type[T] | None = None) -> T:
+    """The record in ``path``. A file that does not parse, or is not a record of the expected
+    type, is a ``DamagedFile`` naming it and what to do; a record of another version is a plain
+    ``UsageError`` (readers of older runs may accept those)."""
     try:
         raw = fsio.read_json(path)
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
-    except ValueError as e:
-        raise UsageError(f"{path}: not valid JSON ({e})") from None
-    return from_dict(raw, expect)
+    try:
+        return from_dict(raw, expect)
+    except DamagedFile:
+        raise
+    except UsageError as e:
+        if isinstance(raw, dict) and raw.get("type") in _TYPES and raw.get("version") != _TYPES[raw["type"]][1]:
+            raise UsageError(f"{path}: {e}") from None
+        raise DamagedFile(path, str(e)) from None
 
 
 def _encode(obj: Any) -> Any:

@@ -79,6 +79,23 @@ class TargetSpec:
                 f"target {self.name!r} needs nvcc (CUDA toolkit) to build a fatbin, which is not on PATH",
                 hint="install the CUDA toolkit or choose a CPU target",
             )
+        for field, d in (("tvm.target", self.tvm_target), ("tvm.host", self.tvm_host)):
+            if d is not None:
+                _check_mcpu(Path(self.path), field, d)
+
+
+def _check_mcpu(path: Path, field: str, d: dict) -> None:
+    """An ``mcpu`` LLVM does not know for the triple is refused before compiling: LLVM only
+    prints an error and builds a generic (slow, or for the wrong ISA) library."""
+    if d.get("kind") != "llvm" or "mcpu" not in d:
+        return
+    from tvm.target import Target, codegen
+
+    triple = d.get("mtriple") or codegen.llvm_get_system_triple()
+    if not codegen.llvm_is_valid_cpu(d["mcpu"], triple):
+        known = sorted(set(codegen.llvm_get_cpu_archlist(Target({"kind": "llvm", "mtriple": triple}))))
+        raise ConfigError(path, f"{field}.mcpu", f"LLVM does not know CPU {d['mcpu']!r} for {triple}; "
+                                                 f"it knows: {', '.join(known)}")
 
 
 _SCHEMA: dict[str, dict[str, type | tuple]] = {

@@ -13,12 +13,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import register_damaged_hint
 from .target import REPO_ROOT
 
 OP_TABLE = "op_latency.json"
 LATENCY_POINTS = "latency_points.json"
 SEARCH_BASELINES = "baselines.json"   # scripts/bench_search.py: searched arms, random search, the sweep
 GATE_BASELINE = "baseline.json"       # edgenas bench --update-baseline: the regression gate's medians
+
+register_damaged_hint(OP_TABLE, "delete it: the op latencies are profiled again by the next build")
 
 
 def tuning_root() -> Path:

@@ -24,11 +24,11 @@ def edgenas_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "edgenas.cli", *args]
 
 
-def run_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     """``edgenas ARGS`` through ``edgenas.cli.main``, the console script's entry point, with wide
-    output (rich wraps tables at 80 columns when not on a terminal)."""
+    output (rich wraps tables at 80 columns when not on a terminal); ``env`` replaces the environment."""
     cmd = [sys.executable, "-c", "from edgenas.cli import main; main()", *args]
-    env = {**os.environ, "COLUMNS": "250"}
+    env = {**(env or os.environ), "COLUMNS": "250"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 

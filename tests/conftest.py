@@ -24,6 +24,15 @@ def tuning_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def config_home(tmp_path_factory) -> Path:
+    """Signing keys are generated into the user's config dir on first use: tests get their own."""
+    home = tmp_path_factory.mktemp("config")
+    os.environ["XDG_CONFIG_HOME"] = str(home)
+    os.environ.pop("EDGENAS_SIGNING_KEY", None)
+    return home
+
+
 @pytest.fixture(scope="session")
 def tiny_recipe(tmp_path_factory) -> Path:
     """The default recipe with a one-epoch QAT, for fast builds."""

@@ -46,3 +46,44 @@ def round_line(r: dict) -> str:
     the summary (one wording, so logs and summaries can be grepped alike)."""
     return (f"predicted {r['predicted_ms']:.3f} ms, measured {r['measured_ms']:.3f} ms (error {r['pred_err_pct']:.1f} %), "
             f"budget {r['budget_ms']:.3f} ms {'met' if r['budget_met'] else 'NOT met'}")
+
+
+CHANCE_FACTOR = 1.5   # an accuracy below 1.5x chance (15 % on 10 classes) is a model that did not learn
+
+
+def result_warnings(m, journal: Path | None = None) -> list[str]:
+    """One line for each reason the results of the run ``m`` (a ``Manifest``, or the report's
+    view of one) may look better than they are: an accuracy near chance (an fp32 model at 10.6 %
+    on ten classes, with int8 "above" it, is noise, not a result), and latencies measured on a busy
+    machine (docs/measurement.md). Shown in the build's summary and in the report."""
+    import json
+    import re
+
+    from ..measure.context import BUSY_SHARE
+
+    out = []
+    classes = re.search(r"_n(\d+)$", m.arch or "")
+    if classes and int(classes.group(1)) > 1:
+        chance = 1.0 / int(classes.group(1))
+        low = {k: v for k, v in m.accuracy.items() if k in ("fp32", "int8_brevitas", "int8_onnx", "int8_tvm")
+               and isinstance(v, (int, float)) and v < CHANCE_FACTOR * chance}
+        if low:
+            names = ", ".join(f"{k} {v * 100:.1f} %" for k, v in low.items())
+            out.append(f"accuracy near chance ({names}; chance is {chance * 100:.1f} % for {classes.group(1)} classes): "
+                       f"the model did not learn, and its int8 / fp32 comparison is noise; train longer (--epochs)")
+    ctx = (m.latency or {}).get("context") or {}
+    if ctx.get("other_cpu_share", 0.0) >= BUSY_SHARE:
+        out.append(f"the latency was measured on a busy machine (load {ctx.get('load_1min')}, other processes used "
+                   f"{ctx['other_cpu_share']:.0%} of the CPU): re-measure with `edgenas measure RUN` when it is quiet")
+    if journal is not None and journal.exists():
+        shares = []
+        for line in journal.read_text().splitlines():
+            try:
+                shares.append(((json.loads(line)["data"]["stats"].get("context") or {}).get("other_cpu_share", 0.0)))
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line of an append-only journal
+        busy = sum(s >= BUSY_SHARE for s in shares)
+        if busy:
+            out.append(f"{busy} of {len(shares)} measurements of this run were taken on a busy machine "
+                       f"({journal.name}); latencies and the op table may be inflated")
+    return out

@@ -21,7 +21,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from .. import fsio
-from ..errors import UsageError
+from ..errors import DamagedFile, UsageError, register_damaged_hint
 
 STATE = "state.json"
 MANIFEST = "manifest.json"
@@ -36,10 +36,21 @@ EARLIER_POINTS = "earlier_points.json"
 MODEL_FP32_ONNX = "model_fp32.onnx"
 MODEL_INT8_ONNX = "model_int8.onnx"
 
+register_damaged_hint(STATE, "the run's progress record is damaged: start the run again in a new --out (or delete this run directory)")
+register_damaged_hint(MANIFEST, f"rerun the same build with --resume, which writes {MANIFEST} again")
+
 
 def library_name(target_name: str) -> str:
     """The compiled library of a run (and of a bundle) for one target."""
     return f"model_{target_name}.so"
+
+
+def read_state(path: Path) -> dict:
+    """``state.json``, checked to be what ``RunDir`` writes (or a ``DamagedFile`` naming it)."""
+    state = fsio.read_json(path)
+    if not (isinstance(state, dict) and isinstance(state.get("config"), dict) and isinstance(state.get("completed"), dict)):
+        raise DamagedFile(path, "not an edgenas run state (expected an object with config and completed)")
+    return state
 
 
 class RunDir:
@@ -82,6 +93,10 @@ class RunDir:
     def arch_file(self) -> Path:
         return self.path / ARCH
 
+    @property
+    def journal_file(self) -> Path:
+        return self.path / JOURNAL
+
     def library(self, target_name: str) -> Path:
         return self.path / library_name(target_name)
 
@@ -113,13 +128,15 @@ class RunDir:
             if state_file.exists():
                 raise UsageError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
             raise UsageError(f"{self.path} is not empty and holds no edgenas run; choose another --out")
+        if resume and state_file.exists():
+            read_state(state_file)  # a damaged state is named before anything (the lock file) is written
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
             raise UsageError(f"another edgenas build is writing to {self.path}; wait for it or choose another --out") from None
         if resume and state_file.exists():
-            old = fsio.read_json(state_file)["config"]
+            old = read_state(state_file)["config"]
             if old != json.loads(json.dumps(config)):
                 diff = sorted(k for k in set(old) | set(config) if old.get(k) != json.loads(json.dumps(config)).get(k))
                 self.close()
@@ -140,7 +157,7 @@ class RunDir:
 
     # -- stage bookkeeping ---------------------------------------------------------------------
     def state(self) -> dict:
-        return fsio.read_json(self.state_file)
+        return read_state(self.state_file)
 
     def done(self, stage: str) -> bool:
         return stage in self.state()["completed"]

@@ -29,6 +29,7 @@ from .. import fsio, records
 from ..build import rundir
 from ..build.manifest import Manifest
 from .manifest import BUNDLE_SCHEMA_VERSION, MANIFEST, SUMS, BundleManifest, hash_tree, sums_text
+from .signing import SigningKey, sign, signing_key
 from .sources import RunSources
 
 VERIFY_INPUTS = "verify/inputs.npy"
@@ -64,28 +65,49 @@ def _readable(root: Path) -> None:
             os.chmod(Path(dirpath) / f, 0o666 & ~mask)
 
 
+def _refuse_foreign(dst: Path) -> None:
+    """``package`` replaces ``dst`` only when it is an edgenas bundle (its manifest says so) or an
+    empty folder: it never deletes what it did not make."""
+    from ..errors import UsageError
+
+    if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
+        raise UsageError(f"{dst} exists and is not a bundle folder; move it away or choose another --out")
+    if not dst.exists() or not any(dst.iterdir()):
+        return
+    try:
+        records.load(dst / MANIFEST, BundleManifest)
+    except Exception:  # noqa: BLE001 - whatever it is, it is not ours to delete
+        raise UsageError(f"{dst} exists and is not an edgenas bundle (no bundle {MANIFEST}); edgenas replaces only "
+                         f"its own bundles: move it away or choose another --out") from None
+
+
 def package(run_dir: str | os.PathLike, target, out_dir: str | os.PathLike | None = None,
-            progress: Callable[[str], None] | None = None, n_verify: int = N_VERIFY) -> Path:
+            progress: Callable[[str], None] | None = None, n_verify: int = N_VERIFY,
+            key: SigningKey | None = None) -> Path:
     """Write (or atomically replace) the bundle ``out_dir/<target name>/`` for ``target`` (a
-    ``TargetSpec``); returns its path."""
+    ``TargetSpec``), signed with ``key`` (default: ``signing.signing_key()``); returns its path."""
     say = progress or (lambda _m: None)
-    src = RunSources(Path(run_dir))
     spec = target
-    spec.check_host_prerequisites()
-    out = Path(out_dir) if out_dir is not None else src.run
+    out = Path(out_dir) if out_dir is not None else Path(run_dir)
     dst = out / spec.name
+    _refuse_foreign(dst)  # first: whatever else is wrong, a user's folder is never touched
+    src = RunSources(Path(run_dir))
+    spec.check_host_prerequisites()
+    key = key or signing_key()
     out.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out / f".{spec.name}.lock")):
+        _refuse_foreign(dst)  # again under the lock: another process may have put something there
         tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.tmp-", dir=out))
         try:
             manifest = _fill(src, spec, tmp, say, n_verify)
             records.save(tmp / MANIFEST, manifest)
             fsio.write_text(tmp / SUMS, sums_text(tmp))
+            sign(tmp / SUMS, key)
             _readable(tmp)
             _exchange(tmp, dst)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    say(f"bundle written to {dst}")
+    say(f"bundle written to {dst}, signed with key {key.fingerprint} ({key.source})")
     return dst
 
 

@@ -22,7 +22,8 @@ from ..versions import software_versions
 
 BUNDLE_SCHEMA_VERSION = 1
 SUMS = "SHA256SUMS"
-SEALS = (MANIFEST, SUMS)
+SIGNATURE = "SHA256SUMS.sig"   # bundle/signing.py: the ed25519 signature of SUMS
+SEALS = (MANIFEST, SUMS, SIGNATURE)
 TUNING_LOCK = f"tuning/{tuning_db.LOCK}"
 
 

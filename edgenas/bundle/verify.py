@@ -1,9 +1,17 @@
 """``edgenas verify BUNDLE``: is this bundle exactly what was packaged, and does its library work?
 
-Order matters. Every byte is checked first (``SHA256SUMS`` covers ``manifest.json``; the
-manifest covers every other file, and a file it does not list is a failure too: a bundle is
-sealed). Only when all hashes match is the library loaded, because ``dlopen`` of a changed
-``.so`` runs whatever its constructors now say. Then the library runs where this host can reach
+Order matters (docs/security.md), and the first failure stops everything after it:
+
+1. the layout: regular files and folders only, no symlink (not even one pointing inside), no
+   device or FIFO;
+2. the ed25519 signature of ``SHA256SUMS`` (``bundle/signing.py``) under a trusted key. Without
+   one the report says that integrity, not origin, was checked;
+3. every byte (``SHA256SUMS`` covers ``manifest.json``; the manifest covers every other file, and
+   a file it does not list is a failure too: a bundle is sealed), with every listed name a plain
+   relative path inside the bundle.
+
+Only then is the library loaded, because ``dlopen`` of a changed ``.so`` runs whatever its
+constructors now say. Then the library runs where this host can reach
 the bundle's device (``edgenas.measure.runners``, chosen from the manifest's target data):
 
 * x86-64 CPU targets run here on the stored inputs, when this CPU has the target's instructions
@@ -27,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import records
+from . import signing
 from ..errors import EdgenasError
 from ..fsio import sha256_file
 from .manifest import BUNDLE_SCHEMA_VERSION, MANIFEST, SUMS, BundleManifest, bundle_files, parse_sums
@@ -56,14 +65,20 @@ class Verification:
         return [c for c in self.checks if c.status in bad]
 
 
-def verify_bundle(bundle: str | os.PathLike) -> Verification:
+def verify_bundle(bundle: str | os.PathLike, trusted_keys: list | None = None) -> Verification:
+    """Verify ``bundle``; ``trusted_keys`` (Ed25519 public keys) default to the keys this user
+    signs with (``signing.default_trusted``)."""
     v = Verification(Path(bundle))
-    if not v.bundle.is_dir():
-        v.add("bundle", "fail", f"{v.bundle}: no such directory")
+    if v.bundle.is_symlink() or not v.bundle.is_dir():
+        v.add("bundle", "fail", f"{v.bundle}: " + ("a symlink, not a bundle folder" if v.bundle.is_symlink()
+                                                   else "no such directory"))
         return v
     if not (v.bundle / SUMS).exists():
         v.add("bundle", "fail", f"{v.bundle}: no {SUMS}, so not a sealed bundle "
                                 "(bundles are written by `edgenas package RUN_DIR --target NAME`)")
+        return v
+    if not _check_layout(v) or not _check_signature(v, signing.default_trusted() if trusted_keys is None else trusted_keys):
+        v.add("library", "skip", "not loaded: the bundle cannot be trusted (see above)")
         return v
     if not _check_hashes(v):
         v.add("library", "skip", "not loaded: the bundle's bytes differ from what was packaged")
@@ -78,12 +93,60 @@ def verify_bundle(bundle: str | os.PathLike) -> Verification:
     return v
 
 
+def _check_layout(v: Verification) -> bool:
+    """Regular files and folders only: a symlink could make a hash check read one file and
+    ``dlopen`` another, or point outside the bundle; a FIFO or device could hang the reader."""
+    import stat
+
+    bad = []
+    for dirpath, dirs, files in os.walk(v.bundle, followlinks=False):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            mode = p.lstat().st_mode
+            rel = p.relative_to(v.bundle).as_posix()
+            if stat.S_ISLNK(mode):
+                bad.append(f"{rel} is a symlink (to {os.readlink(p)})")
+            elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                bad.append(f"{rel} is not a regular file")
+    for why in bad:
+        v.add("layout", "fail", f"{why}: refused, a bundle holds regular files only")
+    if not bad:
+        v.add("layout", "ok", "regular files and folders only")
+    return not bad
+
+
+def _check_signature(v: Verification, trusted: list) -> bool:
+    res = signing.check(v.bundle, SUMS, trusted)
+    if res.trusted:
+        v.add("signature", "ok", res.detail)
+        return True
+    if trusted or not res.valid and (v.bundle / signing.SIGNATURE).exists():
+        v.add("signature", "fail", res.detail)
+        return False
+    v.add("signature", "skip", f"{res.detail}; integrity checked, not origin: the files match the bundle's own "
+                               f"hashes, which anyone who can change the files can rewrite. Pass --trusted-key PUB "
+                               f"(the packager's public key) to check who packaged it")
+    return True
+
+
+def _safe_names(v: Verification, source: str, names) -> bool:
+    """Every name a plain relative path that stays inside the bundle."""
+    bad = [n for n in names if not n or os.path.isabs(n) or n.startswith("\\")
+           or any(part in ("..", "") for part in n.split("/"))
+           or not (v.bundle / n).resolve().is_relative_to(v.bundle.resolve())]
+    for n in bad:
+        v.add("layout", "fail", f"{source} lists {n!r}: refused, not a relative path inside the bundle")
+    return not bad
+
+
 def _check_hashes(v: Verification) -> bool:
     root = v.bundle
     try:
         sums = parse_sums((root / SUMS).read_text())
     except (OSError, ValueError) as e:
         v.add(f"sha256 {SUMS}", "fail", f"{SUMS}: unreadable ({e})")
+        return False
+    if not _safe_names(v, SUMS, sums):
         return False
     if MANIFEST not in sums:
         v.add(f"sha256 {SUMS}", "fail", f"{SUMS}: does not list {MANIFEST}")
@@ -96,6 +159,14 @@ def _check_hashes(v: Verification) -> bool:
         return False
     if v.manifest.schema_version != BUNDLE_SCHEMA_VERSION:
         v.add("manifest", "fail", f"{MANIFEST}: schema {v.manifest.schema_version}, this edgenas reads {BUNDLE_SCHEMA_VERSION}")
+        return False
+    m = v.manifest
+    if not _safe_names(v, MANIFEST, m.files):
+        return False
+    used = [m.library, str(m.verification.get("inputs")), str(m.verification.get("outputs"))]
+    unlisted = [n for n in used if n not in m.files]
+    if unlisted:  # a loaded or read file must be one whose hash is checked
+        v.add("manifest", "fail", f"{MANIFEST}: names {', '.join(map(repr, unlisted))} but does not hash it")
         return False
     v.add("manifest", "ok", f"schema {v.manifest.schema_version}, target {v.manifest.target}, {len(v.manifest.files)} files")
     ok &= _compare(MANIFEST, root, v.manifest.files, v)

@@ -23,16 +23,21 @@ def package(
     target: List[str] = typer.Option(..., "--target", "-t", help="Target to bundle for (repeat for several). "
                                      "Other targets than the run's are compiled from its model_int8.onnx."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where bundles go: OUT/<target>/ (default: RUN_DIR)."),
+    key: Optional[Path] = typer.Option(None, "--key", help="Ed25519 private key (PEM) to sign with. Default: "
+                                       "$EDGENAS_SIGNING_KEY, else your own key in ~/.config/edgenas (made on first use)."),
 ):
-    """Write a deployable bundle per target: library, ONNX, arch, recipe, tuning slice, manifest."""
+    """Write a deployable bundle per target: library, ONNX, arch, recipe, tuning slice, manifest, signature."""
     from ..bundle import package as make_bundle
     from ..bundle.manifest import MANIFEST, BundleManifest
+    from ..bundle.signing import signing_key
     from ..records import load
     from ..target import get_target
     from .view import console, kv_table, out as stdout
 
+    signer = signing_key(key)
     for spec in [get_target(name) for name in target]:   # every --target checked before any work
-        path = make_bundle(run_dir, spec, out, progress=lambda m: console.print(f"[cyan]•[/] {m}", highlight=False))
+        path = make_bundle(run_dir, spec, out, progress=lambda m: console.print(f"[cyan]•[/] {m}", highlight=False),
+                           key=signer)
         m = load(path / MANIFEST, BundleManifest)
         lat = m.latency
         rows = [("bundle", str(path)), ("target", f"{m.target} {m.target_dict}"), ("library", m.library),
@@ -44,7 +49,9 @@ def package(
                 ("measured", m.latency_how),
                 ("tuning slice", f"{m.tuning['records']} records for {m.tuning['tasks_with_record']}/{m.tuning['tasks']} tasks"
                                  if m.tuning["db_records"] else f"none: {m.tuning['db']} holds no records (untuned kernels)"),
-                ("files", f"{len(m.files)} + manifest.json, SHA256SUMS")]
+                ("files", f"{len(m.files)} + {MANIFEST}, SHA256SUMS, SHA256SUMS.sig"),
+                ("signed by", f"ed25519 key {signer.fingerprint} ({signer.source})"
+                              + (f"; public key: {signer.public_file}" if signer.public_file else ""))]
         stdout.print(kv_table(f"edgenas package {m.target}", rows))
 
 
@@ -52,18 +59,23 @@ def package(
 @handled
 def verify(
     bundles: List[Path] = typer.Argument(..., help="Bundle directories (OUT/<target>/)."),
-    strict: bool = typer.Option(False, "--strict", help="Count checks that could not run here (skip) as failures."),
+    strict: bool = typer.Option(False, "--strict", help="Count checks that could not run here (skip) as failures, "
+                                "an unchecked origin included."),
+    trusted_key: Optional[List[Path]] = typer.Option(None, "--trusted-key", help="Public key (PEM) the bundle must be "
+                                                     "signed by (repeat for several). Default: the keys you sign with."),
 ):
-    """Re-check every hash, load the library and compare its outputs with the stored ones."""
+    """Check the layout, the signature and every hash; only then load the library and compare its outputs."""
     from rich.table import Table
 
+    from ..bundle.signing import load_public
     from ..bundle.verify import verify_bundle
     from ..errors import EdgenasError
     from .view import out as stdout
 
+    trusted = [load_public(p) for p in trusted_key] if trusted_key else None
     summary, failed = [], []
     for b in bundles:
-        v = verify_bundle(b)
+        v = verify_bundle(b, trusted)
         t = Table(title=f"edgenas verify {b}", title_justify="left")
         for col in ("check", "status", "detail"):
             t.add_column(col, overflow="fold")

@@ -54,7 +54,8 @@ def measure(
     tracker: Optional[str] = typer.Option(None, "--tracker", help="Measure on a device farm: tracker HOST:PORT."),
     key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key)."),
 ):
-    """Re-measure a run's compiled library, locally or on a device of the farm."""
+    """Re-measure a run's compiled library, locally or on a device of the farm; the measurement, with
+    the machine's load, is appended to the run's measurements.jsonl."""
     from ..build.rundir import RunDir
     from ..errors import UsageError
     from ..measure.runners import LocalRunner, runner_for
@@ -74,7 +75,10 @@ def measure(
     farm = farm_from_options(tracker, key, spec)
     # without --target, the run's own library on this host (its target file may be anywhere)
     runner = runner_for(spec, farm) if spec is not None else LocalRunner.here(name, manifest.target_dict)
-    stats = runner.measure(lib, rd.input_shape(), min_samples=repeat).stats
+    journal = rd.journal_file
+    stats = runner.measure(lib, rd.input_shape(), min_samples=repeat, journal=journal).stats
+    load = stats.context.describe() if stats.context else "not observable on a farm device (TVM RPC does not expose it)"
     out.print(kv_table(f"edgenas measure {lib.name}", [
         ("median", f"{stats.median_ms:.4f} ms"), ("p90", f"{stats.p90_ms:.4f} ms"), ("n", str(stats.n)),
-        ("threads", str(stats.threads)), ("where", stats.where), ("device", stats.device)]))
+        ("threads", str(stats.threads)), ("where", stats.where), ("device", stats.device), ("machine load", load),
+        ("journal", f"appended to {journal}")]))

@@ -84,6 +84,11 @@ def build_summary(m, run_dir) -> Table:
         rows.append(("artifact", str(run_dir / name)))
     rows.append(("report", str(run_dir / "report.html")))
     rows.append(("bundle", str(run_dir / m.target) + "  (edgenas verify checks it)"))
+    from ..build.manifest import result_warnings
+    from ..build.rundir import RunDir
+
+    for w in result_warnings(m, RunDir(run_dir).journal_file):
+        rows.append(("[yellow]warning[/]", w))
     return kv_table("edgenas build", rows)
 
 

@@ -6,6 +6,7 @@ among it: ``cuda_env.py``).
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -30,11 +31,43 @@ def build(fused_mod, spec, out_path: str | os.PathLike, database=None) -> tuple[
     skipped: list[str] = []
     with pipeline.build_env(spec), tgt, tvm.transform.PassContext(opt_level=3):
         ex = tvm.compile(fused_mod, target=tgt, relax_pipeline=pipeline.schedule_and_lower(spec, database, skipped))
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_path.parent))
+    from .. import fsio
+
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_path.parent))
+    except OSError as e:
+        raise (fsio.no_space_error(out_path) if e.errno == errno.ENOSPC else e) from None
     try:
         lib = tmp / out_path.name
-        ex.export_library(str(lib), fcompile=pipeline.fcompile(spec))
+        try:
+            ex.export_library(str(lib), fcompile=pipeline.fcompile(spec))
+        except Exception as e:  # the compiler's message holds the cause; TVM's first line is "Compilation error:"
+            cause = next((ln for ln in str(e).splitlines() if "No space left" in ln or "Disk quota" in ln), None)
+            if cause is None and not (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)):
+                raise
+            raise fsio.no_space_error(out_path, "No space left on device" if cause is None else
+                                      cause.rsplit(": ", 1)[-1]) from None
+        _check_complete_elf(lib, out_path)
         os.replace(lib, out_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_path, skipped
+
+
+def _check_complete_elf(lib: Path, out_path: Path) -> None:
+    """The linked library holds all the bytes its ELF header promises. Measured here: GNU ld on a
+    full tmpfs can exit 0 with the file cut at the quota, which would otherwise be installed."""
+    import struct
+
+    from .. import fsio
+
+    size = lib.stat().st_size
+    head = lib.read_bytes()[:64]
+    if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit ELF only (x86-64, aarch64)
+        return
+    shoff, = struct.unpack_from("<Q", head, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", head, 0x3A)
+    if shoff + shentsize * shnum > size:
+        raise fsio.no_space_error(out_path, f"the linker wrote only {size} of {shoff + shentsize * shnum} bytes "
+                                            f"(a full disk?)")
+

@@ -8,9 +8,12 @@ Why it looks like this (docs/architecture.md §3 "Tune the space, not the model"
   scales are one task, 9 -> 6 tasks on a small net): such layers share records, and the trace is
   re-targeted with ``schedule_using_anchor_trace`` (``pipeline.tuned_schedule``, which also
   survives the cases where 0.27 cannot re-target a trace).
-* Tuning writes into a private work dir; a measure callback merges the new records into the
-  shared DB after every measured batch (``tuning_db.merge``), so a killed run keeps what it paid
-  for and two concurrent tuners cannot corrupt the shared files.
+* Tuning writes into a private work dir; every measured trial is merged into the shared DB as it
+  arrives (``trial_sink``, through ``tuning_db.merge``), so a killed run keeps what it paid for
+  and two concurrent tuners cannot corrupt the shared files. A tuning call is a job in the
+  shared DB's ledger until it finishes; a rerun of the same tasks takes over a dead job and runs
+  only the trials it had left. The private dir is removed on every exit, and one left by a
+  killed tuner (its name carries the pid) is removed by the next tuning.
 * ``WarmBuilder`` keeps its build workers alive across batches. MetaSchedule's ``LocalBuilder``
   starts fresh workers for every batch, and each one pays the ``tvm.s_tir.tensor_intrin`` import
   (20–45 s here, 2–3 s with ``fastinspect``); warm workers pay it once, outside the build timeout.
@@ -28,12 +31,29 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import EdgenasError
-from . import fastinspect, packed_dot, pipeline, tuning_db
+from . import fastinspect, packed_dot, pipeline, trial_sink, tuning_db
 
 MODULE_EQUALITY = "anchor-block"
 BUILD_TIMEOUT_S = 60.0
 RECYCLE_WORKER_AFTER = 256  # builds per worker before a restart (PopenPool workers leak memory)
 MAX_TRIALS_PER_ITER = 32
+WORK_PREFIX = "edgenas-tune-"   # + pid: a killed tuner's folder is found and removed by the next one
+
+
+def _task_key(task) -> str:
+    """A task's identity across processes (the ledger of unfinished tunings keys on it)."""
+    import tvm_ffi
+
+    return f"{task.task_name}:{tvm_ffi.structural_hash(task.dispatched[0])}"
+
+
+def _sweep_dead_work_dirs() -> None:
+    """Remove the private work dirs of tuners that were killed (SIGKILL runs no clean-up)."""
+    base = tempfile.gettempdir()
+    for name in os.listdir(base):
+        pid = name[len(WORK_PREFIX):].split("-", 1)[0]
+        if name.startswith(WORK_PREFIX) and pid.isdigit() and not tuning_db.alive(int(pid)):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -46,12 +66,12 @@ class TuneStats:
     seconds: float
 
 
-def export_shared_library(rt_mod, cross_compiler: str | None = None) -> str:
+def export_shared_library(rt_mod, cross_compiler: str | None = None, work_dir: str | None = None) -> str:
     """Builder-side export to a linked ``.so`` (MetaSchedule's default is a ``.tar``, which the
     single runner worker must then link with g++ — ~1 s per candidate, serialised; linking here
     runs in the parallel build workers). Candidates for an aarch64 farm are linked with the
     target's cross compiler."""
-    path = os.path.join(tempfile.mkdtemp(prefix="edgenas-cand-"), "tvm_tmp_mod.so")
+    path = os.path.join(tempfile.mkdtemp(prefix="edgenas-cand-", dir=work_dir), "tvm_tmp_mod.so")
     if cross_compiler:
         from tvm.support import cc
 
@@ -61,7 +81,7 @@ def export_shared_library(rt_mod, cross_compiler: str | None = None) -> str:
     return path
 
 
-def _builder(max_workers: int, f_export=None):
+def _builder(max_workers: int, f_export=None, sink=None):
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
     from tvm.s_tir.meta_schedule.builder.local_builder import _serialize_params, _worker_func
     from tvm.ir.utils import derived_object
@@ -85,6 +105,8 @@ def _builder(max_workers: int, f_export=None):
                     results.append(BuilderResult(r.value, None))
                 else:
                     results.append(BuilderResult(None, f"WarmBuilder: {r.status.name}: {r.value}"))
+            if sink is not None:
+                sink.built(results)
             return results
 
         def close(self):
@@ -103,14 +125,14 @@ def _error_line(msg: str) -> str:
     return (tail[-1] if tail else lines[-1] if lines else "unknown error")[:200]
 
 
-def _checkpoint_callback(private_dir: str, shared_dir: str, total: int, task_names: list[str],
-                         progress: Callable[[str], None], counts: dict, abort_on_lost_batch: bool):
+def _checkpoint_callback(total: int, task_names: list[str], progress: Callable[[str], None], counts: dict,
+                         abort_on_lost_batch: bool):
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
     from tvm.ir.utils import derived_object
 
     @derived_object
     class MergeIntoShared(PyMeasureCallback):
-        """After each measured batch: count it, report it, and merge it into the shared DB."""
+        """After each measured batch: count it and report it (its trials are already merged, one by one)."""
 
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             counts["trials"] += len(measure_candidates)
@@ -122,8 +144,6 @@ def _checkpoint_callback(private_dir: str, shared_dir: str, total: int, task_nam
                 counts["first_run_error"] = _error_line(failed[0])
             times = [sum(r.run_secs) / len(r.run_secs) for r in runner_results if r.run_secs]
             best = f", batch best {min(float(t) for t in times) * 1e3:.3f} ms" if times else ""
-            merged = tuning_db.merge(private_dir, shared_dir, skip_records=counts["merged"])
-            counts["merged"] += merged.consumed
             progress(f"tuned {counts['trials']}/{total} trials ({task_names[task_id]}{best}; "
                      f"{counts['build_errors']} build errors, {counts['run_errors']} run errors)")
             built = sum(b.error_msg is None for b in builder_results)
@@ -217,7 +237,7 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
     whether the target can be measured here); a remote runner (``Farm.ms_runner``) stops the
     tuning with ``EdgenasError`` when a whole batch fails to run, i.e. the farm is gone. Returns
     what was run; the records are in the shared DB when this returns (or, if it fails or is
-    interrupted, up to the last measured batch, so a rerun resumes).
+    interrupted, up to the last measured trial, and a rerun runs only the trials left).
     """
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
@@ -229,26 +249,42 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
     tgt = target.tvm()
     tasks = extract_tasks(mod, tgt, module_equality=MODULE_EQUALITY)
     shared, _ = tuning_db.load(tuning_dir, MODULE_EQUALITY)
-    # A task counts as tuned only if some record actually applies to it (pipeline.tuned_schedule).
-    todo = [t for t in tasks if shared is None or pipeline.tuned_schedule(t.dispatched[0], shared, tgt)[0] is None]
+    unfinished = tuning_db.unfinished_tasks(tuning_dir)
+    # A task counts as tuned only if some record actually applies to it (pipeline.tuned_schedule)
+    # and no interrupted tuning of it has trials left.
+    todo = [t for t in tasks if _task_key(t) in unfinished or shared is None
+            or pipeline.tuned_schedule(t.dispatched[0], shared, tgt)[0] is None]
     if trials <= 0 or not todo:
+        return TuneStats(0, 0, 0, len(tasks), 0, time.perf_counter() - t0)
+    job = tuning_db.start_job(tuning_dir, [_task_key(t) for t in todo], trials)
+    left = trials - job.measured
+    if left <= 0:
+        tuning_db.finish_job(tuning_dir, job.id)
         return TuneStats(0, 0, 0, len(tasks), 0, time.perf_counter() - t0)
     per_iter = trials_per_round or max(1, min(MAX_TRIALS_PER_ITER, trials // len(todo)))
     if trials < len(todo):
         progress(f"warning: {trials} trials for {len(todo)} untuned tasks; some stay untuned")
-    progress(f"tuning {len(todo)} of {len(tasks)} tasks, {trials} trials, {per_iter} per round")
+    resumed = f" ({job.measured} measured before an interruption)" if job.measured else ""
+    progress(f"tuning {len(todo)} of {len(tasks)} tasks, {left} trials{resumed}, {per_iter} per round")
 
-    private = tempfile.mkdtemp(prefix="edgenas-tune-")
-    builder = _builder(max_workers=2, f_export=functools.partial(export_shared_library,
-                                                                 cross_compiler=target.cross_compiler))
+    _sweep_dead_work_dirs()
+    private = tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-")
+    try:
+        sink = trial_sink.TrialSink(os.path.join(private, "trials"), tuning_dir, job.id)
+        builder = _builder(max_workers=2, sink=sink, f_export=functools.partial(
+            export_shared_library, cross_compiler=target.cross_compiler, work_dir=private))
+    except BaseException:
+        shutil.rmtree(private, ignore_errors=True)
+        raise
     remote = runner is not None
-    counts = {"trials": 0, "build_errors": 0, "run_errors": 0, "merged": 0, "first_run_error": "", "aborted": ""}
+    counts = {"trials": 0, "build_errors": 0, "run_errors": 0, "first_run_error": "", "aborted": ""}
     console, console_level = None, 0
     try:
         # Evolutionary search dominates a round's cost on 2 cores (10–20 s at MetaSchedule's default
         # population of 512); a population of ~8x the batch measured per round keeps quality.
         population = min(256, max(64, 8 * per_iter))
-        strategy = ms.search_strategy.EvolutionarySearch(population_size=population, genetic_num_iters=2)
+        strategy = trial_sink.wrap_strategy(
+            ms.search_strategy.EvolutionarySearch(population_size=population, genetic_num_iters=2), sink)
         with _foreign_handlers_detached():
             contexts, weights = extracted_tasks_to_tune_contexts(
                 todo, private, space=packed_dot.space_generator(packed_dot.kernel_for(target)), strategy=strategy, seed=seed)
@@ -257,16 +293,16 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
             console_level = console.level
             console.setLevel("WARNING")
         threads = int(target.tvm_target.get("num-cores", os.cpu_count() or 1))
-        runner = runner or ms.runner.LocalRunner(
+        runner = trial_sink.wrap_runner(runner or ms.runner.LocalRunner(
             timeout_sec=60, initializer=functools.partial(_runner_init, threads), evaluator_config=ms.runner.EvaluatorConfig(
-                number=3, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False))
+                number=3, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False)), sink)
         callbacks = ms.measure_callback.MeasureCallback.create("default") + [
-            _checkpoint_callback(private, tuning_dir, trials, [t.task_name for t in todo], progress, counts, remote)]
+            _checkpoint_callback(left, [t.task_name for t in todo], progress, counts, remote)]
         try:
             # ... and candidates of the pixel-vector GEMM whose sampled vectorization nests (dropped too)
             with _stderr_without("Tensorize failed", "Detect vectorize inside vectorized loop"):
                 ms.tune.tune_tasks(
-                    tasks=contexts, task_weights=weights, work_dir=private, max_trials_global=trials,
+                    tasks=contexts, task_weights=weights, work_dir=private, max_trials_global=left,
                     num_trials_per_iter=per_iter, builder=builder, runner=runner,
                     database=ms.database.JSONDatabase(work_dir=private, module_equality=MODULE_EQUALITY),
                     measure_callbacks=callbacks, module_equality=MODULE_EQUALITY)
@@ -277,7 +313,7 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
                 f"tuning stopped after {counts['trials']} trials: a whole batch of candidates failed on the "
                 f"device farm ({counts['aborted']}); the records measured so far are kept in {tuning_dir}, "
                 f"rerun (or --resume) once servers are back") from None
-        tuning_db.merge(private, tuning_dir, skip_records=counts["merged"])
+        tuning_db.finish_job(tuning_dir, job.id)
     finally:
         if console is not None:
             console.setLevel(console_level)

@@ -24,10 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import fsio
+from ..errors import DamagedFile, EdgenasError, register_damaged_hint
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 LOCK = "database.lock"  # tuning_logs/**/*.lock is git-ignored
+JOBS = "unfinished_tuning.json"  # tuning calls that have not finished: their tasks and trials spent
+register_damaged_hint(JOBS, "delete it: interrupted tunings then start over")
 LOCK_TIMEOUT_S = 600
 _RECORD_LINE = re.compile(r"^\[\s*(\d+)\s*,(.*)\]\s*$", re.S)
 
@@ -103,12 +106,117 @@ def merge(src: str | os.PathLike, dst: str | os.PathLike, skip_records: int = 0)
     return MergeResult(len(src_records), len(workloads) - n_workloads, len(records) - n_records, len(records))
 
 
+@dataclass(frozen=True)
+class Job:
+    """A tuning call in progress: its tasks, its trial budget and the trials measured so far."""
+
+    id: str
+    tasks: tuple[str, ...]
+    trials: int
+    measured: int      # trials measured by earlier, interrupted calls of the same tasks
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _jobs(d: Path) -> dict[str, dict]:
+    path = d / JOBS
+    if not path.exists():
+        return {}
+    try:
+        jobs = fsio.read_json(path)
+    except DamagedFile:
+        raise EdgenasError(f"{path}: not valid JSON (the list of unfinished tunings is corrupted); delete it, "
+                           f"and unfinished tunings start over") from None
+    return jobs if isinstance(jobs, dict) else {}
+
+
+def start_job(directory: str | os.PathLike, tasks: list[str], trials: int) -> Job:
+    """Register a tuning of ``tasks`` with ``trials`` trials, taking over every unfinished job whose
+    tasks are all among them and whose tuner is gone: their measured trials count toward this
+    budget (the resume). A job of a tuner still running on this host is left to it."""
+    import hashlib
+    import socket
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    with _lock(d):
+        jobs = _jobs(d)
+        host = socket.gethostname()
+        taken = [k for k, j in jobs.items() if set(j["tasks"]) <= set(tasks)
+                 and not (j.get("host") == host and alive(int(j.get("pid", 0))))]
+        measured = sum(int(jobs.pop(k)["measured"]) for k in taken)
+        key = "\n".join(sorted(tasks)) + f"\n{host}:{os.getpid()}"
+        job = Job(hashlib.sha256(key.encode()).hexdigest()[:16], tuple(sorted(tasks)), trials, measured)
+        jobs[job.id] = {"tasks": list(job.tasks), "trials": trials, "measured": measured, "host": host, "pid": os.getpid()}
+        fsio.write_json(d / JOBS, jobs)
+    return job
+
+
+def unfinished_tasks(directory: str | os.PathLike) -> set[str]:
+    d = Path(directory)
+    if not (d / JOBS).exists():
+        return set()
+    with _lock(d):
+        return {t for j in _jobs(d).values() for t in j["tasks"]}
+
+
+def count_trial(directory: str | os.PathLike, job: str) -> None:
+    d = Path(directory)
+    with _lock(d):
+        jobs = _jobs(d)
+        if job in jobs:
+            jobs[job]["measured"] = int(jobs[job]["measured"]) + 1
+            fsio.write_json(d / JOBS, jobs)
+
+
+def finish_job(directory: str | os.PathLike, job: str) -> None:
+    d = Path(directory)
+    with _lock(d):
+        jobs = _jobs(d)
+        if jobs.pop(job, None) is not None:
+            if jobs:
+                fsio.write_json(d / JOBS, jobs)
+            else:
+                (d / JOBS).unlink()
+
+
+def _checked_lines(path: Path, n_workloads: int | None = None) -> list[str]:
+    """``path``'s complete lines, each checked to parse; a torn last line (an append cut short)
+    is dropped as ``merge`` drops it, and any other bad line is named with what to do."""
+    import json
+
+    lines = _lines(path)
+    for no, line in enumerate(lines, 1):
+        try:
+            value = json.loads(line)
+            ok = isinstance(value, list) and len(value) == 2
+            if ok and n_workloads is not None:  # a record: [workload index, record]
+                ok = isinstance(value[0], int) and 0 <= value[0] < n_workloads
+        except ValueError:
+            ok = False
+        if not ok:
+            raise EdgenasError(f"{path}: line {no} is not a MetaSchedule {'record' if n_workloads is not None else 'workload'} "
+                               f"(the file is corrupted); delete that line, or the tuning database "
+                               f"{path.parent}, and those tasks are tuned again")
+    return lines
+
+
 def load(directory: str | os.PathLike, module_equality: str):
     """A MetaSchedule database holding the best record per workload of the shared DB, or ``None``.
 
     Returns ``(database, n_records)``. The files are snapshotted under the lock and loaded from
     the copy: ``JSONDatabase`` appends to (and with ``allow_missing`` creates) the files it was
-    opened on, and the shared files must only ever be written by ``merge``.
+    opened on, and the shared files must only ever be written by ``merge``. The snapshot holds the
+    checked complete lines only (``_checked_lines``): MetaSchedule's own loader fails on a torn
+    line with a parser error that names no file.
     """
     from tvm.s_tir import meta_schedule as ms
 
@@ -121,9 +229,15 @@ def load(directory: str | os.PathLike, module_equality: str):
     snap = Path(tempfile.mkdtemp(prefix="edgenas-db-"))
     try:
         with _lock(d):
-            for name in (WORKLOADS, RECORDS):
-                shutil.copyfile(d / name, snap / name)
-        full = ms.database.JSONDatabase(work_dir=str(snap), allow_missing=False, module_equality=module_equality)
+            workloads = _checked_lines(d / WORKLOADS)
+            records = _checked_lines(d / RECORDS, len(workloads))
+        for name, lines in ((WORKLOADS, workloads), (RECORDS, records)):
+            (snap / name).write_text("".join(ln + "\n" for ln in lines))
+        try:
+            full = ms.database.JSONDatabase(work_dir=str(snap), allow_missing=False, module_equality=module_equality)
+        except Exception as e:  # noqa: BLE001 - TVM's parser errors carry no file name
+            raise EdgenasError(f"{d}: MetaSchedule cannot load this tuning database ({str(e).strip().splitlines()[-1][:160]}); "
+                               f"move the folder aside and the tasks are tuned again") from None
         best = ms.database.MemoryDatabase(module_equality=module_equality)
         full.dump_pruned(best)
         return best, len(full)

@@ -22,6 +22,33 @@ from ..errors import EdgenasError, UsageError
 TRACKER_MAGIC = 0x2F271                       # tvm.rpc.base.RPC_TRACKER_MAGIC
 SUCCESS, REQUEST, SUMMARY = 0, 4, 6           # tvm.rpc.base.TrackerCode
 START_HINT = "start one with `scripts/farm start 2` or check --tracker"
+NOT_A_TRACKER = "is not a TVM tracker (its answer is not the tracker protocol); check --tracker"
+_warned_hosts: set[str] = set()
+
+
+def exposed(host: str) -> bool:
+    """Whether ``host`` is neither loopback nor a private-network address: a TVM RPC server there
+    runs whatever library it is sent, unauthenticated and unencrypted (docs/security.md)."""
+    import ipaddress
+
+    try:
+        addrs = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return False  # unresolvable: the connection fails with its own message
+    return any(not (ip.is_loopback or ip.is_private) for ip in map(ipaddress.ip_address, addrs))
+
+
+def warn_if_exposed(host: str, what: str) -> bool:
+    """One line on stderr, once per host and process, before a library is sent to ``host``."""
+    import sys
+
+    if host in _warned_hosts or not exposed(host):
+        return False
+    _warned_hosts.add(host)
+    print(f"warning: {what} {host} is not on loopback or a private network; TVM's RPC has no authentication "
+          f"or encryption, so anyone on the path can read the library and any client can run code on the "
+          f"server. Use an isolated lab network or an SSH tunnel (docs/security.md)", file=sys.stderr, flush=True)
+    return True
 
 
 def parse_tracker(text: str) -> tuple[str, int]:
@@ -64,8 +91,18 @@ class TrackerClient:
         self.sock.sendall(struct.pack("<i", len(data)) + data)
 
     def _reply(self):
+        """One length-prefixed JSON message; anything else means the listener is not a tracker
+        (an echo or HTTP server answers the magic number by chance at most)."""
         size = struct.unpack("<i", self._recv(4))[0]
-        return json.loads(self._recv(size).decode())
+        if not 0 < size <= 1 << 24:
+            raise EdgenasError(f"{self.tracker} {NOT_A_TRACKER}")
+        try:
+            reply = json.loads(self._recv(size).decode())
+        except (ValueError, UnicodeDecodeError):
+            raise EdgenasError(f"{self.tracker} {NOT_A_TRACKER}") from None
+        if not (isinstance(reply, list) and len(reply) == 2 and isinstance(reply[0], int)):
+            raise EdgenasError(f"{self.tracker} {NOT_A_TRACKER}")
+        return reply
 
     def summary(self) -> dict:
         """The tracker's ``{"queue_info": {key: {free, pending}}, "server_info": [...]}``."""
@@ -77,6 +114,8 @@ class TrackerClient:
             raise EdgenasError(f"the RPC tracker at {self.tracker} stopped answering ({e or type(e).__name__})") from None
         if code != SUCCESS:
             raise EdgenasError(f"the RPC tracker at {self.tracker} refused a summary request")
+        if not isinstance(value, dict):
+            raise EdgenasError(f"{self.tracker} {NOT_A_TRACKER}")
         return value
 
     def request(self, key: str, wait_s: float, priority: int = 1) -> tuple[str, int, str]:
@@ -95,7 +134,7 @@ class TrackerClient:
         self.sock.settimeout(wait_s)
         try:
             self._send([REQUEST, key, "", priority])
-            code, (host, port, matchkey) = self._reply()
+            code, answer = self._reply()
         except socket.timeout:
             self.close()
             raise TimeoutError(f"no server for key {key!r} became free within {wait_s:g} s") from None
@@ -104,7 +143,11 @@ class TrackerClient:
             raise EdgenasError(f"the RPC tracker at {self.tracker} stopped answering ({e or type(e).__name__})") from None
         if code != SUCCESS:
             raise EdgenasError(f"the RPC tracker at {self.tracker} refused a request for key {key!r}")
-        return host, int(port), matchkey
+        try:
+            host, port, matchkey = answer
+            return str(host), int(port), str(matchkey)
+        except (TypeError, ValueError):
+            raise EdgenasError(f"{self.tracker} {NOT_A_TRACKER}") from None
 
     def close(self) -> None:
         if getattr(self, "sock", None) is not None:
@@ -139,7 +182,10 @@ class FarmStatus:
 
 def _servers(raw: dict) -> list[tuple[str, str]]:
     """``(address, key)`` of every server in a tracker summary (its keys read ``server:KEY``)."""
-    return sorted((f"{s['addr'][0]}:{s['addr'][1]}", s["key"].split(":", 1)[1]) for s in raw.get("server_info", []))
+    try:
+        return sorted((f"{s['addr'][0]}:{s['addr'][1]}", s["key"].split(":", 1)[1]) for s in raw.get("server_info", []))
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise EdgenasError(f"the listener at --tracker {NOT_A_TRACKER}") from None
 
 
 def _servers_of(raw: dict, key: str) -> int:
@@ -157,11 +203,14 @@ def farm_status(tracker: str, timeout_s: float = 10.0) -> FarmStatus:
         totals[key] = totals.get(key, 0) + 1
     queues = raw.get("queue_info", {})
     rows = []
-    for key in sorted(set(totals) | set(queues)):
-        total, q = totals.get(key, 0), queues.get(key, {"free": 0, "pending": 0})
-        free = min(int(q["free"]), total)
-        if total or q["pending"]:
-            rows.append(KeyRow(key, total, free, total - free, int(q["pending"])))
+    try:
+        for key in sorted(set(totals) | set(queues)):
+            total, q = totals.get(key, 0), queues.get(key, {"free": 0, "pending": 0})
+            free = min(int(q["free"]), total)
+            if total or q["pending"]:
+                rows.append(KeyRow(key, total, free, total - free, int(q["pending"])))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise EdgenasError(f"{tracker} {NOT_A_TRACKER}") from None
     return FarmStatus(tracker, tuple(rows), tuple(servers))
 
 

@@ -24,7 +24,6 @@ which also works through RPC; a core list cannot be passed over RPC (arrays do n
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import numpy as np
 
 from ..records import record
 from ..versions import software_versions
+from .context import LoadWatch, MachineLoad, warn_if_busy
 from .stats import LatencyStats
 
 
@@ -64,16 +64,16 @@ class Outcome:
 def median_ci(samples, confidence: float = 0.95) -> tuple[float, float]:
     """Distribution-free CI of the median: ``[x_(j), x_(n+1-j)]`` with the largest ``j`` whose
     coverage ``1 - 2 P(Bin(n, 1/2) <= j-1)`` is at least ``confidence`` ([min, max] when n is too
-    small for any such ``j``)."""
+    small for any such ``j``). The binomial quantile comes from ``scipy.stats.binom``, which stays
+    finite at any n (the exact sum of ``comb(n, j) / 2**n`` overflows a float past n ~ 1000)."""
+    from scipy.stats import binom
+
     x = np.sort(np.asarray(samples, dtype=float))
-    n, alpha = len(x), 1.0 - confidence
-    j, tail = 0, 0.0
-    while j < n // 2:
-        tail += math.comb(n, j) / 2.0**n          # P(B <= j)
-        if 2 * tail > alpha:
-            break
-        j += 1
-    j = max(j, 1)
+    n, half_alpha = len(x), (1.0 - confidence) / 2
+    k = int(binom.ppf(half_alpha, n, 0.5))        # smallest k with P(B <= k) >= alpha/2
+    if binom.cdf(k, n, 0.5) > half_alpha:
+        k -= 1                                    # largest k with P(B <= k) <= alpha/2
+    j = min(max(k + 1, 1), max(n // 2, 1))
     return float(x[j - 1]), float(x[n - j])
 
 
@@ -121,12 +121,21 @@ def configure_threads(get_function: Callable[[str], Callable], proto: Protocol) 
 
 
 def time_vm(vm, dev, x, proto: Protocol, min_samples: int | None = None) -> Outcome:
-    """Run the protocol on ``vm["main"](x)`` with TVM's time evaluator (works through RPC too)."""
+    """Run the protocol on ``vm["main"](x)`` with TVM's time evaluator (works through RPC too).
+
+    The warm-up is one repeat that TVM stretches to ``warmup_ms`` by growing its run count. Its
+    mean per-run time still holds the first runs' page faults and any preemption, so it only
+    seeds a calibration: five samples of about ``sample_ms`` each, whose median per-run time sets
+    ``number`` (runs per sample). Every sample then lasts about ``sample_ms`` whatever the repeat
+    count. A probe of five *single* runs, as before, put the timer's overhead into the estimate
+    and let ``number`` change from one measurement to the next."""
     from dataclasses import replace
 
-    vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=int(proto.warmup_ms))(x)
-    probe = float(np.median(vm.time_evaluator("main", dev, number=1, repeat=5)(x).results)) * 1e3
-    number = max(1, round(proto.sample_ms / max(probe, 1e-6)))
+    warm = vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=max(1, int(proto.warmup_ms)))(x)
+    seed = max(1, round(proto.sample_ms / max(float(warm.mean) * 1e3, 1e-6)))
+    probe = vm.time_evaluator("main", dev, number=seed, repeat=5, min_repeat_ms=0)(x)
+    per_run_ms = float(np.median(probe.results)) * 1e3
+    number = max(1, round(proto.sample_ms / max(per_run_ms, 1e-6)))
 
     def sample(n: int) -> list[float]:
         timer = vm.time_evaluator("main", dev, number=number, repeat=n, min_repeat_ms=0)
@@ -159,11 +168,13 @@ class Measurement:
 
 
 def make_measurement(outcome: Outcome, *, proto: Protocol, target: str, key: str, tracker: str, device_id: str,
-                     device: str, threads: int, pinning: str, library: str, input_shape) -> Measurement:
+                     device: str, threads: int, pinning: str, library: str, input_shape,
+                     context: MachineLoad | None = None) -> Measurement:
     from ..fsio import sha256_file
 
     stats = LatencyStats.from_samples(outcome.samples_ms, number=outcome.number, threads=threads,
-                                      where=f"rpc:{tracker}/{key}" if tracker else device_id, device=device)
+                                      where=f"rpc:{tracker}/{key}" if tracker else device_id, device=device,
+                                      context=context)
     return Measurement(stats, outcome.ci_ms, outcome.converged, outcome.remeasured, proto, target, key, tracker,
                        device_id, threads, pinning, os.fspath(library), sha256_file(library),
                        tuple(int(d) for d in input_shape), software_versions(), time.time())
@@ -201,9 +212,13 @@ def measure_here(lib_path, input_shape, proto: Protocol | None = None, *, min_sa
         pinning += f"; main thread on cores {sorted(os.sched_getaffinity(0))}"
     vm = relax.VirtualMachine(tvm.runtime.load_module(os.fspath(lib_path)), dev)
     x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape).astype("float32"), dev)
+    watch = LoadWatch()
     out = time_vm(vm, dev, x, proto, min_samples)
+    load = watch.finish()
     m = make_measurement(out, proto=proto, target=target, key="", tracker="", device_id=f"local:{socket.gethostname()}",
-                         device=cpu_name(), threads=threads, pinning=pinning, library=lib_path, input_shape=input_shape)
+                         device=cpu_name(), threads=threads, pinning=pinning, library=lib_path, input_shape=input_shape,
+                         context=load)
+    warn_if_busy(load, os.path.basename(os.fspath(lib_path)))
     if journal is not None:
         append_journal(journal, m)
     return m

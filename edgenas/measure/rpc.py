@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import EdgenasError
-from .farm_status import START_HINT, FarmStatus, TrackerClient, farm_status, parse_tracker
+from .farm_status import START_HINT, FarmStatus, TrackerClient, farm_status, parse_tracker, warn_if_exposed
 from .protocol import Measurement, Protocol, append_journal, configure_threads, make_measurement, time_vm
 from .stats import LatencyStats
 
@@ -52,6 +52,15 @@ def _is_lost(err: BaseException) -> bool:
     return isinstance(err, (OSError, TimeoutError, EOFError)) or any(s in str(err) for s in _LOST)
 
 
+def _raised_by_tvm(err: BaseException) -> bool:
+    """Whether ``err`` came out of TVM (the session, the server, the library) rather than from this
+    client's own Python code, judged by the innermost frame of its traceback."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is None or f"{os.sep}tvm" in tb.tb_frame.f_code.co_filename
+
+
 def _first_line(err: BaseException) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     tail = [ln for ln in lines if "Error" in ln or "Check failed" in ln]
@@ -64,7 +73,8 @@ class Farm:
 
     def __init__(self, tracker: str, key: str, *, target: str, timeout_s: float = 30.0, retries: int = 3,
                  protocol: Protocol | None = None, priority: int = 1):
-        parse_tracker(tracker)
+        host, _ = parse_tracker(tracker)
+        warn_if_exposed(host, "the RPC tracker")
         self.tracker, self.key, self.timeout_s, self.retries = tracker, key, float(timeout_s), max(1, int(retries))
         self.protocol, self.target, self.priority = protocol or Protocol(), target, priority
         self.attempts: list[Attempt] = []     # every attempt of this Farm, for status lines and tests
@@ -94,6 +104,7 @@ class Farm:
                 except TimeoutError:
                     pass
         server = f"{host}:{port}"
+        warn_if_exposed(host, "the RPC server")
         box: dict = {}
 
         def work():
@@ -102,6 +113,7 @@ class Farm:
                 sess = rpc.connect(host, port, matchkey, session_timeout=self.timeout_s)
                 box["value"] = fn(sess, server)
             except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+                box["local"] = not _raised_by_tvm(e)
                 box["error"] = e.with_traceback(None)  # its frames would keep the session open
             finally:
                 del sess
@@ -116,6 +128,8 @@ class Farm:
             err = box["error"]
             if _is_lost(err):
                 raise _Lost(server, _first_line(err))
+            if box["local"]:  # this client's own code failed (statistics, shapes): not the server's fault
+                raise err
             raise EdgenasError(f"{server} (key {self.key!r}): {_first_line(err)}")
         return box["value"], server
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..records import record
+from .context import MachineLoad
 
 
 @record("latency_stats")
@@ -24,9 +25,11 @@ class LatencyStats:
     where: str             # "local:<host>" or "rpc:<tracker>/<key>"
     device: str
     measured_at: float
+    context: MachineLoad | None = None   # the machine's load during the measurement (None: not observable, e.g. a remote device)
 
     @classmethod
-    def from_samples(cls, samples_ms, number: int, threads: int, where: str, device: str | None = None) -> "LatencyStats":
+    def from_samples(cls, samples_ms, number: int, threads: int, where: str, device: str | None = None,
+                     context: MachineLoad | None = None) -> "LatencyStats":
         s = np.asarray(samples_ms, dtype=np.float64)
         return cls(
             median_ms=float(np.median(s)),
@@ -39,4 +42,5 @@ class LatencyStats:
             where=where,
             device=device or f"{platform.machine()} {platform.processor() or ''}".strip(),
             measured_at=time.time(),
+            context=context,
         )

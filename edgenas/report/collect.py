@@ -19,8 +19,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .. import fsio, records
-from ..build.rundir import OP_TABLE, TIMING, RunDir
-from ..errors import EdgenasError
+from ..build.rundir import OP_TABLE, TIMING, RunDir, read_state
+from ..errors import DamagedFile, EdgenasError
 from ..search.collapse import collapse_warning
 from .baselines import data_name, find_baselines, setting_mismatch, target_name
 
@@ -57,9 +57,11 @@ MANIFEST_DEFAULTS = {"target": "?", "data": "?", "recipe": "?", "arch": "", "acc
 
 
 def _json(path: Path, default):
+    """``path``'s JSON, ``default`` when it does not exist; a file that does not parse is refused
+    (``DamagedFile``): a report rendered from it would look like a real result."""
     try:
         return fsio.read_json(path)
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return default
 
 
@@ -67,7 +69,11 @@ def _data(path: Path) -> dict | None:
     """A record file's ``data``, whatever its version: a report must read runs of older edgenas
     versions too, so records are read as plain JSON here, never refused for their version."""
     raw = _json(path, None)
-    return raw.get("data") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
+    if raw is None:
+        return None
+    if not (isinstance(raw, dict) and isinstance(raw.get("data"), dict)):
+        raise DamagedFile(path, "not an edgenas record (expected keys type, version, data)")
+    return raw["data"]
 
 
 def _arch(run: RunDir, fallback: str | None):
@@ -75,6 +81,8 @@ def _arch(run: RunDir, fallback: str | None):
 
     try:
         return run.arch()
+    except DamagedFile:
+        raise
     except EdgenasError:
         pass
     try:
@@ -102,7 +110,7 @@ def collect(run_dir: str | Path) -> RunView:
 
     rd = RunDir(run_dir)
     run = rd.path
-    state = _json(rd.state_file, {})
+    state = read_state(rd.state_file) if rd.state_file.exists() else {}
     config, done = state.get("config", {}), state.get("completed", {})
     n_rounds = max([config.get("rounds", 0)] + [int(p.name[1:]) for p in (run / "rounds").glob("r*") if p.name[1:].isdigit()])
     rounds = []
@@ -120,6 +128,8 @@ def collect(run_dir: str | Path) -> RunView:
     arch = _arch(rd, manifest.arch if manifest is not None and manifest.arch else last)
     try:
         table = records.load(rd.join(OP_TABLE), LatencyTable)
+    except DamagedFile:
+        raise
     except EdgenasError:
         table = None
     target = target_name(config, manifest, table)

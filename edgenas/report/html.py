@@ -69,6 +69,11 @@ def summary_rows(view: RunView) -> list[tuple[str, str]]:
         rows.append(("status", "run not finished: sections below show what exists so far"))
     if view.stage_seconds:
         rows.append(("stage seconds", ", ".join(f"{k} {v:.0f}" for k, v in view.stage_seconds.items())))
+    if m is not None:
+        from ..build.manifest import result_warnings
+        from ..build.rundir import RunDir
+
+        rows += [("warning", w) for w in result_warnings(m, RunDir(view.run).journal_file)]
     collapsed = [rv.index for rv in view.rounds if rv.collapse]
     if collapsed:  # details beside the α trajectories
         rows.append(("search collapse", f"warning in round(s) {', '.join(map(str, collapsed))}: see Search below"))

@@ -96,10 +96,20 @@ def test_second_build_into_same_dir_refuses(built_run, tiny_recipe):
     assert "--resume" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_measure_command_remeasures_the_run(built_run):
-    proc = subprocess.run(edgenas_cmd("measure", str(built_run[0]), "--repeat", "10"), capture_output=True, text=True, timeout=300)
+def test_measure_command_remeasures_the_run_and_journals_it(built_run):
+    """``--repeat 3000`` (it overflowed the median's interval once), appended to the run's journal
+    with the machine's load."""
+    import json
+
+    journal = built_run[0] / "measurements.jsonl"
+    before = journal.read_text().splitlines()
+    proc = subprocess.run(edgenas_cmd("measure", str(built_run[0]), "--repeat", "3000"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "median" in proc.stdout and " ms" in proc.stdout
+    assert "median" in proc.stdout and " ms" in proc.stdout and "machine load" in proc.stdout
+    after = journal.read_text().splitlines()
+    assert after[:len(before)] == before and len(after) == len(before) + 1
+    stats = json.loads(after[-1])["data"]["stats"]
+    assert stats["n"] == 3000 and stats["context"]["load_1min"] >= 0 and 0 <= stats["context"]["other_cpu_share"] <= 1
 
 
 def test_measure_command_on_a_non_run_is_one_line(tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgenas import records
+from edgenas.bundle import signing
 from edgenas.bundle.manifest import BundleManifest, parse_sums
 from edgenas.fsio import sha256_file
 from edgenas.measure import aarch64_check
@@ -73,9 +74,94 @@ def test_wrong_numbers_fail_even_in_a_resealed_bundle(bundle_copy):
     m = records.load(bundle_copy / "manifest.json", BundleManifest)
     records.save(bundle_copy / "manifest.json", dataclasses.replace(m, files=hash_tree(bundle_copy)))
     (bundle_copy / "SHA256SUMS").write_text(sums_text(bundle_copy))
+    signing.sign(bundle_copy / "SHA256SUMS", signing.own_key())   # as a buggy packager would: signed
     proc = run_cli("verify", str(bundle_copy))
     assert proc.returncode == 1 and "max |err|" in _one_line_error(proc)
     assert "run (local)" in proc.stdout and "sha256 differs" not in proc.stdout
+
+
+def _reseal(bundle):
+    """What an attacker who can write the bundle can do: rehash the manifest and SHA256SUMS."""
+    import dataclasses
+
+    from edgenas.bundle.manifest import hash_tree, sums_text
+
+    m = records.load(bundle / "manifest.json", BundleManifest)
+    records.save(bundle / "manifest.json", dataclasses.replace(m, files=hash_tree(bundle)))
+    (bundle / "SHA256SUMS").write_text(sums_text(bundle))
+
+
+def _evil_library(tmp_path, marker):
+    """A shared library whose constructor writes ``marker``: dlopen alone runs it."""
+    import subprocess
+
+    src = tmp_path / "evil.c"
+    src.write_text('#include <stdio.h>\n__attribute__((constructor)) static void run(void) {\n'
+                   f'  FILE *f = fopen("{marker}", "w"); if (f) {{ fputs("ran", f); fclose(f); }}\n}}\n')
+    lib = tmp_path / "evil.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    return lib
+
+
+def _other_public_key(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = tmp_path / "other.pub.pem"
+    path.write_bytes(signing.public_pem(Ed25519PrivateKey.generate().public_key()))
+    return path
+
+
+def test_a_signed_bundle_verifies_with_the_right_key_only(bundle_copy, tmp_path, config_home):
+    own = config_home / "edgenas" / signing.PUB_NAME
+    assert (bundle_copy / signing.SIGNATURE).is_file()
+    good = run_cli("verify", "--strict", "--trusted-key", str(own), str(bundle_copy))
+    assert good.returncode == 0 and "signature by trusted key" in good.stdout, good.stdout + good.stderr
+    wrong = run_cli("verify", "--trusted-key", str(_other_public_key(tmp_path)), str(bundle_copy))
+    assert wrong.returncode == 1 and "not signed by a trusted key" in _one_line_error(wrong)
+    assert "not loaded" in wrong.stdout and "run (local)" not in wrong.stdout
+
+
+def test_a_tampered_library_is_refused_before_it_is_loaded(bundle_copy, tmp_path, config_home):
+    marker = tmp_path / "constructor-ran"
+    shutil.copyfile(_evil_library(tmp_path, marker), bundle_copy / "model_x86-avx2.so")
+    _reseal(bundle_copy)
+    own = config_home / "edgenas" / signing.PUB_NAME
+    proc = run_cli("verify", "--trusted-key", str(own), str(bundle_copy))
+    assert proc.returncode == 1 and "SHA256SUMS" in _one_line_error(proc) and "not loaded" in proc.stdout
+    # without any trusted key too: the signature no longer matches the SHA256SUMS it signed
+    import os
+
+    bare = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "no-keys")}
+    proc = run_cli("verify", str(bundle_copy), env=bare)
+    assert proc.returncode == 1 and "changed after signing" in _one_line_error(proc)
+    assert not marker.exists(), "verify loaded the tampered library"
+
+
+def test_a_symlinked_library_is_refused(bundle_copy, tmp_path):
+    outside = tmp_path / "outside.so"
+    shutil.move(bundle_copy / "model_x86-avx2.so", outside)
+    (bundle_copy / "model_x86-avx2.so").symlink_to(outside)    # same bytes: every hash still matches
+    proc = run_cli("verify", str(bundle_copy))
+    assert proc.returncode == 1 and "symlink" in _one_line_error(proc) and "not loaded" in proc.stdout
+
+
+def test_without_a_trusted_key_verify_says_integrity_not_origin(bundle_copy, tmp_path):
+    import os
+
+    bare = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "no-keys")}
+    proc = run_cli("verify", str(bundle_copy), env=bare)
+    assert proc.returncode == 0 and "integrity checked, not origin" in proc.stdout, proc.stdout + proc.stderr
+    strict = run_cli("verify", "--strict", str(bundle_copy), env=bare)
+    assert strict.returncode == 1 and "not origin" in _one_line_error(strict)
+
+
+def test_package_refuses_a_folder_that_is_not_a_bundle(built_run, tmp_path):
+    mine = tmp_path / "out" / "x86-avx2"
+    mine.mkdir(parents=True)
+    (mine / "thesis.tex").write_text("keep me")
+    proc = run_cli("package", str(built_run), "--target", "x86-avx2", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "not an edgenas bundle" in _one_line_error(proc)
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"] and (mine / "thesis.tex").read_text() == "keep me"
 
 
 def test_unlisted_or_missing_files_fail(bundle_copy):

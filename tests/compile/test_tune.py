@@ -14,8 +14,10 @@ import time
 import warnings
 
 import numpy as np
+import pytest
 
 from edgenas.compile import compile_onnx, frontend, pipeline, tune, tuning_db
+from edgenas.errors import EdgenasError
 from edgenas.target import get_target
 
 SHAPE = (1, 3, 16, 16)
@@ -75,6 +77,14 @@ _TUNER = textwrap.dedent("""
 """)
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def _spawn(model, db_dir, trials, per_round):
     return subprocess.Popen([sys.executable, "-c", _TUNER, str(model), str(db_dir), str(trials), str(per_round)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
@@ -127,3 +137,57 @@ def test_merge_remaps_dedupes_and_skips_partial_lines(tmp_path):
     assert (again.new_workloads, again.new_records, again.total_records) == (0, 0, 3)
     assert (dst / tuning_db.WORKLOADS).read_text() == '["h1","W1"]\n["h0","W0"]\n'
     assert (dst / tuning_db.RECORDS).read_text() == '[0,{"r":"old"}]\n[1,{"r":"a"}]\n[0,{"r":"b"}]\n'
+
+
+def test_a_killed_tuner_keeps_every_measured_trial_and_the_rerun_runs_only_the_rest(tmp_path):
+    """One batch of 8 trials, killed once half are in the shared DB: the old batch-level merge
+    lost all of them. The rerun tunes the 4 or so left; the killed run's work dir is swept."""
+    import glob
+    import tempfile
+
+    spec, db_dir, trials = get_target("x86-avx2"), tmp_path / "tl", 8
+    model = _conv_onnx(tmp_path / "conv.onnx", 4)
+    # kill -9 from inside, right after the 4th trial was counted (deterministic, unlike a poll)
+    hook = textwrap.dedent("""
+        import os, signal
+        from edgenas.compile import tuning_db
+        count, n = tuning_db.count_trial, [0]
+        def count_then_die(*a):
+            count(*a)
+            n[0] += 1
+            if n[0] == 4:
+                os.kill(os.getpid(), signal.SIGKILL)
+        tuning_db.count_trial = count_then_die
+    """)
+    killed = subprocess.Popen([sys.executable, "-c", hook + _TUNER, str(model), str(db_dir), str(trials), str(trials)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        killed.wait(timeout=600)
+    finally:
+        if killed.poll() is None:
+            os.killpg(killed.pid, signal.SIGKILL)
+            killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    if _group_alive(killed.pid):  # its build and run workers
+        os.killpg(killed.pid, signal.SIGKILL)
+    kept = tuning_db.count_records(db_dir)
+    assert kept == trials // 2, kept
+    assert glob.glob(os.path.join(tempfile.gettempdir(), f"{tune.WORK_PREFIX}{killed.pid}-*"))
+
+    fused = pipeline.fuse(frontend.import_onnx(model), spec)
+    stats = tune.tune(fused, spec, str(db_dir), trials, trials_per_round=trials)
+    assert stats.trials == trials - kept and stats.tasks_tuned == 1, stats
+    assert tuning_db.count_records(db_dir) == trials
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"{tune.WORK_PREFIX}{killed.pid}-*"))
+    assert not (db_dir / tuning_db.JOBS).exists()
+    assert tune.tune(fused, spec, str(db_dir), trials, trials_per_round=trials).trials == 0  # finished: reused
+
+    # a torn last line (a writer killed mid-append) is skipped; a garbled line is named
+    records = db_dir / tuning_db.RECORDS
+    good = records.read_text()
+    records.write_text(good + '[0, [["half-writ')
+    assert tuning_db.load(db_dir, tune.MODULE_EQUALITY)[1] == trials
+    lines = good.splitlines(keepends=True)
+    records.write_text("".join(lines[:2] + ["garbage\n"] + lines[2:]))
+    with pytest.raises(EdgenasError, match=r"database_tuning_record\.json: line 3 .*corrupted"):
+        tuning_db.load(db_dir, tune.MODULE_EQUALITY)

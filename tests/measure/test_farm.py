@@ -48,6 +48,22 @@ def test_measure_through_the_farm(farm2, tiny_lib, tmp_path):
     assert st.free == 2
 
 
+def test_3000_samples_through_the_farm_and_local_errors_are_not_the_servers(farm2, tiny_lib, monkeypatch):
+    """``--repeat 3000`` once overflowed the median's interval, and the farm blamed the server."""
+    farm = Farm(farm2.tracker, farm2.key, target="x86-avx2", timeout_s=60)
+    assert farm.measurement(tiny_lib, TINY_SHAPE, repeat=3000).stats.n == 3000
+
+    from edgenas.measure import protocol
+
+    def broken(*a, **k):
+        raise OverflowError("int too large to convert to float")
+
+    monkeypatch.setattr(protocol, "median_ci", broken)   # a bug in this client's own statistics
+    with pytest.raises(OverflowError):
+        farm.measurement(tiny_lib, TINY_SHAPE, repeat=10)
+    assert [a.outcome for a in farm.attempts] == ["ok"]   # no server was blamed, nothing retried
+
+
 def test_remote_outputs_match_local(farm2, tiny_lib):
     from edgenas.measure.local import run_local
 

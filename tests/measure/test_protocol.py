@@ -17,6 +17,37 @@ def test_median_ci_is_the_order_statistic_interval():
     assert median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few for 95 %: the whole range
 
 
+def _exact_ci_rank(n: int, alpha: float = 0.05) -> int:
+    """The order-statistic rank by exact integer arithmetic (fractions cannot overflow)."""
+    from fractions import Fraction
+    from math import comb
+
+    j, tail = 0, Fraction(0)
+    while j < n // 2:
+        tail += Fraction(comb(n, j), 2**n)
+        if 2 * tail > Fraction(alpha).limit_denominator(10**6):
+            break
+        j += 1
+    return max(j, 1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 6, 9, 10, 20, 31, 100, 999, 1000, 1001, 3000])
+def test_median_ci_rank_matches_the_exact_binomial_sum(n):
+    x = np.arange(1, n + 1, dtype=float)
+    j = _exact_ci_rank(n)
+    assert median_ci(x) == (float(j), float(n + 1 - j))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 3000, 10_000, 100_000])
+def test_median_ci_is_finite_ordered_and_shrinks_at_any_n(n):
+    x = np.random.default_rng(n).lognormal(0, 0.3, n)
+    lo, hi = median_ci(x)
+    assert np.isfinite([lo, hi]).all() and lo <= float(np.median(x)) <= hi
+    if n >= 100:  # the interval's rank width follows the normal approximation 1.96 sqrt(n)
+        width = np.searchsorted(np.sort(x), hi) - np.searchsorted(np.sort(x), lo)
+        assert abs(width - 1.96 * np.sqrt(n)) <= 3
+
+
 def test_median_ci_covers_the_true_median():
     rng = np.random.default_rng(0)
     hits = sum(lo <= 1.0 <= hi for lo, hi in (median_ci(rng.lognormal(0, 0.3, 30)) for _ in range(400)))
@@ -66,3 +97,33 @@ def test_measure_here_records_threads_pinning_and_versions(tiny_lib, tmp_path, t
     import json
 
     assert records.from_dict(json.loads(journal.read_text().splitlines()[0]), Measurement) == m
+
+
+def test_measurement_records_the_load_and_warns_beside_a_cpu_hog(tiny_lib, tmp_path, capsys, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from edgenas.measure import context
+
+    monkeypatch.setattr(context, "_last_warning", [float("-inf")])
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        import time
+
+        time.sleep(0.5)
+        m = measure_here(tiny_lib, TINY_SHAPE, Protocol(min_samples=200, max_samples=200), target="x86-avx2",
+                         journal=tmp_path / "m.jsonl")
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    load = m.stats.context
+    assert load is not None and load.cores >= 1 and load.load_1min >= 0 and load.seconds > 0
+    assert load.busy and load.other_cpu_share >= context.BUSY_SHARE
+    err = capsys.readouterr().err
+    assert "busy machine" in err and "tiny_int8.so" in err and len(err.strip().splitlines()) == 1
+    import json
+
+    line = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[0])
+    assert line["data"]["stats"]["context"]["other_cpu_share"] == load.other_cpu_share

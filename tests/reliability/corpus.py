@@ -21,6 +21,19 @@ class Case:
     make: Callable[[Path], list[str]]      # builds the inputs in a temp dir, returns CLI args
     exit_code: int
     expect: tuple[str, ...]                # substrings of the one-line error
+    wrap: Callable[[Path], list[str]] | None = None  # a command prefix the CLI runs under (a full disk)
+
+    def command(self, tmp: Path, python: str) -> list[str]:
+        args = self.make(tmp)
+        return [*(self.wrap(tmp) if self.wrap else []), python, "-m", "edgenas.cli", *args]
+
+    def runnable(self) -> bool:
+        """Whether this host can set the case up (the full-disk case needs a user namespace)."""
+        if self.wrap is None:
+            return True
+        import subprocess
+
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
 
 
 def _onnx_model(tmp: Path, op: str = "Relu", dims=(1, 4), domain: str = "") -> Path:
@@ -115,6 +128,81 @@ def _non_empty_out(tmp: Path) -> list[str]:
     return ["build", "--out", str(tmp / "run")]
 
 
+def _unknown_mcpu(tmp: Path) -> list[str]:
+    t = (REPO / "targets" / "x86-avx2.toml").read_text().replace('mcpu = "haswell"', 'mcpu = "haswel"')
+    (tmp / "t.toml").write_text(t.replace('name = "x86-avx2"', 'name = "t"'))
+    return ["compile", str(_onnx_model(tmp)), "--target", str(tmp / "t.toml"), "--out", str(tmp / "o.so")]
+
+
+def echo_listener(reply: bytes | None = None) -> str:
+    """``HOST:PORT`` of a listener that is not a TVM tracker: it echoes what it is sent (as a
+    misconfigured port forward might), or answers every message with ``reply`` (an HTTP server).
+    Served from a daemon thread of the calling process."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve():
+        while True:
+            conn, _ = srv.accept()
+            with conn:
+                while data := conn.recv(4096):
+                    conn.sendall(reply if reply is not None else data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"127.0.0.1:{srv.getsockname()[1]}"
+
+
+def _not_a_tracker(tmp: Path) -> list[str]:
+    return ["compile", str(_onnx_model(tmp)), "--tracker", echo_listener(), "--out", str(tmp / "o.so")]
+
+
+def _fake_run(tmp: Path, **files: str) -> Path:
+    """A run directory holding only ``files`` (name -> text); a valid unfinished state by default."""
+    run = tmp / "run"
+    (run / "rounds" / "r1").mkdir(parents=True)
+    files = {"state.json": '{"config": {}, "completed": {}}', **files}
+    for name, text in files.items():
+        (run / name.replace("__", "/")).write_text(text)
+    return run
+
+
+def _package_over_a_user_folder(tmp: Path) -> list[str]:
+    mine = tmp / "out" / "x86-avx2"
+    mine.mkdir(parents=True)
+    (mine / "thesis.tex").write_text("keep me")
+    return ["package", str(_fake_run(tmp)), "--target", "x86-avx2", "--out", str(tmp / "out")]
+
+
+def _bundle_with_a_symlink(tmp: Path) -> list[str]:
+    b = tmp / "bundle"
+    b.mkdir()
+    (b / "SHA256SUMS").write_text("")
+    (b / "model_x86-avx2.so").symlink_to("/bin/true")
+    return ["verify", str(b)]
+
+
+def _bad_key_file(tmp: Path, option: str) -> list[str]:
+    (tmp / "key.pem").write_text("not a key\n")
+    if option == "--key":
+        return ["package", str(_fake_run(tmp)), "--target", "x86-avx2", "--key", str(tmp / "key.pem")]
+    return ["verify", str(tmp), "--trusted-key", str(tmp / "key.pem")]
+
+
+def _full_disk(tmp: Path) -> list[str]:
+    (tmp / "full").mkdir()
+    return ["compile", str(_onnx_model(tmp)), "--out", str(tmp / "full" / "model.so")]
+
+
+def _mount_tiny_tmpfs(tmp: Path) -> list[str]:
+    """Run the CLI in a user and mount namespace over a 12 KiB tmpfs at ``tmp/full``: a real
+    ENOSPC, and nothing of it outlives the command."""
+    return ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=12k tmpfs {tmp / "full"} && exec "$@"', "sh"]
+
+
 VALID_TARGET_HEAD = "name = 't'\ndescription = 'd'\narch = 'x86_64'\n"
 
 CASES: list[Case] = [
@@ -135,6 +223,20 @@ CASES: list[Case] = [
     Case("zero rounds", lambda t: ["build", "--rounds", "0", "--out", str(t / "run")], 2, ("--rounds",)),
     Case("unknown --space mode", lambda t: ["build", "--space", "huge", "--out", str(t / "run")], 2, ("--space 'huge'", "evolve")),
     Case("unreachable farm tracker", lambda t: ["compile", str(_onnx_model(t)), "--tracker", "127.0.0.1:9", "--out", str(t / "o.so")], 1, ("127.0.0.1:9",)),
+    Case("a listener that is not a TVM tracker at --tracker", _not_a_tracker, 1, ("not a TVM tracker",)),
+    Case("target TOML with an mcpu LLVM does not know", _unknown_mcpu, 2, ("t.toml", "tvm.target.mcpu", "haswel", "haswell")),
+    Case("build --resume of a run whose state.json is garbage", lambda t: ["build", "--out", str(_fake_run(t, **{"state.json": "{garbage"})), "--resume"], 2, ("state.json", "not valid JSON", "new --out")),
+    Case("build --resume of a run whose state.json is not a run state", lambda t: ["build", "--out", str(_fake_run(t, **{"state.json": "[1, 2]"})), "--resume"], 2, ("state.json", "not an edgenas run state")),
+    Case("report of a run whose state.json is garbage", lambda t: ["report", str(_fake_run(t, **{"state.json": "{garbage"}))], 2, ("state.json", "not valid JSON")),
+    Case("report of a run whose manifest.json is garbage", lambda t: ["report", str(_fake_run(t, **{"manifest.json": "garbage"}))], 2, ("manifest.json", "not valid JSON", "--resume")),
+    Case("report of a run whose op table is not a record", lambda t: ["report", str(_fake_run(t, **{"op_table.json": "[1, 2]"}))], 2, ("op_table.json", "not an edgenas record")),
+    Case("report of a run with a truncated round record", lambda t: ["report", str(_fake_run(t, **{"rounds__r1__search.json": '{"type": "search_res'}))], 2, ("search.json", "not valid JSON")),
+    Case("measure a run whose manifest.json is garbage", lambda t: ["measure", str(_fake_run(t, **{"manifest.json": "garbage"}))], 2, ("manifest.json", "not valid JSON")),
+    Case("package over a folder that is not a bundle", _package_over_a_user_folder, 2, ("x86-avx2", "not an edgenas bundle")),
+    Case("verify a bundle holding a symlink", _bundle_with_a_symlink, 1, ("model_x86-avx2.so", "symlink")),
+    Case("package --key with a file that is not a key", lambda t: _bad_key_file(t, "--key"), 2, ("key.pem", "not an unencrypted PEM private key")),
+    Case("verify --trusted-key with a file that is not a key", lambda t: _bad_key_file(t, "--trusted-key"), 2, ("key.pem", "not a PEM public key")),
+    Case("compile onto a full disk", _full_disk, 1, ("model.so", "No space left on device", "MiB free"), wrap=_mount_tiny_tmpfs),
     Case("unknown option", lambda t: ["build", "--turbo", "--out", str(t / "run")], 2, ("No such option", "--turbo")),
     Case("--out that holds other files", _non_empty_out, 2, ("not empty",)),
     Case("truncated ONNX file", _truncated, 2, ("truncated.onnx", "not a valid ONNX")),
