@@ -47,7 +47,7 @@ def depthwise_func(in_shape: tuple[int, int, int, int], in_dtype: str, kernel: t
     rw = te.reduce_axis((tirx.const(0, "int64"), tirx.const(kw, "int64")), "rw")
     y = te.compute(i64(n, c, oh, ow), lambda b, ch, i, j: te.sum(
         xp[b, ch, i * sh + rh, j * sw + rw].astype("int32") * wt[ch, 0, rh, rw].astype("int32"), axis=[rh, rw]),
-        name="depthwise")
+        name="depthwise" if sw == 1 else "depthwise_strided")  # default_schedule.py vectorizes the rows of the first
     return te.create_prim_func([x, wt, y]).without_attr("global_symbol").with_attr("op_pattern", 4), (n, c, oh, ow)
 
 
@@ -93,12 +93,12 @@ def depthwise_blocked_func(in_shape: tuple[int, int, int, int], in_dtype: str, k
     return te.create_prim_func([x, wt, res]).without_attr("global_symbol").with_attr("op_pattern", 4), (n, c, oh, ow)
 
 
-BLOCKED_MAX_WIDTH = 12  # output rows this short waste a row vector's lanes: the channel-blocked form wins
+BLOCKED_MAX_WIDTH = 14  # output rows this short waste a row vector's lanes: the channel-blocked form wins
 
 
 def blocked_fits(out_shape) -> bool:
     """Whether the channel-blocked form is the faster one (measured on MobileNetV2's layers with
-    the default schedules, 1 thread: 2-7x faster at 12x12 and below, slower at 24x24 and 48x48
+    the default schedules, 1 thread: 2-14x faster at 14x14 and below with stride 2 or at 7x7, slower at 28x28 and wider
     stride 1, where a row fills its vectors; scripts/bench_compile.py's profile shows the sum)."""
     return out_shape[3] <= BLOCKED_MAX_WIDTH
 
