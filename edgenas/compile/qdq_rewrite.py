@@ -75,9 +75,10 @@ class FoldReport:
 
     def kernel_classes(self) -> dict[str, int]:
         """Integer ops by the kernel that runs them (``edgenas compile`` prints it): the rest of
-        the integer convs (dense k x k, strided or dilated 1x1) run TVM's own int8 conv2d."""
+        the integer ops (dilated or grouped convs, matmuls without a constant weight) run TVM's own
+        int8 conv2d / matmul."""
         n = sum(self.int8_ops.values())
-        classes = {"packed GEMM (1x1 conv, matmul)": self.packed, "depthwise": self.depthwise,
+        classes = {"packed GEMM (conv, matmul)": self.packed, "depthwise": self.depthwise,
                    "TVM int8 conv/matmul": n - self.packed - self.depthwise}
         return {k: v for k, v in classes.items() if v}
 
