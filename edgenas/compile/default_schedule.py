@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from .packed_dot import LOCAL, register
+LOCAL = "_local"  # suffix of the tensor intrinsics whose accumulator is "local" (packed_dot.register)
 
 _log = logging.getLogger(__name__)
 LANES = 32  # elements per vector loop of elementwise blocks (a 256-bit vector of bytes); LLVM splits wider ones
@@ -188,17 +188,16 @@ def schedule_depthwise_blocked(sch, _kernel=None) -> None:
     """``depthwise.depthwise_blocked_func``: threads over (batch, 16-channel group); per group the
     channels-last padded input, the taps unrolled around one 16-channel vector per output pixel,
     and the NCHW epilogue with its output row vectorized."""
-    from .depthwise import BLOCK
-
     _inline_all_but(sch, {"pad_x", "depthwise_blocked"})
+    dw = sch.get_sblock("depthwise_blocked")
+    block = int(sch.get(sch.get_loops(dw)[4]).extent)  # (b, g, i, j, lane, rh, rw): the channels per vector
     (out,) = sch.get_output_blocks(sch.get_sblock("root"))
     b, c, i, j = sch.get_loops(out)
-    g, lane = sch.split(c, factors=[None, BLOCK])
+    g, lane = sch.split(c, factors=[None, block])
     tile = sch.fuse(b, g)
     sch.parallel(tile)
     if int(sch.get(j).extent) <= 64:
         sch.vectorize(j)
-    dw = sch.get_sblock("depthwise_blocked")
     sch.compute_at(dw, tile, preserve_unit_loops=True)
     pad = sch.get_sblock("pad_x")
     sch.compute_at(pad, tile, preserve_unit_loops=True)
@@ -334,7 +333,6 @@ def _rule_class():
             self.kernel = kernel
 
         def apply(self, func, target, tunable):  # noqa: ARG002 - DLight's signature
-            register()
             sch = s_tir.Schedule(func)
             fn = SCHEDULES.get(_classify(sch, self.kernel))
             if fn is None:
@@ -350,7 +348,8 @@ def _rule_class():
 
 
 def rules(kernel) -> list:
-    """The DLight rules for a CPU target whose packed kernel is ``kernel`` (``packed_dot.kernel_for``)."""
+    """The DLight rules for a CPU target whose packed kernel is ``kernel`` (``packed_dot.kernel_for``;
+    its intrinsics must be registered, ``packed_dot.register``: ``build.build`` does both)."""
     from tvm.s_tir import dlight as dl
 
     return [_rule_class()(kernel), dl.cpu.Reduction()]

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .default_schedule import LOCAL  # suffix of the intrinsics with a "local" accumulator
+
 
 @dataclass(frozen=True)
 class DotKernel:
@@ -70,7 +72,6 @@ def kernel_for(spec) -> DotKernel | None:
     return KERNELS.get(spec.int8_dot) if backend(spec).packed_int8 else None
 
 
-LOCAL = "_local"  # suffix of the intrinsics whose accumulator is a "local" buffer (default_schedule)
 
 
 @functools.cache

@@ -25,6 +25,7 @@ INTRIN = {"avx2": "llvm.x86.avx2.pmadd.wd", "vnni": "llvm.x86.avx512.vpdpbusd.51
 def _build(func, kernel: str, tensorized: bool = True):
     """The kernel with the default rules applied, compiled; asserts that edgenas' rule (not a
     generic fallback) scheduled it: threaded, and with the dot-product intrinsic for a GEMM."""
+    packed_dot.register()
     tgt = tvm.target.Target({"kind": "llvm", "mcpu": MCPU[kernel], "num-cores": 2})
     mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
     with tgt:
