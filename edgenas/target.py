@@ -46,6 +46,7 @@ class TargetSpec:
     int8_dot: str
     path: str
     search_bits: tuple[int, ...] = DEFAULT_SEARCH_BITS   # [search] bits: build's default --bits
+    local_if_cpu_has: tuple[str, ...] = ()   # [runner] local_if_cpu_has: /proc/cpuinfo flags
 
     @property
     def is_cuda(self) -> bool:
@@ -57,7 +58,17 @@ class TargetSpec:
 
     @property
     def measurable_locally(self) -> bool:
-        return self.runner == "local"
+        """A local runner, or a device target whose ISA this host has (``[runner]
+        local_if_cpu_has``: e.g. x86-avx512-vnni on a VNNI host is tuned and measured here)."""
+        return self.runner == "local" or self.host_has_isa
+
+    @property
+    def host_has_isa(self) -> bool:
+        import platform
+
+        if not self.local_if_cpu_has or platform.machine() != self.arch or self.is_cross:
+            return False
+        return set(self.local_if_cpu_has) <= host_cpu_flags()
 
     def tvm(self):
         """The ``tvm.target.Target`` (imports tvm lazily)."""
@@ -98,12 +109,22 @@ def _check_mcpu(path: Path, field: str, d: dict) -> None:
                                                  f"it knows: {', '.join(known)}")
 
 
+def host_cpu_flags() -> frozenset[str]:
+    """This host's CPU feature flags (``/proc/cpuinfo``; empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((ln for ln in text.splitlines() if ln.startswith(("flags", "Features"))), "")
+    return frozenset(line.split(":", 1)[-1].split())
+
+
 _SCHEMA: dict[str, dict[str, type | tuple]] = {
     "": {"name": str, "description": str, "arch": str, "tvm": dict, "build": dict, "runner": dict, "int8": dict,
          "search": dict},
     "tvm": {"target": dict, "host": dict},
     "build": {"cross_compiler": str},
-    "runner": {"kind": str, "rpc_key": str},
+    "runner": {"kind": str, "rpc_key": str, "local_if_cpu_has": list},
     "int8": {"dot_product": str},
     "search": {"bits": list},
 }
@@ -137,6 +158,12 @@ def _bits(path: Path, field: str, value: list) -> tuple[int, ...]:
         raise ConfigError(path, field, f"expected a non-empty list of distinct bit widths between {BIT_WIDTHS[0]} "
                                        f"and {BIT_WIDTHS[-1]}, e.g. [8] or [4, 8]; got {value!r}")
     return tuple(sorted(value))
+
+
+def _flags(path: Path, field: str, value: list) -> tuple[str, ...]:
+    if not all(isinstance(f, str) and f and f == f.strip() for f in value):
+        raise ConfigError(path, field, f"expected a list of /proc/cpuinfo flags such as [\"avx512_vnni\"], got {value!r}")
+    return tuple(value)
 
 
 def _tvm_dict(path: Path, field: str, d: dict) -> dict:
@@ -178,6 +205,7 @@ def load_target_file(path: str | os.PathLike) -> TargetSpec:
         int8_dot=_choice(path, "int8.dot_product", raw["int8"]["dot_product"], INT8_DOT),
         path=str(path),
         search_bits=_bits(path, "search.bits", raw["search"]["bits"]) if "bits" in raw.get("search", {}) else DEFAULT_SEARCH_BITS,
+        local_if_cpu_has=_flags(path, "runner.local_if_cpu_has", runner.get("local_if_cpu_has", [])),
     )
 
 

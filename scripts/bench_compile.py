@@ -7,8 +7,11 @@ count (docs/architecture.md §5). For each model and thread count this measures 
 PyTorch eager fp32, ORT fp32, ORT int8 (QDQ and QOperator, ``quantize_static``), TVM fp32
 untuned / tuned, and edgenas int8 untuned / tuned, and prints each as a ratio to ORT int8 QDQ.
 
-Models: a small CNN at 32x32 and a MobileNetV2-0.35-style net at 96x96 (``--large`` adds it at
-224x224); ``--run DIR`` adds a searched model (``DIR/model_fp32.onnx``, ``DIR/model_int8.onnx``).
+Models (``--models``): a small CNN at 32x32, MobileNetV2-0.35 at 96x96, MobileNetV2-1.0 at
+224x224 and a ResNet-18 at 96x96 (dense 3x3 convs); ``--untuned-only`` skips the tuned builds of
+the named ones; ``--run DIR`` adds a searched model (``DIR/model_fp32.onnx``, ``DIR/model_int8.onnx``).
+The JSON records the CPU, the ISA onnxruntime's MLAS uses on it, the load average before and after,
+and per build the trials, compile and tuning time and the int8 kernel classes.
 Tuning goes into ``--tuning-dir`` (default ``build/bench/tuning``, reused by later runs, so a
 second run reports 0 new trials). Each thread count is measured in a fresh subprocess because
 TVM reads ``TVM_NUM_THREADS`` once per process (and defaults to cores/2 on x86).
@@ -81,7 +84,32 @@ def mobilenet_v2(width: float = 0.35, classes: int = 1000):
     return nn.Sequential(*layers)
 
 
-FIXED = {"cnn-32": (small_cnn, 32), "mnv2-0.35-96": (mobilenet_v2, 96), "mnv2-0.35-224": (mobilenet_v2, 224)}
+def resnet18(classes: int = 1000):
+    """ResNet-18 (He et al. 2016): 7x7 stem, max pool, 4 stages of two 3x3 BasicBlocks (64-512 ch)."""
+    from torch import nn
+
+    class Basic(nn.Module):
+        def __init__(self, i, o, s):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(),
+                                      nn.Conv2d(o, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o))
+            self.skip = (nn.Sequential(nn.Conv2d(i, o, 1, s, bias=False), nn.BatchNorm2d(o))
+                         if s != 1 or i != o else nn.Identity())
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.body(x) + self.skip(x))
+
+    layers, c = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)], 64
+    for o, s in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+        layers += [Basic(c, o, s), Basic(o, o, 1)]
+        c = o
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
+
+
+FIXED = {"cnn-32": (small_cnn, 32), "mnv2-0.35-96": (mobilenet_v2, 96), "mnv2-0.35-224": (mobilenet_v2, 224),
+         "mnv2-1.0-224": (lambda: mobilenet_v2(1.0), 224), "resnet18-96": (resnet18, 96)}
+DEFAULT_MODELS = "cnn-32,mnv2-0.35-96,mnv2-1.0-224,resnet18-96"
 
 
 def torch_model(name):
@@ -126,21 +154,41 @@ def prepare(name: str, work: Path, run_dir: Path | None) -> dict:
 
 
 def vnni_here() -> bool:
-    return "avx512_vnni" in Path("/proc/cpuinfo").read_text()
+    from edgenas.target import get_target
+
+    return get_target("x86-avx512-vnni").measurable_locally
+
+
+def mlas_isa() -> str:
+    """The int8 kernel family onnxruntime's MLAS dispatches to on this CPU. MLAS chooses by CPUID
+    (``core/mlas/lib/platform.cpp``: AVX-512 VNNI, else AVX-VNNI, else AVX-512 core, else AVX2);
+    this applies the same order to ``/proc/cpuinfo``'s flags."""
+    from edgenas.target import host_cpu_flags
+
+    f = host_cpu_flags()
+    if {"avx512bw", "avx512_vnni"} <= f:
+        return "AVX-512 VNNI (vpdpbusd, 512-bit)"
+    if "avx_vnni" in f:
+        return "AVX-VNNI (vpdpbusd, 256-bit)"
+    if "avx512bw" in f:
+        return "AVX-512 core (vpmaddubsw)"
+    return "AVX2 (vpmaddubsw)" if "avx2" in f else "SSE"
 
 
 def vnni_spec():
-    """``x86-avx512-vnni`` measured on this host (its file says "through a farm"; this CPU has VNNI)."""
+    """``x86-avx512-vnni``, measured on this host (its ISA is here: ``[runner] local_if_cpu_has``),
+    with this host's core count."""
     import dataclasses
 
     from edgenas.target import get_target
 
     spec = get_target("x86-avx512-vnni")
-    return dataclasses.replace(spec, runner="local", tvm_target={**spec.tvm_target, "num-cores": os.cpu_count()})
+    return dataclasses.replace(spec, tvm_target={**spec.tvm_target, "num-cores": os.cpu_count()})
 
 
-def compile_all(m: dict, work: Path, tuning_dir: Path, trials: int, log, vnni: bool) -> dict:
-    """The TVM libraries of a model; tuned ones record trials and tuning time."""
+def compile_all(m: dict, work: Path, tuning_dir: Path, trials: int, log, vnni: bool, tune: bool = True) -> dict:
+    """The TVM libraries of a model; tuned ones record trials and tuning time (
+    ``tune=False``: only the untuned builds, for models too large to tune in the time at hand)."""
     from edgenas.compile import compile_onnx
     from edgenas.target import get_target
 
@@ -149,14 +197,14 @@ def compile_all(m: dict, work: Path, tuning_dir: Path, trials: int, log, vnni: b
     if vnni:
         builds.append(("edgenas int8 VNNI", m["qdq"], True, vnni_spec()))
     for label, src, int8, spec in builds:
-        for tuned in (False, True):
+        for tuned in (False, True) if tune else (False,):
             engine = f"{label} {'tuned' if tuned else 'untuned'}"
             lib = work / m["name"] / f"{engine.replace(' ', '_')}.so"
             db = (tuning_dir / spec.name) if tuned else work / "no-tuning"
             r = compile_onnx(src, spec, lib, int8=int8, trials=trials if tuned else 0, tuning_dir=db,
                              progress=lambda s, e=engine: log(f"  {m['name']} {e}: {s}"))
-            entry = {"trials": r.trials, "db_records": r.db_records, "int8_ops": r.int8_ops,
-                     "fallbacks": len(r.fallbacks), "seconds": round(r.seconds, 2)}
+            entry = {"trials": r.trials, "db_records": r.db_records, "int8_ops": r.int8_ops, "kernels": r.kernels,
+                     "fallbacks": list(r.fallbacks), "seconds": round(r.seconds, 2)}
             if tuned:  # compile again from the DB alone: the tuning time is the difference
                 again = compile_onnx(src, spec, lib, int8=int8, trials=0, tuning_dir=db)
                 entry.update(compile_s=round(again.seconds, 2), tuning_s=round(r.seconds - again.seconds, 1))
@@ -232,7 +280,8 @@ def report(results: dict, threads: list[int]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"median latency (ms) and ratio to {REFERENCE} (lower is better)")
+    table = Table(title=f"median latency (ms) and ratio to {REFERENCE} (lower is better); {results['cpu']}, "
+                        f"MLAS int8: {results['mlas_isa']}, load {results['loadavg_start']} -> {results['loadavg_end']}")
     table.add_column("model", no_wrap=True)
     table.add_column("engine", no_wrap=True)
     for t in threads:
@@ -255,7 +304,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=32, help="MetaSchedule trials per tuned model and precision")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    ap.add_argument("--large", action="store_true", help="also MobileNetV2-0.35 at 224x224")
+    ap.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, of {', '.join(FIXED)}")
+    ap.add_argument("--untuned-only", default="", help="models measured untuned only (no tuned builds), comma-separated")
     ap.add_argument("--no-vnni", action="store_true",
                     help="skip the x86-avx512-vnni build (on by default when this CPU has AVX-512 VNNI)")
     ap.add_argument("--run", type=Path, action="append", default=[], help="a run directory with model_fp32/int8.onnx")
@@ -270,7 +320,11 @@ def main(argv=None) -> None:
     warnings.simplefilter("ignore")
     threads = [int(t) for t in args.threads.split(",")]
     tuning_dir = args.tuning_dir or args.work / "tuning"
-    names = ["cnn-32", "mnv2-0.35-96"] + (["mnv2-0.35-224"] if args.large else [])
+    names = [n for n in args.models.split(",") if n]
+    unknown = [n for n in names if n not in FIXED]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {', '.join(unknown)}; expected some of {', '.join(FIXED)}")
+    untuned_only = set(filter(None, args.untuned_only.split(",")))
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -278,25 +332,33 @@ def main(argv=None) -> None:
     t_start = time.time()
     models = [prepare(n, args.work, None) for n in names]
     models += [prepare(f"run:{d.name}", args.work, d) for d in args.run]
-    results = {"cpu": _cpu(), "trials": args.trials, "threads": threads, "tuning_dir": str(tuning_dir), "models": {}}
+    results = {"cpu": _cpu(), "mlas_isa": mlas_isa(), "trials": args.trials, "threads": threads,
+               "tuning_dir": str(tuning_dir), "loadavg_start": _loadavg(), "models": {}}
     for m in models:
         log(f"compiling {m['name']}")
-        results["models"][m["name"]] = {"input_shape": m["shape"], "compile": compile_all(m, args.work, tuning_dir, args.trials, log,
-                                                                              vnni=vnni_here() and not args.no_vnni),
-                                        "latency_ms": {}}
+        tuned = m["name"] not in untuned_only
+        results["models"][m["name"]] = {"input_shape": m["shape"], "latency_ms": {}, "compile": compile_all(
+            m, args.work, tuning_dir, args.trials, log, vnni=vnni_here() and not args.no_vnni, tune=tuned)}
     for t in threads:
         log(f"measuring at {t} thread(s)")
         for name, lat in measure(models, t).items():
             results["models"][name]["latency_ms"][str(t)] = lat
     results["wall_s"] = round(time.time() - t_start, 1)
+    results["loadavg_end"] = _loadavg()
     out = args.json or args.work / "bench_compile.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     report(results, threads)
     for name, r in results["models"].items():
-        tuned = {e: (c["trials"], c.get("tuning_s")) for e, c in r["compile"].items() if e.endswith(" tuned")}
-        print(f"{name}: new trials / tuning s {tuned}")
+        for e, c in r["compile"].items():
+            print(f"{name} {e}: compile {c.get('compile_s', c['seconds'])} s, {c['trials']} new trials"
+                  + (f" ({c['tuning_s']} s tuning)" if "tuning_s" in c else "") + f", kernels {c['kernels']}, "
+                  f"{len(c['fallbacks'])} float fallbacks")
     print(f"wrote {out} ({results['wall_s']} s)")
+
+
+def _loadavg() -> str:
+    return Path("/proc/loadavg").read_text().split(" ")[0]
 
 
 def _cpu() -> str:

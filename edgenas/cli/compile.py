@@ -49,6 +49,7 @@ def compile_cmd(
             latency = runner_for(spec, farm).measure(res.library, input_shape(model))
     rows = [("library", str(res.library)), ("target", res.target),
             ("int8 ops", ", ".join(f"{k}×{v}" for k, v in res.int8_ops.items()) or "none"),
+            ("int8 kernels", ", ".join(f"{k}×{v}" for k, v in res.kernels.items()) or "none"),
             ("tuning", f"{res.trials} new trials ({res.failed_runs} failed to run), {res.db_records} records, "
                        f"applied={res.tuned}"),
             ("seconds", f"{res.seconds:.1f}")]

@@ -25,6 +25,7 @@ class CompileResult:
     target: str             # target name
     int8_ops: dict          # from FoldReport ({} if float)
     fallbacks: tuple        # from FoldReport
+    kernels: dict           # FoldReport.kernel_classes(): integer ops by the kernel running them
     trials: int             # new MetaSchedule trials run in this call
     failed_runs: int        # of those, candidates that built but failed to run (e.g. a lost farm server)
     db_records: int         # records in the tuning DB after the call
@@ -87,6 +88,7 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
 
     fused, report = fused_module(onnx_path, target, int8=int8, progress=say)
     int8_ops, fallbacks = (dict(report.int8_ops), tuple(report.fallbacks)) if report else ({}, ())
+    kernels = report.kernel_classes() if report else {}
 
     new_trials = failed_runs = 0
     if trials > 0:
@@ -102,7 +104,7 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
     lib, skipped = build.build(fused, target, out_path, database)
     if skipped:
         say(f"{len(skipped)} kernel(s) kept untuned, their record did not apply: {'; '.join(skipped)}")
-    return CompileResult(library=str(lib), target=target.name, int8_ops=int8_ops, fallbacks=fallbacks,
+    return CompileResult(library=str(lib), target=target.name, int8_ops=int8_ops, fallbacks=fallbacks, kernels=kernels,
                          trials=new_trials, failed_runs=failed_runs, db_records=n_records, tuned=database is not None,
                          seconds=time.perf_counter() - t0)
 

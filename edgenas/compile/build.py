@@ -27,10 +27,15 @@ def build(fused_mod, spec, out_path: str | os.PathLike, database=None) -> tuple[
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    from . import packed_dot
+
     tgt = spec.tvm()
     skipped: list[str] = []
+    kernel = packed_dot.kernel_for(spec)
+    if kernel is not None:
+        packed_dot.register()  # the default schedules tensorize with them
     with pipeline.build_env(spec), tgt, tvm.transform.PassContext(opt_level=3):
-        ex = tvm.compile(fused_mod, target=tgt, relax_pipeline=pipeline.schedule_and_lower(spec, database, skipped))
+        ex = tvm.compile(fused_mod, target=tgt, relax_pipeline=pipeline.schedule_and_lower(spec, database, skipped, kernel))
     from .. import fsio
 
     try:

@@ -36,13 +36,17 @@ def _cuda_env(spec) -> ContextManager:
     return cuda_fatbin_env(spec)
 
 
-def _cpu_fallback(_tgt) -> list:
-    # Untuned CPU kernels stay as naive loops: dlight's CPU rules only cover GEMV/reduction and
-    # MetaSchedule records are the way to speed (tuning_logs/<target>/).
-    return []
+def _cpu_fallback(_spec, kernel=None) -> list:
+    # Kernels without a record get edgenas' default CPU schedules (default_schedule.py), so an
+    # untuned library is usable; MetaSchedule records (tuning_logs/<target>/) replace them.
+    from tvm.s_tir import dlight as dl
+
+    from . import default_schedule
+
+    return [dl.ApplyDefaultSchedule(*default_schedule.rules(kernel))]
 
 
-def _gpu_fallback(_tgt) -> list:
+def _gpu_fallback(_spec, _kernel=None) -> list:
     # Unscheduled GPU kernels do not even compile (no thread binding): DLight's GPU rules give
     # every kernel a valid, reasonable schedule (the default Relax CUDA pipeline does the same).
     from tvm.s_tir import dlight as dl
@@ -77,7 +81,7 @@ def _stock_lowering(relax_backend: str) -> Callable[[object], list]:
 class Backend:
     """How one (device kind, host arch) pair is scheduled, built and exported."""
 
-    fallback_schedule: Callable[[object], list]   # tvm Target -> passes after the DB is applied
+    fallback_schedule: Callable[..., list]        # (TargetSpec, packed kernel) -> passes after the DB
     lowering: Callable[[object], list]            # tvm Target -> dataflow lowering + finalisation
     build_env: Callable[[object], ContextManager]  # TargetSpec -> env around tvm.compile
     fcompile: Callable[[object], object]           # TargetSpec -> export_library's fcompile
@@ -183,8 +187,9 @@ def apply_database(mod, database, tgt, skipped: list[str]):
     return mod
 
 
-def schedule_and_lower(spec, database=None, skipped: list[str] | None = None):
-    """Phases 4–5 as one pass for ``tvm.compile(relax_pipeline=...)``; run it inside ``with tgt``."""
+def schedule_and_lower(spec, database=None, skipped: list[str] | None = None, kernel=None):
+    """Phases 4–5 as one pass for ``tvm.compile(relax_pipeline=...)``; run it inside ``with tgt``.
+    ``kernel`` is the target's packed int8 kernel (``packed_dot.kernel_for``), for the defaults."""
     import tvm
 
     tgt = spec.tvm()
@@ -195,7 +200,7 @@ def schedule_and_lower(spec, database=None, skipped: list[str] | None = None):
     def _apply(mod, _ctx):
         return apply_database(mod, database, tgt, skipped) if database is not None else mod
 
-    return tvm.transform.Sequential([_apply, *be.fallback_schedule(tgt), *be.lowering(tgt)],
+    return tvm.transform.Sequential([_apply, *be.fallback_schedule(spec, kernel), *be.lowering(tgt)],
                                     name="edgenas.schedule_and_lower")
 
 

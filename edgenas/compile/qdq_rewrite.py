@@ -27,9 +27,10 @@ layer's int8, no float tensor in between.
 
 On x86 targets with an integer dot-product kernel (``fold_qdq(mod, dot=...)``):
 
-* 1x1 convolutions and 2-D matmuls with a constant weight accumulate through a packed-weight GEMM
-  (``packed_dot``: AVX2 ``pmaddwd``, AVX-512 VNNI ``vpdpbusd``). On AVX2 a batch-1 1x1 conv whose
-  output is requantized uses the pixel-vector form, whose result is NCHW already.
+* convolutions (groups 1) and 2-D matmuls with a constant weight accumulate through a
+  packed-weight GEMM (``packed_dot``: AVX2 ``pmaddwd``, AVX-512 VNNI ``vpdpbusd``), k x k convs
+  with the taps in the GEMM's reduction. A batch-1 1x1 conv whose output is requantized uses the
+  pixel-vector form, whose result is NCHW already.
 * depthwise convs run ``depthwise``'s kernel: int8 in memory, int16 operands in registers.
 
 Residual adds and average pooling are not rewritten: FuseOps already puts ``dequantize -> add
@@ -71,6 +72,15 @@ class FoldReport:
     packed: int = 0          # of the integer ops, those running on the packed dot-product kernel
     depthwise: int = 0       # ... and those running on the int16-operand depthwise kernel
     requantized: int = 0     # ... and those whose activation + output quantize folded in (OutputQuant)
+
+    def kernel_classes(self) -> dict[str, int]:
+        """Integer ops by the kernel that runs them (``edgenas compile`` prints it): the rest of
+        the integer ops (dilated or grouped convs, matmuls without a constant weight) run TVM's own
+        int8 conv2d / matmul."""
+        n = sum(self.int8_ops.values())
+        classes = {"packed GEMM (conv, matmul)": self.packed, "depthwise": self.depthwise,
+                   "TVM int8 conv/matmul": n - self.packed - self.depthwise}
+        return {k: v for k, v in classes.items() if v}
 
 
 def _is_float(expr) -> bool:
@@ -122,21 +132,30 @@ def _static_shape(expr) -> list[int] | None:
 def _packed_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel, bb,
                        flat: bool = False) -> tuple[relax.Expr, int] | None:
     """``(int32 accumulator without the zero-point term, effective zero point)`` through the packed
-    GEMM (see ``packed_dot``), or None when the op is not a 1x1 conv / 2-D matmul with a constant
-    weight and static shapes. Int8 activations enter the GEMM as ``x + 128`` (uint8), so their
+    GEMM (see ``packed_dot``), or None when the op is not a conv (groups 1, no dilation) / 2-D
+    matmul with a constant weight and static shapes. A k x k, strided or padded conv takes
+    ``conv_dot_func`` (the taps as reduction axes, its padding the zero point). Int8 activations enter the GEMM as ``x + 128`` (uint8), so their
     zero point moves by 128 too.
 
-    With ``flat`` (the caller can take a ``(out, H*W)`` result), a batch-1 AVX2 1x1 conv whose
-    pixel count fills whole vectors goes through ``pixel_dot_func`` instead: its accumulator is
-    NCHW (flattened to ``(out, H*W)`` when W is not a multiple of 8), zero point removed."""
+    With ``flat`` (the caller can take a ``(out, H*W)`` result), a batch-1 1x1 conv whose pixel
+    count fills whole vectors goes through ``pixel_dot_func`` instead: its accumulator is NCHW
+    (flattened to ``(out, H*W)`` when W is not a multiple of the lanes)."""
     value, shape = ev(a.w_q), _static_shape(a.x_q)
     if value is None or shape is None:
         return None
     if a.kind == "conv2d":
         at = a.call.attrs
-        if (len(shape) != 4 or value.shape[2:] != (1, 1) or int(at.groups) != 1 or at.data_layout != "NCHW"
-                or any(int(v) != 1 for v in (*at.strides, *at.dilation)) or any(int(p) for p in at.padding)):
+        if (len(shape) != 4 or int(at.groups) != 1 or at.data_layout != "NCHW" or value.shape[1] != shape[1]
+                or any(int(v) != 1 for v in at.dilation)):
             return None
+        if (value.shape[2:] != (1, 1) or any(int(v) != 1 for v in at.strides)
+                or any(int(p) for p in at.padding)):  # dense k x k (or strided/padded 1x1): taps in the GEMM
+            func, out_shape = packed_dot.conv_dot_func(
+                tuple(shape), str(a.x_q.ty.dtype), value.shape[0], dot, value.shape[2:],
+                tuple(int(v) for v in at.strides), tuple(int(p) for p in at.padding), a.x_zero)
+            acc = relax.call_tir(bb.add_func(func, "packed_dot"), [a.x_q, relax.const(packed_dot.pack_conv_weight(value, dot))],
+                                 relax.TensorType(out_shape, "int32"))
+            return acc, packed_dot.gemm_zero(str(a.x_q.ty.dtype), a.x_zero)
         weight = value.reshape(value.shape[0], shape[1])
         out_shape = (shape[0], weight.shape[0], shape[2], shape[3])
     else:
@@ -145,11 +164,12 @@ def _packed_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel, bb,
         weight = value if a.transposed else value.T  # (out, in)
         out_shape = (shape[0], weight.shape[0])
     dtype = str(a.x_q.ty.dtype)
-    if flat and a.kind == "conv2d" and dot is packed_dot.KERNELS["avx2"] and packed_dot.pixel_fits(shape):
-        gv = bb.add_func(packed_dot.pixel_dot_func(tuple(shape), dtype, a.x_zero, weight.shape[0]), "packed_dot")
-        acc = relax.call_tir(gv, [a.x_q, relax.const(packed_dot.pack_pixel_weight(weight))],
-                             relax.TensorType(packed_dot.pixel_out_shape(shape, weight.shape[0]), "int32"))
-        return acc, 0
+    px = dot.pixel
+    if flat and a.kind == "conv2d" and px is not None and packed_dot.pixel_fits(shape, px):
+        gv = bb.add_func(packed_dot.pixel_dot_func(tuple(shape), dtype, a.x_zero, weight.shape[0], px), "packed_dot")
+        acc = relax.call_tir(gv, [a.x_q, relax.const(packed_dot.pack_pixel_weight(weight, px))],
+                             relax.TensorType(packed_dot.pixel_out_shape(shape, weight.shape[0], px), "int32"))
+        return acc, packed_dot.pixel_zero(px, dtype, a.x_zero)
     gv = bb.add_func(packed_dot.packed_dot_func(tuple(shape), dtype, weight.shape[0], dot), "packed_dot")
     acc = relax.call_tir(gv, [a.x_q, relax.const(packed_dot.pack_weight(weight, dot))],
                          relax.TensorType(out_shape, "int32"))
@@ -163,11 +183,15 @@ def _depthwise_accumulate(a: Anchor, ev: ConstEval, bb) -> relax.Expr | None:
     if a.kind != "conv2d" or value is None or not depthwise.applies(a.call.attrs, shape, value.shape):
         return None
     at = a.call.attrs
-    func, out_shape = depthwise.depthwise_func(tuple(shape), str(a.x_q.ty.dtype), value.shape[2:],
-                                               tuple(int(s) for s in at.strides), tuple(int(p) for p in at.padding),
-                                               a.x_zero)
+    args = (tuple(shape), str(a.x_q.ty.dtype), value.shape[2:], tuple(int(s) for s in at.strides),
+            tuple(int(p) for p in at.padding), a.x_zero)
+    func, out_shape = depthwise.depthwise_func(*args)
+    weight = depthwise.weight(value)
+    if depthwise.blocked_fits(out_shape):  # small maps: channels as the vector lanes
+        func, out_shape = depthwise.depthwise_blocked_func(*args)
+        weight = depthwise.blocked_weight(value)
     gv = bb.add_func(func, "depthwise_conv2d")
-    return relax.call_tir(gv, [a.x_q, relax.const(depthwise.weight(value))], relax.TensorType(out_shape, "int32"))
+    return relax.call_tir(gv, [a.x_q, relax.const(weight)], relax.TensorType(out_shape, "int32"))
 
 
 def _int_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel | None = None, bb=None,
@@ -194,7 +218,11 @@ def _int_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel | None =
     if z == 0:
         return acc
     if isinstance(sum_w, GenericConst):
-        return relax.op.subtract(acc, relax.const(sum_w.value.numpy() * np.int32(z)))
+        correction = sum_w.value.numpy() * np.int32(z)
+        if a.kind == "conv2d" and acc.op == Op.get("relax.call_tir") and len(acc.ty_args[0].shape) == 2:
+            # the pixel GEMM's flat (out, H*W) result
+            correction = correction.reshape(-1, 1)
+        return relax.op.subtract(acc, relax.const(correction))
     return relax.op.subtract(acc, relax.op.multiply(sum_w, relax.const(z, "int32")))
 
 
@@ -204,7 +232,8 @@ def _requantize(a: Anchor, r: Requant, ev: ConstEval, dot, bb, output: OutputQua
         scale = np.asarray(r.scale / output.scale, dtype="float32")
         bias = np.asarray((0.0 if r.bias is None else r.bias) / output.scale + output.zero, dtype="float32")
         out_shape = [int(d) for d in a.call.ty.shape]
-        flat = acc.op == Op.get("relax.call_tir") and len(acc.ty_args[0].shape) != len(out_shape)
+        kernel = acc.args[0] if acc.op == Op.get("relax.subtract") else acc  # the GEMM (before a z * sum(w) term)
+        flat = kernel.op == Op.get("relax.call_tir") and len(kernel.ty_args[0].shape) != len(out_shape)
         if flat:  # (out, H*W): per-channel constants as columns, the int8 result reshaped back
             scale, bias = (v.reshape(-1, 1) if v.ndim else v for v in (scale, bias))
         out = relax.op.add(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale)), relax.const(bias))

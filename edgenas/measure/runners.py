@@ -34,12 +34,9 @@ MCPU_FLAGS = {"haswell": ("avx2", "fma"), "skylake": ("avx2", "fma"), "znver3": 
 
 
 def host_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
+    from ..target import host_cpu_flags
+
+    return set(host_cpu_flags())
 
 
 class Runner:

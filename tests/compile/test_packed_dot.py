@@ -88,8 +88,12 @@ def test_packed_ops_equal_the_float_simulation(case, kernel):
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
-@pytest.mark.parametrize("hw, acc_shape", [(8, [1, 24, 8, 8]), (12, [24, 144])], ids=["nchw", "flat"])
-def test_pixel_kernel_takes_requantized_pointwise_convs(hw, acc_shape):
+@pytest.mark.parametrize("kernel, hw, acc_shape", [
+    ("avx2", 8, [1, 24, 8, 8]), ("avx2", 12, [24, 144]),
+    pytest.param("vnni", 16, [1, 24, 16, 16], marks=pytest.mark.skipif(not HAS_VNNI, reason="no AVX-512 VNNI")),
+    pytest.param("vnni", 12, [24, 144], marks=pytest.mark.skipif(not HAS_VNNI, reason="no AVX-512 VNNI")),
+], ids=["avx2-nchw", "avx2-flat", "vnni-nchw", "vnni-flat"])
+def test_pixel_kernel_takes_requantized_pointwise_convs(kernel, hw, acc_shape):
     """1x1 conv -> ReLU -> quantize: the pixel-vector GEMM, its int32 result NCHW (W a multiple of
     8) or flat (out, H*W) with the int8 result reshaped, within one step of the float simulation
     (the folded output quantize rounds in another order)."""
@@ -102,14 +106,14 @@ def test_pixel_kernel_takes_requantized_pointwise_convs(hw, acc_shape):
         return relax.op.dequantize(q, c(0.03, "float32"), c(-128, "int8"))
 
     mod = _module((1, 10, hw, hw), body)
-    folded, report = fold_qdq(mod, dot=packed_dot.KERNELS["avx2"])
+    folded, report = fold_qdq(mod, dot=packed_dot.KERNELS[kernel])
     assert report.packed == 1 and report.requantized == 1 and not float_compute_ops(folded)
     calls = [b.value for b in folded["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
     tir = next(v for v in calls if v.op.name == "relax.call_tir")
     assert [int(d) for d in tir.ty_args[0].shape] == acc_shape
     assert any(v.op.name == "relax.reshape" for v in calls) == (len(acc_shape) == 2)
     x = np.random.RandomState(5).uniform(-3, 8, (1, 10, hw, hw)).astype("float32")
-    ref, out = _run(mod, x, "haswell"), _run(folded, x, "haswell")
+    ref, out = _run(mod, x, MCPU[kernel]), _run(folded, x, MCPU[kernel])
     steps = np.rint(np.abs(out - ref) / np.float32(0.03))
     assert steps.max() <= 1 and np.mean(steps == 0) >= 0.99 and ref.max() > 1
 

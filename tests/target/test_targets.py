@@ -82,3 +82,24 @@ def test_search_table_is_checked_like_the_others(tmp_path, text, field):
     p.write_text(VALID + text)
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_target_file(p)
+
+
+RPC = VALID.replace("kind='local'", "kind='rpc'\nrpc_key='k'\nlocal_if_cpu_has = {flags}")
+
+
+def test_device_target_is_measured_here_when_this_cpu_has_its_isa(tmp_path):
+    """``[runner] local_if_cpu_has``: an RPC target whose ISA this host has is tuned and measured
+    locally (x86-avx512-vnni on a VNNI host); a flag the host lacks keeps it on the farm."""
+    import platform
+
+    from edgenas.target import host_cpu_flags
+
+    have = sorted(host_cpu_flags())[:2]
+    p = tmp_path / "t.toml"
+    p.write_text(RPC.format(flags=repr(have)))
+    assert load_target_file(p).measurable_locally == (bool(have) and platform.machine() == "x86_64")
+    p.write_text(RPC.format(flags=repr(have + ["no_such_flag"])))
+    assert not load_target_file(p).measurable_locally
+    p.write_text(RPC.format(flags="['']"))
+    with pytest.raises(ConfigError, match="runner.local_if_cpu_has"):
+        load_target_file(p)

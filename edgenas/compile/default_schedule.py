@@ -1,0 +1,355 @@
+"""Default schedules for every CPU kernel, so an untuned (``--trials 0``) library is usable.
+
+Why: TVM's default CPU pipeline schedules nothing, so an untuned kernel is a serial scalar loop
+nest; an untuned MobileNetV2-0.35 ran 4-9x slower than onnxruntime's int8 kernels. These rules
+are what a MetaSchedule record replaces: the tuning database is applied first
+(``pipeline.apply_database``), and only kernels without a record get them. They run as one DLight
+rule (``tvm.s_tir.dlight``) that classifies a kernel by its blocks; a schedule that fails leaves
+the kernel to DLight's CPU reduction rule (docs/int8_kernels.md, "Default schedules"):
+
+* ``schedule_gemm``: the packed GEMM (``packed_dot.packed_dot_func`` / ``conv_dot_func``);
+* ``schedule_pixel``: the AVX2 pixel-vector GEMM (``packed_dot.pixel_dot_func``);
+* ``schedule_depthwise``: ``depthwise.depthwise_func``;
+* ``schedule_other``: pooling and TVM's own kernels with one reduction (``schedule_anchor``),
+  everything elementwise or layout-only (``schedule_injective``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+LOCAL = "_local"  # suffix of the tensor intrinsics whose accumulator is "local" (packed_dot.register)
+
+_log = logging.getLogger(__name__)
+LANES = 32  # elements per vector loop of elementwise blocks (a 256-bit vector of bytes); LLVM splits wider ones
+
+
+def _blocks(sch):
+    return sch.get_child_blocks(sch.get_sblock("root"))
+
+
+def _name(sch, block) -> str:
+    return sch.get(block).name_hint
+
+
+def _inline_all_but(sch, keep: set[str]) -> None:
+    """Inline every block except ``keep`` and the function's output: the epilogue becomes part
+    of the one block that writes the result, so no intermediate tensor is written."""
+    changed = True
+    while changed:
+        changed = False
+        outputs = {_name(sch, b) for b in sch.get_output_blocks(sch.get_sblock("root"))}
+        for block in _blocks(sch):
+            name = _name(sch, block)
+            if name in keep or name in outputs:
+                continue
+            try:
+                sch.compute_inline(block)
+                changed = True
+                break
+            except Exception:  # noqa: BLE001 - tvm ScheduleError: not inlinable, try the other way
+                try:
+                    sch.reverse_compute_inline(block)
+                    changed = True
+                    break
+                except Exception:  # noqa: BLE001
+                    continue
+
+
+def _divisor(n: int, candidates) -> int:
+    return next((c for c in candidates if n % c == 0), 1)
+
+
+def _parallel_vectorize(sch, block, lanes: int) -> None:
+    """Threads over the fused outer loops, the innermost loop vectorized when whole vectors fit
+    (split by ``lanes``) or it is short; a long ragged one is left to LLVM's loop vectorizer
+    (a predicated vector loop would be scalarized)."""
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    extent = int(sch.get(loops[-1]).extent)
+    if extent % lanes == 0 and extent > lanes:
+        _, vec = sch.split(loops[-1], factors=[None, lanes])
+        sch.vectorize(vec)
+    elif extent <= 64:
+        sch.vectorize(loops[-1])
+    outer = sch.get_loops(block)[:len(loops) - 1]
+    if outer:
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+
+
+def _vectorize_row(sch, loop) -> None:
+    """Vectorize a row loop in whole 16- or 8-lane pieces; a ragged long one is left to LLVM.
+    One vector op over a whole 56- or 112-wide row was 4-6x slower (register spills)."""
+    extent = int(sch.get(loop).extent)
+    if extent <= 16:
+        sch.vectorize(loop)
+        return
+    lanes = next((v for v in (16, 8) if extent % v == 0), None)
+    if lanes is not None:
+        sch.vectorize(sch.split(loop, factors=[None, lanes])[1])
+
+
+def _extents(sch, loops) -> list[int]:
+    return [int(sch.get(lp).extent) for lp in loops]
+
+
+def _is_reduction(sch, block) -> bool:
+    return any(int(iv.iter_type) == 2 for iv in sch.get(block).iter_vars)  # kCommReduce
+
+
+def _epilogue(sch, keep: set[str], lanes: int) -> None:
+    """The output block(s) after inlining: threads over the outer loops, inner loop vectorized."""
+    for out in sch.get_output_blocks(sch.get_sblock("root")):
+        if _name(sch, out) not in keep:
+            _parallel_vectorize(sch, out, lanes)
+
+
+def schedule_gemm(sch, kernel) -> None:
+    """``packed_dot_func``: blocks ``pack_x`` -> ``packed_dot`` -> (inlined epilogue) output.
+
+    The GEMM's register block is ``rb`` pixels x ``ob`` groups of ``kernel.lanes`` output
+    channels, accumulated over the input channels (and taps, ``conv_dot_func``) in a local buffer (registers after LLVM's
+    promotion) and tensorized with the target's intrinsic; pixel tiles x channel groups are
+    split over threads."""
+    _inline_all_but(sch, {"pack_x", "packed_dot"})
+    gemm = sch.get_sblock("packed_dot")
+    loops = sch.get_loops(gemm)
+    n_spatial = sum(1 for iv in sch.get(gemm).iter_vars if int(iv.iter_type) == 0)
+    *pixels, oo, oi = loops[:n_spatial]
+    red, ci = loops[n_spatial:-1], loops[-1]  # (co) for a 1x1 conv / matmul, (rh, rw, co) for k x k
+    *outer, px = pixels  # (r) or (b, i, j): tile the innermost (fusing first breaks tensorize's int64 check)
+    width, n_oo = _extents(sch, (px, oo))
+    registers = 24 if kernel.lanes == 16 else 12  # accumulators: 32 zmm (AVX-512) / 16 ymm (AVX2) minus operands
+    rb = _divisor(width, (8, 6, 4, 7, 5, 3, 2))
+    ob = _divisor(n_oo, [c for c in (3, 2) if rb * c <= registers])
+    p0, r1 = sch.split(px, factors=[None, rb])
+    o0, o1 = sch.split(oo, factors=[None, ob])
+    sch.reorder(*outer, p0, o0, *red, r1, o1, oi, ci)
+    co = red[0]
+    acc = sch.cache_write(gemm, 0, "local")
+    sch.reverse_compute_at(acc, o0)
+    tile = sch.fuse(*outer, p0, o0)
+    sch.parallel(tile)
+    init = sch.decompose_reduction(gemm, co)
+    sch.tensorize(oi, kernel.intrin + LOCAL)
+    sch.unroll(r1)
+    sch.unroll(o1)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.vectorize(sch.get_loops(acc)[-1])
+    _parallel_vectorize(sch, sch.get_sblock("pack_x"), LANES)
+    _epilogue(sch, {"pack_x", "packed_dot", _name(sch, acc)}, 16)
+
+
+def schedule_pixel(sch, kernel) -> None:
+    """``pixel_dot_func``: lanes are pixels of one output channel (``kernel.pixel``). Register
+    block: ``ob`` output channels x ``pb`` vectors of pixels, accumulated locally over the channel
+    groups and tensorized; threads over channel blocks (and rows)."""
+    pixel = kernel.pixel
+    budget = 16 if pixel.lanes == 16 else 8  # accumulators: zmm (AVX-512) / ymm (AVX2)
+    _inline_all_but(sch, {"pack_x", "pixel_dot"})
+    dot = sch.get_sblock("pixel_dot")
+    loops = sch.get_loops(dot)
+    lanes = pixel.lanes
+    if len(loops) == 6:  # (b, o, i, j, co, ci): NCHW result
+        b, o, i, j, co, ci = loops
+        n_o, n_j = _extents(sch, (o, j))
+        ob = _divisor(n_o, (4, 3, 2))
+        pb = _divisor(n_j // lanes, [p for p in (4, 3, 2) if ob * p <= budget])
+        o0, o1 = sch.split(o, factors=[None, ob])
+        j0, jv, j1 = sch.split(j, factors=[None, pb, lanes])
+        sch.reorder(b, o0, i, j0, co, o1, jv, j1, ci)
+        tile = sch.fuse(b, o0, i)
+        inner = j0
+    else:  # (o, r, co, ci): (out, H*W)
+        o, r, co, ci = loops
+        n_o, n_r = _extents(sch, (o, r))
+        ob = _divisor(n_o, (4, 3, 2))
+        pb = _divisor(n_r // lanes, [p for p in (4, 3, 2) if ob * p <= budget])
+        o0, o1 = sch.split(o, factors=[None, ob])
+        r0, jv, j1 = sch.split(r, factors=[None, pb, lanes])
+        sch.reorder(o0, r0, co, o1, jv, j1, ci)
+        tile, inner = o0, r0
+    acc = sch.cache_write(dot, 0, "local")
+    sch.reverse_compute_at(acc, inner)
+    sch.parallel(tile)
+    init = sch.decompose_reduction(dot, co)
+    sch.tensorize(j1, pixel.intrin + LOCAL)
+    sch.unroll(o1)
+    sch.unroll(jv)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.vectorize(sch.get_loops(acc)[-1])
+    sch.parallel(sch.get_loops(sch.get_sblock("pack_x"))[0])  # per channel pair; LLVM vectorizes the rest
+    _epilogue(sch, {"pack_x", "pixel_dot", _name(sch, acc)}, lanes)
+
+
+def schedule_depthwise_blocked(sch, _kernel=None) -> None:
+    """``depthwise.depthwise_blocked_func``: threads over (batch, 16-channel group); per group the
+    channels-last padded input, the taps unrolled around one 16-channel vector per output pixel,
+    and the NCHW epilogue with its output row vectorized."""
+    _inline_all_but(sch, {"pad_x", "depthwise_blocked"})
+    dw = sch.get_sblock("depthwise_blocked")
+    block = int(sch.get(sch.get_loops(dw)[4]).extent)  # (b, g, i, j, lane, rh, rw): the channels per vector
+    (out,) = sch.get_output_blocks(sch.get_sblock("root"))
+    b, c, i, j = sch.get_loops(out)
+    g, lane = sch.split(c, factors=[None, block])
+    tile = sch.fuse(b, g)
+    sch.parallel(tile)
+    if int(sch.get(j).extent) <= 64:
+        sch.vectorize(j)
+    sch.compute_at(dw, tile, preserve_unit_loops=True)
+    pad = sch.get_sblock("pad_x")
+    sch.compute_at(pad, tile, preserve_unit_loops=True)
+    sch.vectorize(sch.get_loops(pad)[-1])
+    *_, di, dj, dlane, rh, rw = sch.get_loops(dw)
+    sch.reorder(di, dj, rh, rw, dlane)
+    sch.vectorize(dlane)
+    for r in (rh, rw):
+        if int(sch.get(r).extent) <= 7:
+            sch.unroll(r)
+
+
+def schedule_depthwise(sch, _kernel=None) -> None:
+    schedule_anchor(sch, per_plane_input=True)
+
+
+def schedule_depthwise_strided(sch, _kernel=None) -> None:
+    """A strided row is a gather: vectorizing it by hand was up to 2x slower than LLVM's own
+    choice (MobileNetV2-1.0's 112x112 stride-2 layer), so the row loop is left to LLVM."""
+    schedule_anchor(sch, per_plane_input=True, vector_row=False)
+
+
+def schedule_anchor(sch, _kernel=None, per_plane_input: bool = False, vector_row: bool = True) -> None:
+    """A kernel with one reduction block (depthwise, a dense k x k conv, pooling) and an
+    elementwise epilogue: threads over the output's (batch, channel) planes, each plane's
+    reduction computed there with the taps outside the vectorized output row, and the input's
+    padding block computed per plane as well, so it stays in cache."""
+    reductions = [b for b in _blocks(sch) if _is_reduction(sch, b)]
+    if len(reductions) != 1:
+        raise ValueError("not a single-reduction kernel")
+    anchor = reductions[0]
+    anchor_name = _name(sch, anchor)
+    producers = {_name(sch, b) for b in sch.get_producers(anchor)}
+    _inline_all_but(sch, {anchor_name} | producers)
+    outputs = sch.get_output_blocks(sch.get_sblock("root"))
+    if len(outputs) != 1:
+        raise ValueError("more than one output")
+    out = outputs[0]
+    out_loops = sch.get_loops(out)
+    spatial = [iv for iv in sch.get(anchor).iter_vars if int(iv.iter_type) == 0]
+    if _name(sch, out) == anchor_name:  # no epilogue: schedule the reduction block itself
+        loops = sch.get_loops(anchor)
+        outer = loops[:min(2, len(spatial))]
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+        return
+    n_par = min(2, len(out_loops) - 1) if len(out_loops) > 2 else 1
+    par = sch.fuse(*out_loops[:n_par]) if n_par > 1 else out_loops[0]
+    sch.parallel(par)
+    rest = sch.get_loops(out)[1:]
+    if rest:
+        sch.vectorize(rest[-1]) if int(sch.get(rest[-1]).extent) <= 64 else None
+    sch.compute_at(anchor, par, preserve_unit_loops=True)
+    for name in producers:
+        blk = sch.get_sblock(name)
+        if _is_reduction(sch, blk):
+            continue
+        if not per_plane_input:  # a dense conv reads every input plane: pad once, threaded
+            _parallel_vectorize(sch, blk, LANES)
+            continue
+        try:
+            sch.compute_at(blk, par, preserve_unit_loops=True)
+            inner = sch.get_loops(blk)[-1]
+            if int(sch.get(inner).extent) <= 64:
+                sch.vectorize(inner)
+        except Exception:  # noqa: BLE001 - a producer that cannot move stays at the root, threaded
+            _parallel_vectorize(sch, blk, LANES)
+    loops = sch.get_loops(anchor)[1:]  # below the parallel loop: the plane's spatial then reduction loops
+    kinds = [int(iv.iter_type) for iv in sch.get(anchor).iter_vars]
+    n_red = sum(1 for k in kinds if k == 2)
+    plane, red = loops[:len(loops) - n_red], loops[len(loops) - n_red:]
+    if not plane or not red:
+        return
+    lane = plane[-1]
+    sch.reorder(*plane[:-1], *red, lane)
+    if per_plane_input and vector_row:
+        _vectorize_row(sch, lane)  # the init stays in the block (vectorize refuses a decomposed update)
+    for r in red:
+        if int(sch.get(r).extent) <= 7:
+            sch.unroll(r)
+
+
+def schedule_injective(sch, _kernel=None) -> None:
+    """No reduction: everything inlined into the output, threads outside, vector inside."""
+    if any(_is_reduction(sch, b) for b in _blocks(sch)):
+        raise ValueError("has a reduction")
+    _inline_all_but(sch, set())
+    for out in sch.get_output_blocks(sch.get_sblock("root")):
+        _parallel_vectorize(sch, out, LANES)
+
+
+def schedule_other(sch, kernel=None) -> None:
+    reductions = [b for b in _blocks(sch) if _is_reduction(sch, b)]
+    if not reductions:
+        return schedule_injective(sch, kernel)
+    # pooling reads one input plane per output plane, like a depthwise conv
+    return schedule_anchor(sch, kernel, per_plane_input=all("pool" in _name(sch, b) for b in reductions))
+
+
+def _has_block(sch, name: str) -> bool:
+    try:
+        sch.get_sblock(name)
+        return True
+    except Exception:  # noqa: BLE001 - tvm ScheduleError: no such block
+        return False
+
+
+def _classify(sch, kernel) -> str:
+    if kernel is None and (_has_block(sch, "packed_dot") or _has_block(sch, "pixel_dot")):
+        return "other"
+    kinds = ("packed_dot", "pixel_dot", "depthwise_blocked", "depthwise_strided", "depthwise")
+    return next((kind for kind in kinds if _has_block(sch, kind)), "other")
+
+
+SCHEDULES = {  # kernel class -> (schedule, kernel) -> None
+    "packed_dot": schedule_gemm,
+    "pixel_dot": schedule_pixel,
+    "depthwise": schedule_depthwise,
+    "depthwise_blocked": schedule_depthwise_blocked,
+    "depthwise_strided": schedule_depthwise_strided,
+    "other": schedule_other,
+}
+
+
+@functools.cache
+def _rule_class():
+    from tvm import s_tir
+    from tvm.s_tir import dlight as dl
+
+    class EdgenasDefault(dl.ScheduleRule):
+        """Classify a PrimFunc by its kernel blocks and apply that class's default schedule."""
+
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def apply(self, func, target, tunable):  # noqa: ARG002 - DLight's signature
+            sch = s_tir.Schedule(func)
+            fn = SCHEDULES.get(_classify(sch, self.kernel))
+            if fn is None:
+                return None
+            try:
+                fn(sch, self.kernel)
+            except Exception as e:  # noqa: BLE001 - tvm ScheduleError: leave it to the next rule
+                _log.debug("default schedule %s failed: %s", fn.__name__, (str(e).strip().splitlines() or [""])[-1])
+                return None
+            return sch
+
+    return EdgenasDefault
+
+
+def rules(kernel) -> list:
+    """The DLight rules for a CPU target whose packed kernel is ``kernel`` (``packed_dot.kernel_for``;
+    its intrinsics must be registered, ``packed_dot.register``: ``build.build`` does both)."""
+    from tvm.s_tir import dlight as dl
+
+    return [_rule_class()(kernel), dl.cpu.Reduction()]
