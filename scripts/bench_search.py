@@ -1,15 +1,18 @@
 #!/usr/bin/env python
-"""Ablation of the search methods on digits (or CIFAR-10), over several seeds, against random
-search at the same compute and a MobileNetV2-style width sweep.
+"""Ablation of the search methods on digits, Fashion-MNIST (or CIFAR-10), over several seeds,
+against random search at the same compute and a MobileNetV2-style width sweep.
 
     flock /tmp/edgenas-bench.lock python scripts/bench_search.py   # default: 3 seeds, arms a,b,c,d,e,random,sweep
+    flock /tmp/edgenas-bench.lock python scripts/bench_search.py --data fashion-mnist --image-size 14 \
+        --out runs/bench_fashion                   # arms a,b,d,e,random,sweep,w4,w4n at the "fashion" size
     python scripts/bench_search.py --quick         # minutes: plumbing check, numbers meaningless
     python scripts/bench_search.py --arms a,bd,m,pt,random --seeds 5
     python scripts/bench_search.py --data cifar10:/data/cifar --image-size 32
     python scripts/bench_search.py --from-results runs/bench_search/results.json   # re-summarise, re-plot
 
-Arms (per seed: same data split, latency budget and final-training recipe for every arm):
-  a  plain DARTS (argmax)                    b  + QuantNAS noise (8-bit)
+Arms (per seed: same data split, latency budget and final-training recipe for every arm; every
+DARTS arm uses the search defaults: hinge latency term and beta-DARTS, docs/search.md):
+  a  DARTS (argmax)                          b  + QuantNAS noise (8-bit)
   c  + entropy penalty                       d  + DASS sparse ops (c's config)
   e  SpaceEvo-evolved space (c's config)
   random  random search (``edgenas.search.strategies`` "random", called as the build calls it):
@@ -17,8 +20,13 @@ Arms (per seed: same data split, latency budget and final-training recipe for ev
           training MACs for arm a's config are spent, the best on the validation split is then
           final-trained like every other arm, so search + final training compute match arm a's
   sweep  hand-designed MobileNetV2-style nets at width multipliers 0.25-1.0
-  opt-in (--arms): bd direct fake-quant search (8-bit, STE); m bits {4,8} + noise, entropy,
-          BitOps; pt c's config with DARTS-PT perturbation selection.
+  w4  arm a's architecture trained and measured W4A8 (a search without noise does not depend
+      on the bit width)                      w4n searched with QuantNAS noise at 4 bits, W4A8
+  opt-in (--arms): a0 plain DARTS as before the remedies (additive latency term, no remedy);
+          bd direct fake-quant search (8-bit, STE); m bits {4,8} + noise, entropy, BitOps;
+          pt c's config with DARTS-PT perturbation selection.
+The budget (without --budget-ms) is the expected latency at uniform alphas, as in the build
+(--budget-rule first: the table sum of the first candidate per layer, the earlier default).
 The default is a,b,c,d,e,random,sweep because that fits 3 seeds in under 30 minutes on 2 cores
 (measured: 21.8 min from a cold latency cache, 2026-11-24; since then random search's MAC budget
 counts every alpha step DARTS takes, ~26 % more samples at the default size, not yet re-measured).
