@@ -1,4 +1,5 @@
-"""Data sets: scikit-learn's digits (embedded default), CIFAR-10 python batches, an image folder.
+"""Data sets: scikit-learn's digits (embedded default), Fashion-MNIST (Debian package), any IDX
+pair (MNIST layout), CIFAR-10 python batches, an image folder.
 
 Nothing is downloaded. Every loader returns the same ``DataSplits`` of float32 NCHW arrays,
 already resized to the space's input size and normalised, split four ways: ``weights`` and
@@ -8,9 +9,10 @@ and ``test`` (the numbers we report, never touched before).
 
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,14 @@ import numpy as np
 from .errors import UsageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+# Debian's ``dataset-fashion-mnist`` (Xiao, Rasul & Vollgraf 2017, MIT licence) installs the four
+# IDX files here; ``scripts/_env.sh`` installs the package.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+# IDX element types (the third byte of the magic number): numpy dtype, big-endian.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,16 @@ class DataSplits:
     def train(self) -> tuple[np.ndarray, np.ndarray]:
         """Search halves joined: the final model trains on both."""
         return (np.concatenate([self.weights[0], self.alphas[0]]), np.concatenate([self.weights[1], self.alphas[1]]))
+
+    def subsample(self, n: int) -> "DataSplits":
+        """The first ``n`` weight-split images, ``n // 2`` of the alpha and validation splits (the
+        splits are already shuffled, so this is a random subset keeping the 2:1:1 shape); the test
+        split is untouched. ``n <= 0`` or ``n`` above the split's size keeps everything. A search
+        on 60,000 Fashion-MNIST images does not fit minutes on a laptop CPU; a few thousand do."""
+        if n <= 0 or n >= len(self.weights[0]):
+            return self
+        cut = lambda split, k: (split[0][:k], split[1][:k])  # noqa: E731
+        return replace(self, weights=cut(self.weights, n), alphas=cut(self.alphas, n // 2), val=cut(self.val, n // 2))
 
 
 def _resize(x: np.ndarray, size: int) -> np.ndarray:
@@ -105,6 +125,54 @@ def load_cifar10(path: Path, size: int, seed: int) -> DataSplits:
     return _split("cifar10", x, y, size, seed, test=(tx.astype(np.float32) / 255.0, ty))
 
 
+def read_idx(path: Path) -> np.ndarray:
+    """One IDX file (LeCun's MNIST format, plain or gzip): magic ``0 0 type ndim``, ``ndim``
+    big-endian uint32 sizes, then the data."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise UsageError(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_DTYPES:
+        raise UsageError(f"{path}: not an IDX file (bad magic number)")
+    ndim = raw[3]
+    shape = tuple(int(v) for v in np.frombuffer(raw, ">u4", ndim, 4))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    if len(raw) != 4 + 4 * ndim + int(np.prod(shape)) * dtype.itemsize:
+        raise UsageError(f"{path}: IDX header says {shape} but the file has {len(raw)} bytes")
+    return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _idx_file(path: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (path / name).is_file():
+            return path / name
+    raise UsageError(f"{path}: missing {stem}[.gz] (expected the MNIST layout: {', '.join(sum(IDX_FILES.values(), ()))})")
+
+
+def load_idx(path: Path, size: int, seed: int, name: str | None = None) -> DataSplits:
+    """An MNIST-layout folder of IDX files; the official ``t10k`` split is the test set, the
+    training split is divided into weights / alphas / val."""
+    parts = {}
+    for split, (images, labels) in IDX_FILES.items():
+        x, y = read_idx(_idx_file(path, images)), read_idx(_idx_file(path, labels))
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise UsageError(f"{path}: {split} images {x.shape} and labels {y.shape} do not pair up")
+        parts[split] = (x[:, None].astype(np.float32) / 255.0, y.astype(np.int64))
+    return _split(name or f"idx:{path.name}", *parts["train"], size, seed, test=parts["test"])
+
+
+def load_fashion_mnist(size: int, seed: int, path: Path | None = None) -> DataSplits:
+    """Fashion-MNIST: 60,000 training and 10,000 test images, 28x28 grey, 10 classes."""
+    path = path or FASHION_MNIST_DIR
+    if not all((path / f).is_file() or (path / (f + ".gz")).is_file() for f in sum(IDX_FILES.values(), ())):
+        raise UsageError(f"Fashion-MNIST not found in {path}: install the Debian package {FASHION_MNIST_PACKAGE} "
+                         f"(apt-get install {FASHION_MNIST_PACKAGE}) or pass --data idx:DIR")
+    return load_idx(path, size, seed, name="fashion-mnist")
+
+
 def load_folder(path: Path, size: int, seed: int) -> DataSplits:
     """An image folder: one sub-directory per class, images of any size (resized, RGB)."""
     from PIL import Image
@@ -129,15 +197,17 @@ def load_folder(path: Path, size: int, seed: int) -> DataSplits:
 
 
 def load_data(spec: str, size: int, seed: int = 0) -> DataSplits:
-    """``digits`` | ``cifar10:PATH`` | ``folder:PATH``."""
+    """``digits`` | ``fashion-mnist`` | ``idx:DIR`` | ``cifar10:PATH`` | ``folder:PATH``."""
     kind, _, arg = spec.partition(":")
     if kind == "digits" and not arg:
         return load_digits(size, seed)
-    if kind in ("cifar10", "folder"):
+    if kind == "fashion-mnist" and not arg:
+        return load_fashion_mnist(size, seed)
+    if kind in ("cifar10", "folder", "idx"):
         if not arg:
             raise UsageError(f"--data {kind}:PATH needs a path")
         path = Path(os.path.expanduser(arg))
         if not path.is_dir():
             raise UsageError(f"data path {path} does not exist or is not a directory")
-        return (load_cifar10 if kind == "cifar10" else load_folder)(path, size, seed)
-    raise UsageError(f"unknown data set {spec!r}; use digits, cifar10:PATH or folder:PATH")
+        return {"cifar10": load_cifar10, "folder": load_folder, "idx": load_idx}[kind](path, size, seed)
+    raise UsageError(f"unknown data set {spec!r}; use digits, fashion-mnist, idx:DIR, cifar10:PATH or folder:PATH")

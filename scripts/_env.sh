@@ -31,6 +31,19 @@ ensure_browser() {
   fi
 }
 
+ensure_datasets() {
+  # Fashion-MNIST (IDX files under /usr/share/datasets/fashion-mnist/) for --data fashion-mnist,
+  # its tests and scripts/bench_search.py --data fashion-mnist (Debian package; skipped if absent).
+  if [[ ! -d /usr/share/datasets/fashion-mnist ]]; then
+    if command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist) >/dev/null 2>&1 \
+        || echo "warning: could not install dataset-fashion-mnist; the Fashion-MNIST tests will skip" >&2
+    else
+      echo "warning: dataset-fashion-mnist is not installed (needs root: apt-get install dataset-fashion-mnist); the Fashion-MNIST tests will skip" >&2
+    fi
+  fi
+}
+
 ensure_cross_tools() {
   # aarch64 cross compiler + qemu + the aarch64 TVM runtime, for the ARM artifact checks.
   if [[ -x scripts/setup_cross ]] && [[ "${EDGENAS_SKIP_CROSS:-0}" != 1 ]]; then

@@ -1,15 +1,18 @@
 #!/usr/bin/env python
-"""Ablation of the search methods on digits (or CIFAR-10), over several seeds, against random
-search at the same compute and a MobileNetV2-style width sweep.
+"""Ablation of the search methods on digits, Fashion-MNIST (or CIFAR-10), over several seeds,
+against random search at the same compute and a MobileNetV2-style width sweep.
 
     flock /tmp/edgenas-bench.lock python scripts/bench_search.py   # default: 3 seeds, arms a,b,c,d,e,random,sweep
+    flock /tmp/edgenas-bench.lock python scripts/bench_search.py --data fashion-mnist --image-size 14 \
+        --out runs/bench_fashion                   # arms a,b,d,e,random,sweep,w4,w4n at the "fashion" size
     python scripts/bench_search.py --quick         # minutes: plumbing check, numbers meaningless
     python scripts/bench_search.py --arms a,bd,m,pt,random --seeds 5
     python scripts/bench_search.py --data cifar10:/data/cifar --image-size 32
     python scripts/bench_search.py --from-results runs/bench_search/results.json   # re-summarise, re-plot
 
-Arms (per seed: same data split, latency budget and final-training recipe for every arm):
-  a  plain DARTS (argmax)                    b  + QuantNAS noise (8-bit)
+Arms (per seed: same data split, latency budget and final-training recipe for every arm; every
+DARTS arm uses the search defaults: hinge latency term and beta-DARTS, docs/search.md):
+  a  DARTS (argmax)                          b  + QuantNAS noise (8-bit)
   c  + entropy penalty                       d  + DASS sparse ops (c's config)
   e  SpaceEvo-evolved space (c's config)
   random  random search (``edgenas.search.strategies`` "random", called as the build calls it):
@@ -17,8 +20,13 @@ Arms (per seed: same data split, latency budget and final-training recipe for ev
           training MACs for arm a's config are spent, the best on the validation split is then
           final-trained like every other arm, so search + final training compute match arm a's
   sweep  hand-designed MobileNetV2-style nets at width multipliers 0.25-1.0
-  opt-in (--arms): bd direct fake-quant search (8-bit, STE); m bits {4,8} + noise, entropy,
-          BitOps; pt c's config with DARTS-PT perturbation selection.
+  w4  arm a's architecture trained and measured W4A8 (a search without noise does not depend
+      on the bit width)                      w4n searched with QuantNAS noise at 4 bits, W4A8
+  opt-in (--arms): a0 plain DARTS as before the remedies (additive latency term, no remedy);
+          bd direct fake-quant search (8-bit, STE); m bits {4,8} + noise, entropy, BitOps;
+          pt c's config with DARTS-PT perturbation selection.
+The budget (without --budget-ms) is the expected latency at uniform alphas, as in the build
+(--budget-rule first: the table sum of the first candidate per layer, the earlier default).
 The default is a,b,c,d,e,random,sweep because that fits 3 seeds in under 30 minutes on 2 cores
 (measured: 21.8 min from a cold latency cache, 2026-11-24; since then random search's MAC budget
 counts every alpha step DARTS takes, ~26 % more samples at the default size, not yet re-measured).
@@ -71,10 +79,12 @@ from edgenas.quantize.convert import calibrate, to_brevitas
 from edgenas.quantize.recipe import get_recipe
 from edgenas.report.ablation import ARM_LABELS, baselines, comparisons, goal_lines, goals, summarize, summary_table
 from edgenas.search.darts import SearchConfig
+from edgenas.search.objective import default_budget
 from edgenas.search.strategies import STRATEGIES
 from edgenas.space.arch import Arch, SpaceConfig, arch_from_choices
 from edgenas.space.cost import arch_bitops
 from edgenas.search.evolve import evolve_for_budget
+from edgenas.space.ops import PARAMETER_FREE
 from edgenas.space.sparse import train_sparse, weight_sparsity
 from edgenas.space.supernet import freeze
 from edgenas.target import get_target
@@ -83,18 +93,29 @@ from edgenas.train import evaluate, fit
 
 SIZES = {
     "default": dict(search=SearchConfig(epochs=10, warmup=3, batch=32, a_lr=1e-2), final_epochs=15, qat_epochs=4,
-                    widths=(0.25, 0.5, 0.75, 1.0),
+                    final_subsample=0, widths=(0.25, 0.5, 0.75, 1.0),
                     evolve=EVOLVE_PRESETS.get("build")),
-    "quick": dict(search=SearchConfig(epochs=3, warmup=1, batch=32, a_lr=1e-2), final_epochs=3, qat_epochs=1,
-                  widths=(0.25, 1.0),
+    # Fashion-MNIST on a loaded 2-core machine (load 8-10) in about an hour: the search sees 300
+    # weight images (+150 alpha, 150 validation); every arm's final training sees the same 1,500 + 750, and
+    # every arm is tested on the whole official test split (10,000). SpaceEvo gets the quick
+    # evolution with the fused-MBConv family added (its stage tables are profiled on the target,
+    # which is what costs).
+    "fashion": dict(search=SearchConfig(epochs=4, warmup=2, batch=32, a_lr=1e-2, subsample=300), final_epochs=3,
+                    qat_epochs=1, final_subsample=1500, widths=(0.25, 0.5, 1.0),
+                    evolve=dataclasses.replace(EVOLVE_PRESETS.get("quick"), blocks=("mb", "dw", "fmb"))),
+    "quick": dict(search=SearchConfig(epochs=3, warmup=1, batch=32, a_lr=1e-2, subsample=300), final_epochs=3,
+                  qat_epochs=1, final_subsample=600, widths=(0.25, 1.0),
                   evolve=EVOLVE_PRESETS.get("quick")),
 }
 # the method terms of edgenas build's presets (edgenas.build.config), so the arms measure what a build runs
 MIXED, SPARSE = POLICIES.get("mixed"), POLICIES.get("sparse")
 ENTROPY, BITOPS, SPARSITY = MIXED.entropy_weight, MIXED.bitops_weight, SPARSE.sparsity_weight
+# The int4 noise ablation, trained and measured W4A8: w4 = arm a's architecture (its job trains
+# both), w4n = searched with QuantNAS noise at 4 bits.
+W4A8 = ("w4", "w4n")
 
 
-DEFAULT_ARMS = "a,b,c,d,e,random,sweep"
+DEFAULT_ARMS = {"digits": "a,b,c,d,e,random,sweep", "fashion-mnist": "a,b,d,e,random,sweep,w4,w4n"}
 
 
 def arms(base_cfg: SearchConfig) -> dict[str, tuple[dict, SearchConfig]]:
@@ -105,6 +126,7 @@ def arms(base_cfg: SearchConfig) -> dict[str, tuple[dict, SearchConfig]]:
     ent = dict(noise, entropy_weight=ENTROPY)
     changes = {
         "a": ({}, {}),
+        "a0": ({}, dict(latency_form="add", remedy="none")),
         "b": ({}, noise),
         "bd": ({}, dict(noise="direct")),
         "c": ({}, ent),
@@ -113,6 +135,8 @@ def arms(base_cfg: SearchConfig) -> dict[str, tuple[dict, SearchConfig]]:
         "m": ({"bits": (4, 8)}, dict(ent, bitops_weight=BITOPS)),
         "pt": ({}, dict(ent, selection="pt")),
         "random": ({}, {}),
+        "w4": ({}, {}),
+        "w4n": ({"bits": (4,)}, noise),
     }
     return {name: (space_kw, dataclasses.replace(base_cfg, **cfg_kw)) for name, (space_kw, cfg_kw) in changes.items()}
 
@@ -124,6 +148,11 @@ def mbv2(mult: float, image: int, cin: int, classes: int) -> Arch:
               ("mb_k3_e6", 32, 1), ("mb_k3_e6", 64, 1)]
     mid = "|".join(f"{op}_c{c(ch)}_s{s}_w8a8" for op, ch, s in layers)
     return Arch.parse(f"r{image}_i{cin}_stem{c(32)}|{mid}|head64_n{classes}")
+
+
+def skip_share(arch: Arch) -> float:
+    """Share of the architecture's searchable layers that are parameter-free (the collapse signal)."""
+    return sum(layer.op in PARAMETER_FREE for layer in arch.layers) / max(1, len(arch.layers))
 
 
 def results_markdown(summary: dict, goal: dict, setting: str) -> str:
@@ -162,9 +191,41 @@ def _data(seed: int):
     return _W["data"][seed]
 
 
-def run_job(job: dict) -> dict:
-    """One (arm, seed): search (or the given arch), final fp32 training, QAT; no latency here."""
-    a, size = _W["args"], SIZES["quick" if _W["args"].quick else "default"]
+def budget_for(space: SpaceConfig, table: LatencyTable, rule: str) -> tuple[float, str]:
+    """``first``: the table sum of the first candidate per layer; ``uniform``: the expected latency
+    at uniform alphas (where the search starts). Returns the budget and how it was set."""
+    if rule == "first":
+        first = arch_from_choices(space, [space.candidates(i)[0] for i in range(len(space.positions()))])
+        return table.arch_sum(first), f"table sum of {first}"
+    return default_budget(table, space), "expected latency at uniform alphas"
+
+
+def final_training(arch: Arch, data, seed: int, size: dict, recipe) -> dict:
+    """The one final-training recipe every arm gets: fp32 on the same training subset, brevitas
+    QAT, both tested on the whole official test split."""
+    torch.manual_seed(seed)
+    model = freeze(arch)
+    t = time.time()
+    train = data.subsample(size["final_subsample"]).train
+    train_sparse(model, train, size["final_epochs"], 3e-3, seed)
+    fp32 = evaluate(model, *data.test)
+    q = calibrate(to_brevitas(model.eval(), recipe), train[0])
+    fit(q, train, recipe.qat_epochs, recipe.qat_lr, seed)
+    quant = evaluate(q, *data.test)
+    return dict(arch=str(arch), fp32_acc=fp32, quant_acc=quant, drop_pp=100 * (fp32 - quant),
+                bitops_g=arch_bitops(arch) / 1e9, sparsity=weight_sparsity(model), skip_share=skip_share(arch),
+                bits=sorted({(layer.w_bits, layer.a_bits) for layer in arch.layers}), train_s=time.time() - t)
+
+
+def w4a8(arch: Arch) -> Arch:
+    return arch.with_layers(dataclasses.replace(layer, w_bits=4, a_bits=8) for layer in arch.layers)
+
+
+def run_job(job: dict) -> list[dict]:
+    """One (arm, seed): search (or the given arch), final fp32 training, QAT; no latency here.
+    Arm a's job also trains its architecture at W4A8 as arm ``w4`` (searched without noise: a
+    search without the noise transform does not depend on the bit width)."""
+    a, size = _W["args"], SIZES[_W["args"].size]
     data, seed, name = _data(job["seed"]), job["seed"], job["arm"]
     recipe = dataclasses.replace(get_recipe(a.recipe), qat_epochs=size["qat_epochs"])
     info: dict = {}
@@ -179,26 +240,28 @@ def run_job(job: dict) -> dict:
         if name == "random":  # compute actually spent, against DARTS' training MACs it is matched to
             info.update(random_samples=len(res.history), macs_spent=last["macs_spent"], macs_budget=last["macs_budget"])
         else:
-            info.update(skip_share_arch=last["skip_share_arch"], entropy=last["entropy"])
+            info.update(skip_share_probs=last["skip_share_probs"], entropy=last["entropy"])
         arch = res.arch
         info.update(search_s=time.time() - t, expected_ms=res.expected_ms)
-    torch.manual_seed(seed)
-    model = freeze(arch)
-    t = time.time()
-    train_sparse(model, data.train, size["final_epochs"], 3e-3, seed)
-    fp32 = evaluate(model, *data.test)
-    q = calibrate(to_brevitas(model.eval(), recipe), data.train[0])
-    fit(q, data.train, recipe.qat_epochs, recipe.qat_lr, seed)
-    quant = evaluate(q, *data.test)
-    return dict(arm=name, seed=seed, arch=str(arch), fp32_acc=fp32, quant_acc=quant, drop_pp=100 * (fp32 - quant),
-                bitops_g=arch_bitops(arch) / 1e9, sparsity=weight_sparsity(model),
-                bits=sorted({(layer.w_bits, layer.a_bits) for layer in arch.layers}), train_s=time.time() - t, **info)
+    rows = [dict(arm=name, seed=seed, **final_training(w4a8(arch) if name == "w4n" else arch, data, seed, size, recipe),
+                 **info)]
+    if job.get("also_w4"):
+        rows.append(dict(arm="w4", seed=seed, searched_as=name, **final_training(w4a8(arch), data, seed, size, recipe),
+                         **info))
+    return rows
+
+
+def four_bit_table(table: LatencyTable) -> LatencyTable:
+    """The 8-bit op table relabelled for 4-bit weights: TVM runs a W4 QDQ model with the same int8
+    kernels (the weights are int8 values in [-8, 7]), so the latency model says 4 bits buys
+    nothing here; the W4A8 models are compiled and measured like every other arm."""
+    return table.merged({k.replace("|w8|", "|w4|"): v for k, v in table.entries.items() if "|w8|" in k})
 
 
 # ------------------------------------------------------------------ main side
 class Bench:
     def __init__(self, args):
-        self.args, self.size = args, SIZES["quick" if args.quick else "default"]
+        self.args, self.size = args, SIZES[args.size]
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.data = load_data(args.data, args.image_size, 0)
@@ -226,7 +289,8 @@ class Bench:
 
     def evolved_space(self, budget: float) -> SpaceConfig:
         t = time.time()
-        res, tables, self.table = evolve_for_budget(self.base, self.data, self.table, budget, self.size["evolve"],
+        search_data = self.data.subsample(self.size["search"].subsample)
+        res, tables, self.table = evolve_for_budget(self.base, search_data, self.table, budget, self.size["evolve"],
                                                     lambda space, table: self.profiled(space, table), self.args.seed)
         records.save(self.out / "stage_tables.json", tables)
         print(f"  SpaceEvo: best {res.best} Q-T {res.score:.4f} after {res.evaluated} spaces; "
@@ -241,9 +305,12 @@ class Bench:
         for name, (space_kw, cfg) in arms(self.size["search"]).items():
             if name not in self.args.arms:
                 continue
+            if name == "w4":
+                continue   # trained inside arm a's job
             space = self.evolved_space(budget) if name == "e" else dataclasses.replace(self.base, **space_kw)
-            table = self.profiled(space)
-            jobs += [dict(arm=name, seed=s, space=space, table=table, cfg=cfg, budget=budget) for s in self.seeds]
+            table = four_bit_table(self.profiled(self.base)) if name == "w4n" else self.profiled(space)
+            jobs += [dict(arm=name, seed=s, space=space, table=table, cfg=cfg, budget=budget,
+                          also_w4=name == "a" and "w4" in self.args.arms) for s in self.seeds]
         for mult in self.size["widths"] if "sweep" in self.args.arms else ():
             arch = mbv2(mult, self.args.image_size, self.data.channels, self.data.classes)
             jobs += [dict(arm=f"mbv2_{mult}", seed=s, arch=str(arch)) for s in self.seeds]
@@ -252,20 +319,21 @@ class Bench:
     def run(self) -> None:
         t0 = time.time()
         self.profiled(self.base)
-        first = arch_from_choices(self.base, [self.base.candidates(i)[0] for i in range(len(self.base.positions()))])
-        budget = self.args.budget_ms or self.table.arch_sum(first)
-        print(f"budget {budget:.3f} ms (table sum of {first}); seeds {self.seeds}", flush=True)
+        budget, how = budget_for(self.base, self.table, self.args.budget_rule)
+        budget = self.args.budget_ms or budget
+        print(f"budget {budget:.3f} ms ({'--budget-ms' if self.args.budget_ms else how}); seeds {self.seeds}", flush=True)
         jobs = self.jobs(budget)
         print(f"{len(jobs)} (arm, seed) jobs on {self.args.jobs} worker(s)", flush=True)
         rows = []
         ctx = mp.get_context("spawn")
         with ctx.Pool(self.args.jobs, initializer=_worker_init, initargs=(vars(self.args),)) as pool:
             # longest first (searches before sweep trainings) keeps both workers busy to the end
-            for row in pool.imap_unordered(run_job, sorted(jobs, key=lambda j: "arch" in j)):
-                row.update(self.info.get(row["arm"], {}))
-                rows.append(row)
-                print(f"  {row['arm']} seed {row['seed']}: fp32 {row['fp32_acc']:.4f} quant {row['quant_acc']:.4f} "
-                      f"search {row.get('search_s', 0):.0f} s  {row['arch']}", flush=True)
+            for done in pool.imap_unordered(run_job, sorted(jobs, key=lambda j: "arch" in j)):
+                for row in done:
+                    row.update(self.info.get(row["arm"], {}))
+                    rows.append(row)
+                    print(f"  {row['arm']} seed {row['seed']}: fp32 {row['fp32_acc']:.4f} quant {row['quant_acc']:.4f} "
+                          f"skip {row['skip_share']:.0%} search {row.get('search_s', 0):.0f} s  {row['arch']}", flush=True)
                 fsio.write_json(self.out / "results.json", {"rows": rows, "partial": True})
         train_s = time.time() - t0
         unique = sorted({r["arch"] for r in rows})
@@ -275,6 +343,7 @@ class Bench:
             r["int8_ms"] = ms[r["arch"]]
             r["table_ms"] = self.table.arch_sum(Arch.parse(r["arch"])) if self._in_table(r["arch"]) else None
         rows.sort(key=lambda r: (r["arm"], r["seed"]))
+        fsio.write_json(self.out / "results.json", {"rows": rows})   # measured: --from-results can redo the report
         self.report(dict(budget_ms=budget, data=self.data.name, image_size=self.args.image_size, seeds=self.seeds,
                          quick=self.args.quick, jobs=self.args.jobs, target=self.target.name, train_s=train_s,
                          wall_s=time.time() - t0, rows=rows))
@@ -305,7 +374,7 @@ class Bench:
             train = f" (profile + evolve + search + training {res['train_s'] / 60:.1f} min, measurement " \
                     f"{(res['wall_s'] - res['train_s']) / 60:.1f} min)" if res.get("train_s") else ""
             print(f"wall {res['wall_s'] / 60:.1f} min{train}, {len(res['seeds'])} seeds, {res.get('jobs')} job(s)")
-        goal = goals(summary)
+        goal = goals(summary, rows)
         print("\ngoals (means over seeds):\n" + "\n".join("  " + line for line in goal_lines(goal)))
         target = res.get("target", self.target.name)
         setting = (f"{res['data']} {res['image_size']}x{res['image_size']}, {target}, "
@@ -369,11 +438,17 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=8)
     ap.add_argument("--out", default="runs/bench_search")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--arms", default=DEFAULT_ARMS, help=f"comma-separated (default {DEFAULT_ARMS}; also bd, m, pt)")
+    ap.add_argument("--arms", default=None, help=f"comma-separated (default per data set: {DEFAULT_ARMS}; "
+                    "also a0 = plain DARTS with the additive latency term and no remedy, bd, m, pt, w4, w4n)")
+    ap.add_argument("--size", choices=sorted(SIZES), default=None,
+                    help="search / training sizes (default: quick with --quick, fashion for fashion-mnist, else default)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per arm (seed, seed+1, ...)")
     ap.add_argument("--seed", type=int, default=0, help="first seed")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes for searches and trainings")
     ap.add_argument("--budget-ms", type=float, default=None)
+    ap.add_argument("--budget-rule", choices=("first", "uniform"), default="uniform",
+                    help="the budget without --budget-ms: first = table sum of the first candidate per layer, "
+                         "uniform = expected latency at uniform alphas")
     ap.add_argument("--target", default="x86-avx2")
     ap.add_argument("--recipe", default="int8-per-channel")
     ap.add_argument("--repeat", type=int, default=15)
@@ -381,7 +456,8 @@ def main() -> None:
                     help="recompute summary, comparisons, baselines.json and pareto.png from a finished run's "
                          "results.json into --out (no training, no measurement)")
     args = ap.parse_args()
-    args.arms = sorted(set(args.arms.split(",")))
+    args.size = args.size or ("quick" if args.quick else "fashion" if args.data == "fashion-mnist" else "default")
+    args.arms = sorted(set((args.arms or DEFAULT_ARMS.get(args.data, DEFAULT_ARMS["digits"])).split(",")))
     unknown = set(args.arms) - set(arms(SIZES["default"]["search"])) - {"sweep"}
     if unknown:
         ap.error(f"unknown arm(s) {', '.join(sorted(unknown))}")

@@ -83,6 +83,7 @@ class BuildConfig:
     recipe: str = "int8-per-channel"
     trials: int = 0                   # MetaSchedule trials for the final model (0: reuse tuning_logs only)
     final_epochs: int = 20
+    final_subsample: int = 4000       # weight-split images final training and QAT see (+ half as many alpha images; 0: all)
     sampled_per_round: int = 2        # extra architectures measured per round to fit the predictor
     reuse_latency: bool = False       # fit round 1's predictor on measurements kept from earlier runs
     strategy: str = "darts"           # darts | random (edgenas.search.strategies)

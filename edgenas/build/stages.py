@@ -20,6 +20,7 @@ from ..latency.predictor import Predictor, fit_arch_predictor, table_hash
 from ..latency.profile import measure_arch, profile_space
 from ..latency.table import LatencyTable
 from ..measure.runners import runner_for
+from ..search.objective import default_budget
 from ..measure.stats import LatencyStats
 from ..quantize.convert import calibrate, to_brevitas
 from ..quantize.export import compare, export_float, export_int8, run_ort, run_torch
@@ -59,6 +60,9 @@ class Build:
                 f"`edgenas compile RUN/model_int8.onnx --target {self.target.name}`")
         self.recipe = get_recipe(cfg.recipe)
         self.data = load_data(cfg.data, cfg.space.image_size, cfg.seed)
+        # Fashion-MNIST's 45,000 training images x 20 epochs would take an hour on two cores;
+        # digits (1,078) are far under the cap. The search has its own (SearchConfig.subsample).
+        self.train = self.data.subsample(cfg.final_subsample).train
         self.space = dataclasses.replace(cfg.space, in_channels=self.data.channels, num_classes=self.data.classes)
         self.run_dir = RunDir(cfg.out)
         self.store = TuningStore(target)
@@ -116,10 +120,10 @@ class Build:
 
         run, cfg = self.run_dir, self.cfg
         if not run.done("evolve"):
-            budget = cfg.latency_budget_ms or table.arch_sum(self._first_arch())
+            budget = cfg.latency_budget_ms or default_budget(table, self.space)
             with self.rep.stage(f"SpaceEvo: evolve the search space (budget {budget:.3f} ms)", total=None) as adv:
                 res, tables, table = self._timed("evolve", lambda: evolve_for_budget(
-                    self.space, self.data, table, budget, cfg.evolve,
+                    self.space, self.data.subsample(cfg.search.subsample), table, budget, cfg.evolve,
                     lambda space, t: profile_space(space, t, self.recipe, self.target, self._median,
                                                    progress=lambda i, n, key: adv(0, f"profile {key}")),
                     cfg.seed, progress=lambda m: adv(0, m)))
@@ -186,7 +190,7 @@ class Build:
         scaled = pred.corrected_table(table)   # the predictor as a per-op table: what the search optimises
         records.save(run.file(f"rounds/r{r}/predictor.json"), pred)
         if not run.done(f"r{r}.search"):
-            budget = self.budget_ms or pred.predict_arch(self._first_arch(), table)
+            budget = self.budget_ms or default_budget(scaled, self.space)
             strategy = STRATEGIES.get(cfg.strategy)
             total = cfg.search.epochs if cfg.strategy == "darts" else None
             with self.rep.stage(f"round {r}: search ({cfg.strategy}, budget {budget:.3f} ms)", total=total) as adv:
@@ -245,9 +249,9 @@ class Build:
             if sparse:  # the three DASS stages; restarts from scratch on resume (no per-epoch checkpoint)
                 from ..space.sparse import train_sparse
 
-                self._timed("train_fp32", lambda: train_sparse(model, self.data.train, cfg.final_epochs, 3e-3, cfg.seed))
+                self._timed("train_fp32", lambda: train_sparse(model, self.train, cfg.final_epochs, 3e-3, cfg.seed))
             else:
-                self._timed("train_fp32", lambda: fit(model, self.data.train, cfg.final_epochs, 3e-3, cfg.seed, checkpoint=ckpt,
+                self._timed("train_fp32", lambda: fit(model, self.train, cfg.final_epochs, 3e-3, cfg.seed, checkpoint=ckpt,
                                                       on_epoch=lambda e, loss: adv(1, f"loss {loss:.3f}")))
         from ..train import save_checkpoint
 
@@ -258,12 +262,12 @@ class Build:
     def qat(self, model: torch.nn.Module) -> torch.nn.Module:
         run, cfg = self.run_dir, self.cfg
         torch.manual_seed(cfg.seed)
-        qmodel = calibrate(to_brevitas(model, self.recipe), self.data.train[0])
+        qmodel = calibrate(to_brevitas(model, self.recipe), self.train[0])
         if run.done("qat"):
             qmodel.load_state_dict(torch.load(run.file("model_int8.pt"), weights_only=False))
             return qmodel.eval()
         with self.rep.stage("QAT int8 (brevitas)", total=self.recipe.qat_epochs) as adv:
-            self._timed("qat", lambda: fit(qmodel, self.data.train, self.recipe.qat_epochs, self.recipe.qat_lr, cfg.seed,
+            self._timed("qat", lambda: fit(qmodel, self.train, self.recipe.qat_epochs, self.recipe.qat_lr, cfg.seed,
                                            checkpoint=run.file("qat_ckpt.pt"), on_epoch=lambda e, loss: adv(1, f"loss {loss:.3f}")))
         from ..train import save_checkpoint
 

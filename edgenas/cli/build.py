@@ -14,10 +14,10 @@ from .app import app, handled
 @handled
 def build(
     target: str = typer.Option("x86-avx2", "--target", "-t", help="Target name (see `edgenas targets list`) or a path to a target TOML."),
-    data: str = typer.Option("digits", "--data", help="digits (embedded) | cifar10:PATH (python batches) | folder:PATH (one sub-folder per class)."),
+    data: str = typer.Option("digits", "--data", help="digits (embedded) | fashion-mnist (Debian dataset-fashion-mnist) | idx:DIR (MNIST layout) | cifar10:PATH (python batches) | folder:PATH (one sub-folder per class)."),
     out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run directory to write (must be new unless --resume)."),
     rounds: int = typer.Option(2, "--rounds", help="Search rounds; each refits the latency predictor on the previous rounds' measurements."),
-    latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="Target INT8 latency, e.g. 0.2ms or 150us (default: the first candidate's predicted latency)."),
+    latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="Target INT8 latency, e.g. 0.2ms or 150us (default: the predicted latency at uniform alphas, the space's average)."),
     epochs: int = typer.Option(20, "--epochs", help="Final training epochs (fp32, before QAT)."),
     search_epochs: int = typer.Option(10, "--search-epochs", help="DARTS epochs per round (the first 3 train weights only)."),
     samples: int = typer.Option(2, "--samples", help="Extra architectures sampled from softmax(alpha) and measured per round."),

@@ -12,6 +12,13 @@ as the per-layer choice), ``entropy_weight`` and ``bitops_weight`` (QuantNAS's a
 ``sparsity_weight`` and ``sparse_stages`` (DASS, with ``SpaceConfig.sparse_levels``), and
 ``selection`` (argmax or DARTS-PT perturbation). Every epoch records the collapse signal (the
 share of parameter-free ops in softmax(alpha) and in the derived architecture).
+
+Against the collapse to ``skip`` (``collapse.py``) the defaults are the hinge latency term (no
+reward below the budget) and ``remedy``: ``beta`` (β-DARTS's Beta-Decay regularisation of the
+alphas, Ye et al. CVPR 2022) or ``darts-`` (DARTS-'s auxiliary skip with a weight decaying
+linearly from 1 to 0, Chu et al. ICLR 2021); docs/search.md has the measurement that chose the
+default. ``subsample`` caps the weight split (and half of it for alphas / validation) so that a
+search on a large set such as Fashion-MNIST fits minutes; the final training uses all of it.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ from ..train import batches, evaluate, load_checkpoint, save_checkpoint
 from . import objective as obj
 
 
+REMEDIES = ("beta", "darts-", "none")
+
+
 @record("search_config")
 @dataclass(frozen=True)
 class SearchConfig:
@@ -44,8 +54,8 @@ class SearchConfig:
     batch: int = 64
     w_lr: float = 3e-3
     a_lr: float = 3e-3
-    latency_form: str = "add"                 # add | mul (ProxylessNAS add#linear | mul#log)
-    latency_weight: float = 0.5               # lambda of the add form
+    latency_form: str = "hinge"               # hinge | add | mul (penalise E > T only | ProxylessNAS add#linear | mul#log)
+    latency_weight: float = 0.5               # lambda of the hinge and add forms
     latency_beta: float = 0.3                 # beta of the mul form
     noise: str = "none"                       # none | gauss | uniform | direct (QuantNAS; direct = fake-quant STE)
     noise_p0: float | None = None             # full-precision share; None = 1/(|bits|+1)
@@ -55,6 +65,9 @@ class SearchConfig:
     sparse_stages: tuple[float, float] = (0.3, 0.2)  # DASS dense / prune fractions of the epochs; rest fine-tunes
     selection: str = "argmax"                 # argmax | pt (DARTS-PT perturbation)
     pt_epochs: int = 1                        # fine-tune epochs after each DARTS-PT projection
+    remedy: str = "beta"                      # beta (β-DARTS) | darts- (auxiliary skip) | none
+    remedy_weight: float = 1.0                # β-DARTS's lambda_max (ramped from 0); DARTS-'s initial skip weight
+    subsample: int = 500                      # images of the weight split the search sees (0: all)
 
 
 @record("search_result")
@@ -79,10 +92,14 @@ class ArchObjective:
         self.bitops0 = obj.uniform_cost(self.bitops) if self.bitops else 1.0
         self.kept0 = obj.uniform_cost(self.kept) if self.kept else 1.0
 
-    def __call__(self, ce: torch.Tensor, probs: list[torch.Tensor], epoch: int) -> torch.Tensor:
+    def __call__(self, ce: torch.Tensor, probs: list[torch.Tensor], epoch: int,
+                 alphas: list[torch.Tensor] | None = None) -> torch.Tensor:
         cfg = self.cfg
         loss = obj.latency_loss(ce, obj.expected_latency(probs, self.lat, self.fixed_ms), self.budget_ms,
                                 cfg.latency_form, cfg.latency_weight, cfg.latency_beta)
+        if cfg.remedy == "beta" and alphas is not None:
+            lam = obj.linear_ramp(epoch, cfg.epochs, cfg.warmup, 0.0, cfg.remedy_weight)
+            loss = loss + lam * obj.beta_decay(alphas)
         if cfg.entropy_weight:
             loss = loss + cfg.entropy_weight * obj.entropy_schedule(epoch, cfg.epochs, cfg.warmup) * obj.entropy(probs)
         if self.bitops:
@@ -114,6 +131,9 @@ def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms:
            on_epoch: Callable[[int, dict], None] | None = None) -> SearchResult:
     if cfg.selection not in ("argmax", "pt"):
         raise ValueError(f"unknown selection {cfg.selection!r}; use argmax or pt")
+    if cfg.remedy not in REMEDIES:
+        raise ValueError(f"unknown collapse remedy {cfg.remedy!r}; use {', '.join(REMEDIES)}")
+    data = data.subsample(cfg.subsample)
     torch.manual_seed(seed)
     net = build_supernet(space, cfg)
     objective = ArchObjective(net, table, budget_ms, cfg)
@@ -136,6 +156,7 @@ def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms:
             phase, starts = sparse.phase_at(epoch, cfg.epochs, cfg.sparse_stages)
             sparse.set_phase(net, phase, start=starts)
         trainable = [p for p in net.weight_parameters() if p.requires_grad]
+        net.aux_skip = obj.linear_ramp(epoch, cfg.epochs, 0, cfg.remedy_weight, 0.0) if cfg.remedy == "darts-" else 0.0
         net.train()
         a_iter = batches(*data.alphas, cfg.batch, rng)
         stats = {"w_loss": 0.0, "a_loss": 0.0, "steps": 0}
@@ -147,7 +168,7 @@ def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms:
                     a_iter = batches(*data.alphas, cfg.batch, rng)
                     xa, ya = next(a_iter)
                 a_opt.zero_grad()
-                a_loss = objective(ce(net(xa), ya), [torch.softmax(a, 0) for a in net.alphas], epoch)
+                a_loss = objective(ce(net(xa), ya), [torch.softmax(a, 0) for a in net.alphas], epoch, list(net.alphas))
                 a_loss.backward()
                 a_opt.step()
                 stats["a_loss"] += a_loss.item()
@@ -168,6 +189,7 @@ def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms:
             "skip_share_probs": net.parameter_free_share(),
             "skip_share_arch": sum(layer.op in PARAMETER_FREE for layer in derived.layers) / max(1, len(derived.layers)),
             "sparse_phase": phase,
+            "aux_skip": net.aux_skip,
             "probs": [p.tolist() for p in net.probabilities()],
             "arch": str(derived),
         }
@@ -177,6 +199,7 @@ def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms:
                                          "epoch": epoch + 1, "history": history})
         if on_epoch:
             on_epoch(epoch + 1, record_)
+    net.aux_skip = 0.0   # the derived network has no auxiliary skip; selection scores it without
     arch = net.derive()
     if cfg.selection == "pt":
         from .select import perturbation_select

@@ -48,6 +48,7 @@ def alpha_samples_per_epoch(n_w: int, n_a: int, batch: int) -> int:
 def darts_macs(space: SpaceConfig, data: DataSplits, cfg: SearchConfig) -> float:
     """Training MACs of the DARTS search (forward ≈ backward/2 cancels out on both sides; the
     forward-only validation and DARTS-PT scoring passes are not training and are not counted)."""
+    data = data.subsample(cfg.subsample)
     shape = space.input_shape[1:]
     per_sample = module_cost(Supernet(space), shape).macs
     n_w, n_a = len(data.weights[0]), len(data.alphas[0])
@@ -65,7 +66,9 @@ def sample_arch(space: SpaceConfig, rng: np.random.Generator) -> Arch:
 def random_search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms: float, cfg: SearchConfig,
                   seed: int, rcfg: RandomConfig = RandomConfig(),
                   on_sample: Callable[[int, dict], None] | None = None) -> SearchResult:
-    """Sample, train and validate architectures until the DARTS compute is spent."""
+    """Sample, train and validate architectures until the DARTS compute is spent (on the same
+    ``cfg.subsample`` of the data that DARTS searches on)."""
+    data = data.subsample(cfg.subsample)
     rng = np.random.default_rng(seed)
     budget_macs = darts_macs(space, data, cfg)
     shape = space.input_shape[1:]

@@ -68,13 +68,18 @@ class Supernet(nn.Module):
         self.head = _head(positions[-1][1] if positions else space.stem, space.head, space.num_classes)
         # One vector per layer, initialised at zero (uniform), as in DARTS and QuantNAS.
         self.alphas = nn.ParameterList(nn.Parameter(torch.zeros(len(c.candidates))) for c in self.cells)
+        # DARTS-'s auxiliary skip (Chu et al., ICLR 2021): ``aux_skip * x`` beside every layer whose
+        # input and output shapes match, the weight set per epoch by the search (1 decaying to 0).
+        self.aux_skip = 0.0
+        self._identity = [cin == cout and s == 1 for cin, cout, s in positions]
 
     def forward(self, x: torch.Tensor, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
         """``weights`` (optional): per-layer mixture weights to use instead of softmax(alpha) —
         perturbation-based selection masks out or fixes candidates this way."""
         x = self.stem(x)
         for i, cell in enumerate(self.cells):
-            x = cell(x, torch.softmax(self.alphas[i], dim=0) if weights is None else weights[i])
+            y = cell(x, torch.softmax(self.alphas[i], dim=0) if weights is None else weights[i])
+            x = y + self.aux_skip * x if self.aux_skip and self._identity[i] else y
         return self.head(x)
 
     def set_transform(self, transform) -> None:

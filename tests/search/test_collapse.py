@@ -53,3 +53,34 @@ def test_threshold_and_histories_without_the_signal():
     assert collapse_warning(hist) is None and "epoch 2" in collapse_warning(hist, threshold=0.4)
     random_search = [{"sample": 1, "val_acc": 0.5, "arch": "x"}]   # a strategy without alphas
     assert skip_share_series(random_search) == [] and collapse_warning(random_search) is None
+
+
+# A latency table under which the conv op is cheap and the budget loose: the hinge latency term is
+# zero throughout, so whatever pushes the layers to skip is DARTS's own dynamics (a large alpha
+# step with no warm-up: the free op wins while the conv weights are still untrained).
+LOOSE = LatencyTable("t", {"mb_k3_e3|w8|8->8|s1|8x8": 0.1}, 0.01)
+
+
+def _loose_search(**kw):
+    data = load_data("digits", 8, seed=0)
+    cfg = SearchConfig(epochs=3, warmup=0, a_lr=1.0, latency_form="hinge", **kw)
+    return search(SPACE, data, LOOSE, budget_ms=5.0, cfg=cfg, seed=0)
+
+
+def test_plain_darts_collapses_on_a_tiny_space_and_the_auxiliary_skip_remedy_does_not():
+    plain = _loose_search(remedy="none")
+    assert collapse_warning(plain.history) is not None, [h["skip_share_arch"] for h in plain.history]
+    remedied = _loose_search(remedy="darts-")
+    assert collapse_warning(remedied.history) is None, [h["skip_share_arch"] for h in remedied.history]
+    # the auxiliary skip decays linearly from 1 to 0 and is gone from the derived network
+    assert [h["aux_skip"] for h in remedied.history] == [1.0, 0.5, 0.0]
+    assert all(h["aux_skip"] == 0.0 for h in plain.history)
+
+
+def test_default_search_with_a_loose_budget_does_not_collapse():
+    data = load_data("digits", 8, seed=0)
+    space = SpaceConfig(image_size=8, stem=8, stages=(StageConfig(8, 3, 1),), head=16, ops=("mb_k3_e3", "mb_k5_e3", "skip"))
+    table = LatencyTable("t", {"mb_k3_e3|w8|8->8|s1|8x8": 0.1, "mb_k5_e3|w8|8->8|s1|8x8": 0.15}, 0.01)
+    res = search(space, data, table, budget_ms=5.0, cfg=SearchConfig(epochs=4, warmup=1, a_lr=1e-2), seed=0)
+    assert collapse_warning(res.history) is None, [h["skip_share_arch"] for h in res.history]
+    assert res.expected_ms < 5.0

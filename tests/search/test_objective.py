@@ -74,3 +74,34 @@ def test_bitops_table_scales_with_both_bit_widths():
     a8 = Arch.parse("r4_i1_stem8|mb_k3_e3_c8_s1_w8a8|head16_n10")
     a4 = Arch.parse("r4_i1_stem8|mb_k3_e3_c8_s1_w4a4|head16_n10")
     assert arch_bitops(a8) - arch_bitops(a4) == pytest.approx(macs * (64 - 16))
+
+
+def test_hinge_penalises_only_latency_above_the_budget():
+    ce = torch.tensor(1.0)
+    below, above = torch.tensor(0.5, requires_grad=True), torch.tensor(1.5, requires_grad=True)
+    assert float(obj.latency_loss(ce, below, 1.0, "hinge", 0.5)) == pytest.approx(1.0)
+    assert float(obj.latency_loss(ce, above, 1.0, "hinge", 0.5)) == pytest.approx(1.25)
+    obj.latency_loss(ce, below, 1.0, "hinge", 0.5).backward()
+    assert float(below.grad) == 0.0                 # no reward for going further below the budget
+    # the additive form keeps rewarding latency under the budget
+    assert float(obj.latency_loss(ce, torch.tensor(0.5), 1.0, "add", 0.5)) == pytest.approx(0.75)
+
+
+def test_beta_decay_is_the_mean_logsumexp_and_pulls_the_leading_alpha_hardest():
+    a = [torch.tensor([2.0, 0.0], requires_grad=True), torch.tensor([0.0, 0.0, 0.0], requires_grad=True)]
+    loss = obj.beta_decay(a)
+    assert float(loss) == pytest.approx((math.log(math.exp(2) + 1) + math.log(3)) / 2)
+    loss.backward()
+    assert float(a[0].grad[0]) > float(a[0].grad[1]) > 0
+    assert torch.allclose(a[1].grad, torch.full((3,), 1 / 6))
+
+
+def test_linear_ramp_runs_from_start_at_the_first_alpha_epoch_to_end_at_the_last():
+    assert [obj.linear_ramp(e, 5, 1, 0.0, 2.0) for e in range(5)] == [0.0, 0.0, pytest.approx(2 / 3), pytest.approx(4 / 3), 2.0]
+    assert [obj.linear_ramp(e, 3, 0, 1.0, 0.0) for e in range(3)] == [1.0, 0.5, 0.0]
+
+
+def test_the_default_budget_is_the_expected_latency_at_uniform_alphas():
+    space = SpaceConfig(image_size=8, stages=(StageConfig(8, 2, 1),), stem=8, ops=("mb_k3_e3", "mb_k5_e3", "skip"))
+    table = LatencyTable("t", {op_key("mb_k3_e3", 8, 8, 8, 1, 8): 0.3, op_key("mb_k5_e3", 8, 8, 8, 1, 8): 0.6}, fixed_ms=0.1)
+    assert obj.default_budget(table, space) == pytest.approx(0.1 + 2 * (0.3 + 0.6 + 0.0) / 3)
