@@ -54,7 +54,11 @@ def _is_lost(err: BaseException) -> bool:
 
 def _raised_by_tvm(err: BaseException) -> bool:
     """Whether ``err`` came out of TVM (the session, the server, the library) rather than from this
-    client's own Python code, judged by the innermost frame of its traceback."""
+    client's own Python code: by its type (``tvm.error.RPCError`` and the other TVM/FFI errors, which
+    the FFI raises from compiled code with no Python frame of TVM's own) or else by the innermost
+    frame of its traceback."""
+    if type(err).__module__.split(".")[0] in ("tvm", "tvm_ffi"):
+        return True
     tb = err.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next

@@ -90,6 +90,7 @@ def _spawn(model, db_dir, trials, per_round):
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
 
 
+@pytest.mark.slow  # 45 s; the per-trial kill test below stays in the default run
 def test_concurrent_and_killed_tuners_leave_a_loadable_db_with_both_runs(tmp_path):
     from tvm.s_tir import meta_schedule as ms
 

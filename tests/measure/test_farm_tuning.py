@@ -69,6 +69,7 @@ def _busy_while(farm, alive, what) -> int:
     raise AssertionError("no server started a session within 300 s")
 
 
+@pytest.mark.slow  # the acceptance test below also kills a server mid-tuning, in the default run
 def test_tuning_through_the_farm_survives_a_killed_server(loopback_farm, qdq_model, tmp_path):
     loopback_farm.ensure(2)
     farm = Farm(loopback_farm.tracker, loopback_farm.key, target="x86-avx2", timeout_s=20, retries=3)
@@ -142,5 +143,7 @@ def test_acceptance_compile_through_the_farm_survives_kills_and_reruns(loopback_
     assert lib.is_file() and "latency on the farm" in out and "Traceback" not in err
     assert victim not in loopback_farm.server_pids() and len(loopback_farm.server_pids()) == 1
     after = _measured_per_workload(db)
-    assert {w: after[w] for w in kept} == kept, "the rerun tuned again what the first run had measured"
+    assert all(after[w] >= n for w, n in kept.items()), "records measured by the first run were lost"
+    # tuning resumes per trial (docs/tuning.md): the rerun spends only the trials the first run had left
+    assert sum(after.values()) <= TRIALS, f"the rerun tuned again what the first run had spent: {sum(after.values())} > {TRIALS}"
     assert sum(after.values()) > sum(kept.values())
