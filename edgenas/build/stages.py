@@ -73,7 +73,7 @@ class Build:
     def _measure_lib(self, lib: str, shape: tuple[int, ...], repeat: int = 15) -> LatencyStats:
         """Every latency of the build goes through the measurement protocol (warm-up, short samples,
         repeats until the median's interval is tight, outliers re-measured), journaled in the run."""
-        return self.runner.measure(lib, shape, min_samples=repeat, journal=self.run_dir.file(rundir.JOURNAL)).stats
+        return self.runner.measure(lib, shape, min_samples=repeat, journal=self.run_dir.journal_file).stats
 
     def _median(self, lib: str, shape: tuple[int, ...]) -> float:
         return self._measure_lib(lib, shape).median_ms

@@ -132,14 +132,21 @@ def schedule_gemm(sch, kernel) -> None:
     sch.reverse_compute_at(acc, o0)
     tile = sch.fuse(*outer, p0, o0)
     sch.parallel(tile)
-    init = sch.decompose_reduction(gemm, co)
-    sch.tensorize(oi, kernel.intrin + LOCAL)
-    sch.unroll(r1)
-    sch.unroll(o1)
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.vectorize(sch.get_loops(acc)[-1])
+    _tensorize_register_block(sch, gemm, acc, co, oi, kernel.intrin, unrolled=(r1, o1))
     _parallel_vectorize(sch, sch.get_sblock("pack_x"), LANES)
     _epilogue(sch, {"pack_x", "packed_dot", _name(sch, acc)}, 16)
+
+
+def _tensorize_register_block(sch, block, acc, reduce_loop, intrin_loop, intrin: str, unrolled) -> None:
+    """The common end of both GEMM schedules: the accumulator's init split off at ``reduce_loop``,
+    the dot-product intrinsic (local-accumulator form) at ``intrin_loop``, the register block
+    unrolled, and the init and write-back of the local accumulator vectorized."""
+    init = sch.decompose_reduction(block, reduce_loop)
+    sch.tensorize(intrin_loop, intrin + LOCAL)
+    for loop in unrolled:
+        sch.unroll(loop)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.vectorize(sch.get_loops(acc)[-1])
 
 
 def schedule_pixel(sch, kernel) -> None:
@@ -174,12 +181,7 @@ def schedule_pixel(sch, kernel) -> None:
     acc = sch.cache_write(dot, 0, "local")
     sch.reverse_compute_at(acc, inner)
     sch.parallel(tile)
-    init = sch.decompose_reduction(dot, co)
-    sch.tensorize(j1, pixel.intrin + LOCAL)
-    sch.unroll(o1)
-    sch.unroll(jv)
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.vectorize(sch.get_loops(acc)[-1])
+    _tensorize_register_block(sch, dot, acc, co, j1, pixel.intrin, unrolled=(o1, jv))
     sch.parallel(sch.get_loops(sch.get_sblock("pack_x"))[0])  # per channel pair; LLVM vectorizes the rest
     _epilogue(sch, {"pack_x", "pixel_dot", _name(sch, acc)}, lanes)
 
