@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -194,6 +195,11 @@ def _foreign_handlers_detached():
             logger.addHandler(h)
 
 
+# a line that starts a new record on fd 2: a TVM log header ``[12:34:56] file.cc:12: ...``, a
+# Python warning ``file.py:12: UserWarning``, a traceback, or one of edgenas' own lines
+_RECORD_START = re.compile(rb"^(\[\d\d:\d\d:\d\d\]|\S+\.py:\d+: |Traceback |error: |warning: |interrupted: )")
+
+
 @contextlib.contextmanager
 def _stderr_without(*markers: str):
     """Drop C++ log lines containing any of ``markers`` from file descriptor 2 for the duration.
@@ -201,7 +207,9 @@ def _stderr_without(*markers: str):
     MetaSchedule's ``RewriteTensorize`` logs one ``Tensorize failed`` warning per candidate of
     the packed GEMMs whose sampled schedule cannot use the intrinsic. That is a normal outcome:
     the candidate is dropped and others are measured. But it writes hundreds of lines straight
-    to fd 2, under the CLI's progress display. Every other line is passed through unchanged.
+    to fd 2, under the CLI's progress display. The message of a dropped record can span lines
+    (the schedule error ends in a newline, so a bare blank line follows it): those continuation
+    lines go with it, up to the next line that starts a record. Every other line passes unchanged.
     """
     import sys
     import threading
@@ -213,9 +221,13 @@ def _stderr_without(*markers: str):
     os.close(w)
 
     def pump():
+        dropping = False  # inside a dropped record: its continuation lines go too
         with os.fdopen(r, "rb") as pipe:
             for line in pipe:
-                if not any(m in line for m in encoded):
+                if any(m in line for m in encoded):
+                    dropping = True
+                elif not (dropping and not _RECORD_START.match(line)):
+                    dropping = False
                     os.write(saved, line)
 
     t = threading.Thread(target=pump, daemon=True)

@@ -192,3 +192,21 @@ def test_a_killed_tuner_keeps_every_measured_trial_and_the_rerun_runs_only_the_r
     records.write_text("".join(lines[:2] + ["garbage\n"] + lines[2:]))
     with pytest.raises(EdgenasError, match=r"database_tuning_record\.json: line 3 .*corrupted"):
         tuning_db.load(db_dir, tune.MODULE_EQUALITY)
+
+
+def test_stderr_filter_drops_a_marked_record_with_its_continuation_lines_and_keeps_the_rest(tmp_path):
+    """The tensorize warning's message ends in a newline (a bare blank line follows it) and can
+    span lines; the CLI's contract is one error line, so the whole record goes, and the next
+    record (a TVM log header, a Python warning, edgenas' own line) passes unchanged."""
+    script = textwrap.dedent(r'''
+        import os, sys
+        from edgenas.compile.tune import _stderr_without
+        with _stderr_without("Tensorize failed"):
+            os.write(2, b"[01:02:03] a.cc:1: Warning: Tensorize failed with error ScheduleError\n\n  (IR)\n")
+            os.write(2, b"[01:02:04] b.cc:2: Warning: kept\n")
+            os.write(2, b"[01:02:05] a.cc:1: Warning: Tensorize failed with error X\n\n")
+            os.write(2, b"x.py:3: UserWarning: kept too\n")
+        os.write(2, b"error: the one line\n")
+    ''')
+    err = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stderr
+    assert err.splitlines() == ["[01:02:04] b.cc:2: Warning: kept", "x.py:3: UserWarning: kept too", "error: the one line"]
