@@ -209,7 +209,8 @@ def _stderr_without(*markers: str):
     the candidate is dropped and others are measured. But it writes hundreds of lines straight
     to fd 2, under the CLI's progress display. The message of a dropped record can span lines
     (the schedule error ends in a newline, so a bare blank line follows it): those continuation
-    lines go with it, up to the next line that starts a record. Every other line passes unchanged.
+    lines go with it, up to the next line that starts a record. Bare blank lines go too. Every other
+    line passes unchanged.
     """
     import sys
     import threading
@@ -226,6 +227,8 @@ def _stderr_without(*markers: str):
             for line in pipe:
                 if any(m in line for m in encoded):
                     dropping = True
+                elif not line.strip():  # a bare blank line carries nothing and would break the one-line error
+                    continue
                 elif not (dropping and not _RECORD_START.match(line)):
                     dropping = False
                     os.write(saved, line)

@@ -203,7 +203,7 @@ def test_stderr_filter_drops_a_marked_record_with_its_continuation_lines_and_kee
         from edgenas.compile.tune import _stderr_without
         with _stderr_without("Tensorize failed"):
             os.write(2, b"[01:02:03] a.cc:1: Warning: Tensorize failed with error ScheduleError\n\n  (IR)\n")
-            os.write(2, b"[01:02:04] b.cc:2: Warning: kept\n")
+            os.write(2, b"[01:02:04] b.cc:2: Warning: kept\n\n")
             os.write(2, b"[01:02:05] a.cc:1: Warning: Tensorize failed with error X\n\n")
             os.write(2, b"x.py:3: UserWarning: kept too\n")
         os.write(2, b"error: the one line\n")
