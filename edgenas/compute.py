@@ -20,6 +20,7 @@ plain loop.
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -69,7 +70,8 @@ class Compute:
         import torch.distributed as dist
 
         box = [obj]
-        dist.broadcast_object_list(box, src=0, group=_control_group())
+        with _waiting():
+            dist.broadcast_object_list(box, src=0, group=_control_group())
         return box[0]
 
     def all_sum(self, values: list[float]) -> list[float]:
@@ -79,7 +81,8 @@ class Compute:
         import torch.distributed as dist
 
         t = torch.tensor(values, dtype=torch.float64, device=self._collective_device())
-        dist.all_reduce(t)
+        with _waiting():
+            dist.all_reduce(t)
         return t.tolist()
 
     def reduce_gradients(self, params: list, n_local: int) -> int:
@@ -96,7 +99,8 @@ class Compute:
         flat = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(dev) * n_local for p in params]
         used = torch.tensor([float(p.grad is not None) for p in params] + [float(n_local)], device=dev, dtype=dtype)
         buf = torch.cat(flat + [used])
-        dist.all_reduce(buf)
+        with _waiting():
+            dist.all_reduce(buf)
         total = float(buf[-1])
         offset, tail = 0, buf[-len(params) - 1 : -1]
         for i, p in enumerate(params):
@@ -115,7 +119,8 @@ class Compute:
         for b in module.buffers():
             if b.is_floating_point():
                 t = b.detach().to(self._collective_device())
-                dist.all_reduce(t)
+                with _waiting():
+                    dist.all_reduce(t)
                 b.copy_(t / self.world)
 
     def _collective_device(self) -> str:
@@ -127,7 +132,7 @@ class Compute:
         to the serving ranks first. ``local`` holds what stays on rank 0 (progress callbacks)."""
         if self.distributed:
             self.broadcast((fn, args, kwargs))
-        return fn(*args, compute=self, **kwargs, **(local or {}))
+        return self._job(fn, args, {**kwargs, **(local or {})})
 
     def serve(self) -> None:
         """The loop of a rank other than 0: run each broadcast job until rank 0 says stop."""
@@ -136,7 +141,17 @@ class Compute:
             if job is None:
                 return
             fn, args, kwargs = job
-            fn(*args, compute=self, **kwargs)
+            self._job(fn, args, kwargs)
+
+    def _job(self, fn: Callable, args: tuple, kwargs: dict):
+        """Run one job and add its time to ``USAGE``: the wall time, and the ranks' busy time
+        (wall minus time spent waiting in collectives), summed over the ranks on rank 0."""
+        t0, w0 = time.perf_counter(), _WAIT[0]
+        out = fn(*args, compute=self, **kwargs)
+        wall = time.perf_counter() - t0
+        busy = self.all_sum([wall - (_WAIT[0] - w0)])[0] if self.distributed else wall
+        USAGE.add(wall, busy)
+        return out
 
     def stop(self) -> None:
         """Rank 0: release the serving ranks (after the build, or when it failed)."""
@@ -147,6 +162,35 @@ class Compute:
 CPU = Compute()
 
 _CONTROL = None
+_WAIT = [0.0]   # seconds this process spent inside collectives
+
+
+@contextmanager
+def _waiting():
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        _WAIT[0] += time.perf_counter() - t
+
+
+class Usage:
+    """Training time of this process's jobs since the last ``take``: wall seconds and the
+    ranks' summed busy seconds. ``busy / wall`` estimates the speed-up of N ranks over one
+    (it is N when no rank ever waits; one process gives exactly 1)."""
+
+    def __init__(self):
+        self.wall, self.busy = 0.0, 0.0
+
+    def add(self, wall: float, busy: float) -> None:
+        self.wall, self.busy = self.wall + wall, self.busy + busy
+
+    def take(self) -> tuple[float, float]:
+        out, (self.wall, self.busy) = (self.wall, self.busy), (0.0, 0.0)
+        return out
+
+
+USAGE = Usage()
 
 
 def _control_group():

@@ -35,6 +35,7 @@ from ..train import evaluate, fit
 from ..tuning_store import TuningStore
 from . import rundir
 from .config import BuildConfig
+from .cost import SEARCH_STAGES, search_cost
 from .manifest import SCHEMA_VERSION, Manifest, hash_files, round_line
 from .progress import Reporter
 from .rundir import RunDir
@@ -83,13 +84,21 @@ class Build:
         return self._measure_lib(lib, shape).median_ms
 
     def _timed(self, name: str, fn):
-        """Run ``fn`` and add its wall time to ``timing.json`` (kept across resumes)."""
+        """Run ``fn`` and add its wall time to ``timing.json`` (kept across resumes), and its
+        training jobs' device time to ``compute.json`` (``cost.py``)."""
+        from ..compute import USAGE
+        from .cost import add_segment
+
+        USAGE.take()
         t = time.time()
         out = fn()
         path = self.run_dir.file(rundir.TIMING)
         seconds = fsio.read_json(path) if path.exists() else {}
         seconds[name] = round(seconds.get(name, 0.0) + time.time() - t, 3)
         fsio.write_json(path, seconds)
+        train_wall, busy = USAGE.take()
+        add_segment(self.run_dir.file(rundir.COMPUTE), name, time.time() - t, train_wall, busy,
+                    self.compute.device_name(), self.compute.world, f"{self.target.name} ({self.runner.where})")
         return out
 
     def _example(self) -> torch.Tensor:
@@ -375,7 +384,8 @@ class Build:
                       "n": int(len(self.data.test[1]))},
             latency=dataclasses.asdict(stats), latency_how=f"TVM time_evaluator, {stats.n} repeats, {stats.where}",
             parity=tuple(parity), compile=comp, rounds=rounds, stage_seconds=seconds,
-            search_cost_s=round(sum(seconds.get(k, 0.0) for k in ("profile", "evolve", "search", "feedback")), 2),
+            search_cost_s=round(sum(seconds.get(k, 0.0) for k in SEARCH_STAGES), 2),
+            search_cost=search_cost(run.file(rundir.COMPUTE)),
             files=hash_files(run.path, names),
         )
         records.save(run.manifest_file, m)
