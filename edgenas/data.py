@@ -1,10 +1,13 @@
 """Data sets: scikit-learn's digits (embedded default), Fashion-MNIST (Debian package), any IDX
 pair (MNIST layout), CIFAR-10 python batches, an image folder.
 
-Nothing is downloaded. Every loader returns the same ``DataSplits`` of float32 NCHW arrays,
-already resized to the space's input size and normalised, split four ways: ``weights`` and
-``alphas`` (disjoint halves for the bilevel search), ``val`` (model selection, QAT calibration)
-and ``test`` (the numbers we report, never touched before).
+Nothing is downloaded. Every loader returns the same ``DataSplits``: per split a pair
+``(images, labels)`` of float32 NCHW images, already resized to the space's input size and
+normalised, split four ways: ``weights`` and ``alphas`` (disjoint halves for the bilevel
+search), ``val`` (model selection, QAT calibration) and ``test`` (the numbers we report, never
+touched before). The small sets are arrays in memory; an image folder's images are an
+``ImageFiles``, decoded only when indexed, so a folder of any size trains in flat memory. The
+training loops read either through ``train.SplitDataset`` and a DataLoader (docs/data.md).
 """
 
 from __future__ import annotations
@@ -42,9 +45,9 @@ class DataSplits:
     test: tuple[np.ndarray, np.ndarray]
 
     @property
-    def train(self) -> tuple[np.ndarray, np.ndarray]:
+    def train(self) -> tuple:
         """Search halves joined: the final model trains on both."""
-        return (np.concatenate([self.weights[0], self.alphas[0]]), np.concatenate([self.weights[1], self.alphas[1]]))
+        return (_concat(self.weights[0], self.alphas[0]), np.concatenate([self.weights[1], self.alphas[1]]))
 
     def subsample(self, n: int) -> "DataSplits":
         """The first ``n`` weight-split images, ``n // 2`` of the alpha and validation splits (the
@@ -53,7 +56,7 @@ class DataSplits:
         on 60,000 Fashion-MNIST images does not fit minutes on a laptop CPU; a few thousand do."""
         if n <= 0 or n >= len(self.weights[0]):
             return self
-        cut = lambda split, k: (split[0][:k], split[1][:k])  # noqa: E731
+        cut = lambda split, k: (_take(split[0], k), split[1][:k])  # noqa: E731
         return replace(self, weights=cut(self.weights, n), alphas=cut(self.alphas, n // 2), val=cut(self.val, n // 2))
 
 
@@ -173,27 +176,116 @@ def load_fashion_mnist(size: int, seed: int, path: Path | None = None) -> DataSp
     return load_idx(path, size, seed, name="fashion-mnist")
 
 
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+class ImageFiles:
+    """The images of a folder split as a lazy float32 ``(N, C, size, size)`` array: indexing
+    with an int, a slice or an index array decodes those files (PIL, resized, normalised);
+    ``take`` and ``concat`` stay lazy. It holds file names only, so it pickles cheaply into
+    DataLoader workers and to the other ranks of a distributed build (docs/data.md)."""
+
+    dtype = np.dtype(np.float32)
+    ndim = 4
+
+    def __init__(self, files: np.ndarray, size: int, channels: int, mean: np.ndarray | None = None,
+                 std: np.ndarray | None = None):
+        self.files, self.size, self.channels = np.asarray(files, dtype=object), size, channels
+        self.mean = np.zeros((channels, 1, 1), np.float32) if mean is None else mean.reshape(channels, 1, 1)
+        self.std = np.ones((channels, 1, 1), np.float32) if std is None else std.reshape(channels, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.files), self.channels, self.size, self.size)
+
+    def raw(self, f: str) -> np.ndarray:
+        """One image as (C, size, size) float32 in [0, 1], before normalisation."""
+        from PIL import Image
+
+        try:
+            with Image.open(f) as img:
+                img = img.convert("L" if self.channels == 1 else "RGB").resize((self.size, self.size))
+                a = np.asarray(img, np.float32) / 255.0
+        except Exception:  # noqa: BLE001 - any unreadable file is the same user error
+            raise UsageError(f"{f}: not a readable image") from None
+        return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return ((self.raw(self.files[key]) - self.mean) / self.std).astype(np.float32)
+        files = self.files[key]
+        out = np.empty((len(files), self.channels, self.size, self.size), np.float32)
+        for i, f in enumerate(files):
+            out[i] = (self.raw(f) - self.mean) / self.std
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        a = self[np.arange(len(self))]
+        return a if dtype is None else a.astype(dtype)
+
+    def take(self, k: int) -> "ImageFiles":
+        return self.subset(np.arange(min(k, len(self))))
+
+    def subset(self, idx) -> "ImageFiles":
+        return ImageFiles(self.files[idx], self.size, self.channels, self.mean, self.std)
+
+    def concat(self, other: "ImageFiles") -> "ImageFiles":
+        return ImageFiles(np.concatenate([self.files, other.files]), self.size, self.channels, self.mean, self.std)
+
+
+def _take(x, k: int):
+    return x.take(k) if isinstance(x, ImageFiles) else x[:k]
+
+
+def _concat(a, b):
+    return a.concat(b) if isinstance(a, ImageFiles) else np.concatenate([a, b])
+
+
 def load_folder(path: Path, size: int, seed: int) -> DataSplits:
-    """An image folder: one sub-directory per class, images of any size (resized, RGB)."""
+    """An image folder: one sub-directory per class, images of any size, resized; one channel
+    when every image is greyscale, else RGB. Decoded lazily (``ImageFiles``); the split is the
+    same 40/20/20/20 as ``_split`` and the normalisation statistics come from one streaming pass
+    over the training part (mean and variance accumulated in float64)."""
     from PIL import Image
 
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
     if len(classes) < 2:
         raise UsageError(f"{path}: expected one sub-directory per class (found {len(classes)})")
-    xs, ys = [], []
+    files, labels, grey = [], [], True
     for label, c in enumerate(classes):
         for f in sorted((path / c).iterdir()):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             try:
-                img = Image.open(f).convert("RGB").resize((size, size))
+                with Image.open(f) as img:   # reads the header only
+                    grey = grey and img.mode in GREY_MODES
             except Exception:  # noqa: BLE001
                 raise UsageError(f"{f}: not a readable image") from None
-            xs.append(np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0)
-            ys.append(label)
-    if len(xs) < 10 * len(classes):
-        raise UsageError(f"{path}: {len(xs)} images for {len(classes)} classes; need at least 10 per class")
-    return _split(f"folder:{path.name}", np.stack(xs), np.asarray(ys), size, seed)
+            files.append(str(f))
+            labels.append(label)
+    if len(files) < 10 * len(classes):
+        raise UsageError(f"{path}: {len(files)} images for {len(classes)} classes; need at least 10 per class")
+    idx = np.random.default_rng(seed).permutation(len(files))
+    x = ImageFiles(np.asarray(files, dtype=object)[idx], size, 1 if grey else 3)
+    y = np.asarray(labels, np.int64)[idx]
+    n_test = len(x) // 5
+    n = len(x) - n_test
+    a, b = n // 2, (3 * n) // 4
+    fit_part = x.subset(np.arange(n_test, n_test + b))
+    s1, s2, count = np.zeros(x.channels), np.zeros(x.channels), 0
+    for f in fit_part.files:
+        v = fit_part.raw(f).astype(np.float64)
+        s1, s2, count = s1 + v.sum(axis=(1, 2)), s2 + (v * v).sum(axis=(1, 2)), count + v[0].size
+    mean = s1 / count
+    std = np.sqrt(np.maximum(s2 / count - mean * mean, 0.0)) + 1e-6
+    x = ImageFiles(x.files, size, x.channels, mean.astype(np.float32), std.astype(np.float32))
+    part = lambda lo, hi: (x.subset(np.arange(lo, hi)), y[lo:hi])  # noqa: E731
+    return DataSplits(name=f"folder:{path.name}", classes=int(y.max() + 1), channels=x.channels, image_size=size,
+                      weights=part(n_test, n_test + a), alphas=part(n_test + a, n_test + b),
+                      val=part(n_test + b, len(x)), test=part(0, n_test))
 
 
 def load_data(spec: str, size: int, seed: int = 0) -> DataSplits:

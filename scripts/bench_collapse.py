@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from edgenas import fsio
+from edgenas.compute import resolve_compute
 from edgenas.data import load_data
 from edgenas.latency.table import LatencyTable, op_key
 from edgenas.search.darts import SearchConfig, search
@@ -60,8 +61,10 @@ def main() -> None:
     ap.add_argument("--budget", choices=("first", "uniform"), default="first",
                     help="first: table sum of the first candidate per layer; uniform: expected latency at uniform alphas")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_collapse"))
+    ap.add_argument("--train-device", default="cpu", help="auto | cpu | cuda[:N] (see `edgenas build --help`)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    compute = resolve_compute(args.train_device)
     rows = []
     for seed in range(args.seeds):
         data = load_data(args.data, args.image_size, seed)
@@ -74,11 +77,11 @@ def main() -> None:
         test = (data.test[0][:args.test_images], data.test[1][:args.test_images])
         for arm in args.arms.split(","):
             t = time.time()
-            res = search(space, data, table, budget, dataclasses.replace(base, **ARMS[arm]), seed)
+            res = search(space, data, table, budget, dataclasses.replace(base, **ARMS[arm]), seed, compute=compute)
             search_s = time.time() - t
             torch.manual_seed(seed)
             model = freeze(res.arch)
-            fit(model, train, 2, 3e-3, seed)
+            fit(model, train, 2, 3e-3, seed, compute=compute)
             last = res.history[-1]
             rows.append(dict(arm=arm, seed=seed, budget=args.budget, skip_share_arch=last["skip_share_arch"],
                              skip_share_probs=last["skip_share_probs"], supernet_val=last["val_acc"],

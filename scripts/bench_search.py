@@ -80,6 +80,7 @@ from edgenas.quantize.recipe import get_recipe
 from edgenas.report.ablation import ARM_LABELS, baselines, comparisons, goal_lines, goals, summarize, summary_table
 from edgenas.search.darts import SearchConfig
 from edgenas.search.objective import default_budget
+from edgenas.compute import resolve_compute
 from edgenas.search.strategies import STRATEGIES
 from edgenas.space.arch import Arch, SpaceConfig, arch_from_choices
 from edgenas.space.cost import arch_bitops
@@ -182,6 +183,7 @@ def _worker_init(args_dict: dict) -> None:
     np.seterr(all="ignore")
     _W["args"] = argparse.Namespace(**args_dict)
     _W["data"] = {}
+    _W["compute"] = resolve_compute(_W["args"].train_device)   # this worker's training device
 
 
 def _data(seed: int):
@@ -207,10 +209,10 @@ def final_training(arch: Arch, data, seed: int, size: dict, recipe) -> dict:
     model = freeze(arch)
     t = time.time()
     train = data.subsample(size["final_subsample"]).train
-    train_sparse(model, train, size["final_epochs"], 3e-3, seed)
+    train_sparse(model, train, size["final_epochs"], 3e-3, seed, compute=_W["compute"])
     fp32 = evaluate(model, *data.test)
     q = calibrate(to_brevitas(model.eval(), recipe), train[0])
-    fit(q, train, recipe.qat_epochs, recipe.qat_lr, seed)
+    fit(q, train, recipe.qat_epochs, recipe.qat_lr, seed, compute=_W["compute"])
     quant = evaluate(q, *data.test)
     return dict(arch=str(arch), fp32_acc=fp32, quant_acc=quant, drop_pp=100 * (fp32 - quant),
                 bitops_g=arch_bitops(arch) / 1e9, sparsity=weight_sparsity(model), skip_share=skip_share(arch),
@@ -235,7 +237,7 @@ def run_job(job: dict) -> list[dict]:
     else:
         # called as the build's search stage calls a strategy (edgenas/build/stages.py, STRATEGIES)
         strategy = STRATEGIES.get("random" if name == "random" else "darts")
-        res = strategy(job["space"], data, job["table"], job["budget"], job["cfg"], seed)
+        res = strategy(job["space"], data, job["table"], job["budget"], job["cfg"], seed, compute=_W["compute"])
         last = res.history[-1]
         if name == "random":  # compute actually spent, against DARTS' training MACs it is matched to
             info.update(random_samples=len(res.history), macs_spent=last["macs_spent"], macs_budget=last["macs_budget"])
@@ -291,7 +293,8 @@ class Bench:
         t = time.time()
         search_data = self.data.subsample(self.size["search"].subsample)
         res, tables, self.table = evolve_for_budget(self.base, search_data, self.table, budget, self.size["evolve"],
-                                                    lambda space, table: self.profiled(space, table), self.args.seed)
+                                                    lambda space, table: self.profiled(space, table), self.args.seed,
+                                                    compute=resolve_compute(self.args.train_device))
         records.save(self.out / "stage_tables.json", tables)
         print(f"  SpaceEvo: best {res.best} Q-T {res.score:.4f} after {res.evaluated} spaces; "
               f"stages {[(st.channels, st.ops[0]) for st in res.space.stages]} ({time.time() - t:.0f} s)", flush=True)
@@ -445,6 +448,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="seeds per arm (seed, seed+1, ...)")
     ap.add_argument("--seed", type=int, default=0, help="first seed")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes for searches and trainings")
+    ap.add_argument("--train-device", default="cpu", help="auto | cpu | cuda[:N]: where searches and trainings run "
+                    "(cpu keeps results bit-identical; with cuda use --jobs 1, see `edgenas build --help`)")
     ap.add_argument("--budget-ms", type=float, default=None)
     ap.add_argument("--budget-rule", choices=("first", "uniform"), default="uniform",
                     help="the budget without --budget-ms: first = table sum of the first candidate per layer, "

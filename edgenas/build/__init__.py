@@ -16,15 +16,16 @@ the CLI) import ``build.rundir`` / ``build.manifest`` without pulling in torch a
 from __future__ import annotations
 
 
-def build(cfg, target, reporter=None, resume: bool = False, farm=None):
+def build(cfg, target, reporter=None, resume: bool = False, farm=None, compute=None):
     """Run (or resume) the build ``cfg`` (a ``config.BuildConfig``) for ``target``, the
     ``TargetSpec`` its caller resolved ``cfg.target`` to; returns the ``Manifest`` written to
-    ``cfg.out``."""
+    ``cfg.out``. Training runs on ``compute`` (a ``compute.Compute``; default: one CPU process)."""
+    from ..compute import CPU
     from .progress import Reporter
     from .stages import Build
 
     cfg.validate()
-    return Build(cfg, target, reporter or Reporter(), resume, farm).run()
+    return Build(cfg, target, reporter or Reporter(), resume, farm, compute or CPU).run()
 
 
 __all__ = ["build"]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .. import fsio, records
+from ..compute import CPU, Compute
 from ..data import load_data
 from ..errors import UsageError
 from ..latency.dataset import LatencyPoint, table_covers
@@ -34,6 +35,7 @@ from ..train import evaluate, fit
 from ..tuning_store import TuningStore
 from . import rundir
 from .config import BuildConfig
+from .cost import SEARCH_STAGES, search_cost
 from .manifest import SCHEMA_VERSION, Manifest, hash_files, round_line
 from .progress import Reporter
 from .rundir import RunDir
@@ -47,10 +49,13 @@ def _step_note(h: dict) -> str:
 
 class Build:
     """One build for ``target`` (the ``TargetSpec`` resolved from ``cfg.target`` by the caller),
-    measured through ``farm`` (a ``measure.rpc.Farm``) when one is given, else on this host."""
+    measured through ``farm`` (a ``measure.rpc.Farm``) when one is given, else on this host.
+    Training runs on ``compute`` (a ``compute.Compute``: device and ranks; docs/distributed.md);
+    this object lives on rank 0 only, which alone writes the run directory."""
 
-    def __init__(self, cfg: BuildConfig, target: TargetSpec, reporter: Reporter, resume: bool, farm=None):
-        self.cfg, self.rep, self.resume, self.farm = cfg, reporter, resume, farm
+    def __init__(self, cfg: BuildConfig, target: TargetSpec, reporter: Reporter, resume: bool, farm=None,
+                 compute: Compute = CPU):
+        self.cfg, self.rep, self.resume, self.farm, self.compute = cfg, reporter, resume, farm, compute
         self.target = target
         self.target.check_host_prerequisites()
         if not self.target.measurable_locally and farm is None:
@@ -79,13 +84,21 @@ class Build:
         return self._measure_lib(lib, shape).median_ms
 
     def _timed(self, name: str, fn):
-        """Run ``fn`` and add its wall time to ``timing.json`` (kept across resumes)."""
+        """Run ``fn`` and add its wall time to ``timing.json`` (kept across resumes), and its
+        training jobs' device time to ``compute.json`` (``cost.py``)."""
+        from ..compute import USAGE
+        from .cost import add_segment
+
+        USAGE.take()
         t = time.time()
         out = fn()
         path = self.run_dir.file(rundir.TIMING)
         seconds = fsio.read_json(path) if path.exists() else {}
         seconds[name] = round(seconds.get(name, 0.0) + time.time() - t, 3)
         fsio.write_json(path, seconds)
+        train_wall, busy = USAGE.take()
+        add_segment(self.run_dir.file(rundir.COMPUTE), name, time.time() - t, train_wall, busy,
+                    self.compute.device_name(), self.compute.world, f"{self.target.name} ({self.runner.where})")
         return out
 
     def _example(self) -> torch.Tensor:
@@ -126,7 +139,7 @@ class Build:
                     self.space, self.data.subsample(cfg.search.subsample), table, budget, cfg.evolve,
                     lambda space, t: profile_space(space, t, self.recipe, self.target, self._median,
                                                    progress=lambda i, n, key: adv(0, f"profile {key}")),
-                    cfg.seed, progress=lambda m: adv(0, m)))
+                    cfg.seed, progress=lambda m: adv(0, m), compute=self.compute))
             # the tables measured each block family's first variant; the searched space has them all
             todo = len(table.missing(res.space))
             with self.rep.stage("profile the evolved space's op latencies (INT8, on target)", total=todo) as adv:
@@ -197,7 +210,7 @@ class Build:
                 res = self._timed("search", lambda: strategy(
                     self.space, self.data, scaled, budget, cfg.search, cfg.seed + r,
                     checkpoint=run.file(f"rounds/r{r}/search_ckpt.pt"),
-                    on_step=lambda e, h: adv(1, _step_note(h))))
+                    on_step=lambda e, h: adv(1, _step_note(h)), compute=self.compute))
             records.save(run.file(f"rounds/r{r}/search.json"), res)
             from ..search.collapse import collapse_warning
 
@@ -249,10 +262,11 @@ class Build:
             if sparse:  # the three DASS stages; restarts from scratch on resume (no per-epoch checkpoint)
                 from ..space.sparse import train_sparse
 
-                self._timed("train_fp32", lambda: train_sparse(model, self.train, cfg.final_epochs, 3e-3, cfg.seed))
+                self._timed("train_fp32", lambda: train_sparse(model, self.train, cfg.final_epochs, 3e-3, cfg.seed,
+                                                               compute=self.compute))
             else:
                 self._timed("train_fp32", lambda: fit(model, self.train, cfg.final_epochs, 3e-3, cfg.seed, checkpoint=ckpt,
-                                                      on_epoch=lambda e, loss: adv(1, f"loss {loss:.3f}")))
+                                                      on_epoch=lambda e, loss: adv(1, f"loss {loss:.3f}"), compute=self.compute))
         from ..train import save_checkpoint
 
         save_checkpoint(run.file("model_fp32.pt"), model.state_dict())
@@ -268,7 +282,8 @@ class Build:
             return qmodel.eval()
         with self.rep.stage("QAT int8 (brevitas)", total=self.recipe.qat_epochs) as adv:
             self._timed("qat", lambda: fit(qmodel, self.train, self.recipe.qat_epochs, self.recipe.qat_lr, cfg.seed,
-                                           checkpoint=run.file("qat_ckpt.pt"), on_epoch=lambda e, loss: adv(1, f"loss {loss:.3f}")))
+                                           checkpoint=run.file("qat_ckpt.pt"), on_epoch=lambda e, loss: adv(1, f"loss {loss:.3f}"),
+                                           compute=self.compute.alone()))   # on rank 0's device: brevitas nets do not pickle
         from ..train import save_checkpoint
 
         save_checkpoint(run.file("model_int8.pt"), qmodel.state_dict())
@@ -285,7 +300,7 @@ class Build:
                 adv()
                 export_int8(qmodel, self._example(), run.file(rundir.MODEL_INT8_ONNX))
                 adv()
-            x = self.data.test[0]
+            x = np.asarray(self.data.test[0])   # an image folder's split is decoded here, once
             parity = [dataclasses.asdict(compare("torch fp32", run_torch(model, x), "onnxruntime fp32", run_ort(run.file(rundir.MODEL_FP32_ONNX), x))),
                       dataclasses.asdict(compare("brevitas int8", run_torch(qmodel, x), "onnxruntime int8", run_ort(run.file(rundir.MODEL_INT8_ONNX), x)))]
             acc = float((run_ort(run.file(rundir.MODEL_INT8_ONNX), x).argmax(1) == self.data.test[1]).mean())
@@ -312,7 +327,7 @@ class Build:
             with self.rep.stage(f"measure on {self.target.name}", total=1) as adv:
                 stats = self._timed("measure", lambda: self._measure_lib(str(lib), shape, repeat=50))
                 adv()
-            x = self.data.test[0]
+            x = np.asarray(self.data.test[0])   # an image folder's split is decoded here, once
             tvm_out = self.runner.run(lib, x)
             ort_out = run_ort(run.file(rundir.MODEL_INT8_ONNX), x)
             parity = dataclasses.asdict(compare("onnxruntime int8", ort_out, f"tvm {self.target.name}", tvm_out))
@@ -369,7 +384,8 @@ class Build:
                       "n": int(len(self.data.test[1]))},
             latency=dataclasses.asdict(stats), latency_how=f"TVM time_evaluator, {stats.n} repeats, {stats.where}",
             parity=tuple(parity), compile=comp, rounds=rounds, stage_seconds=seconds,
-            search_cost_s=round(sum(seconds.get(k, 0.0) for k in ("profile", "evolve", "search", "feedback")), 2),
+            search_cost_s=round(sum(seconds.get(k, 0.0) for k in SEARCH_STAGES), 2),
+            search_cost=search_cost(run.file(rundir.COMPUTE)),
             files=hash_files(run.path, names),
         )
         records.save(run.manifest_file, m)

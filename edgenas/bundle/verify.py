@@ -17,7 +17,9 @@ the bundle's device (``edgenas.measure.runners``, chosen from the manifest's tar
 * x86-64 CPU targets run here on the stored inputs, when this CPU has the target's instructions
   (a ``cascadelake`` library on an AVX2 host would die of SIGILL, so it is skipped with the reason);
 * aarch64 CPU targets run under qemu-user (``edgenas.measure.aarch64_check``; ``scripts/setup_cross``);
-* CUDA targets: the library must hold a real ``sm_XX`` fatbin; it cannot execute without a GPU.
+* CUDA targets: the library must hold a real ``sm_XX`` fatbin; on a host with a CUDA GPU it runs
+  through the runtime-only runner (``edgenas.measure.cuda_run``), elsewhere the check says
+  "compiled, not executed".
 
 Outputs are compared with the stored onnxruntime int8 outputs within the manifest's tolerance
 (``bundle/sources.py:tolerance``: rounding of one int8 step passes, a broken library does not)
@@ -242,9 +244,18 @@ def _run_library(v: Verification, lib: Path, m: BundleManifest, x: np.ndarray, e
 
     runner = device_runner(m.target, m.target_dict, m.target_arch)
     why = runner.unavailable()
-    if m.target_dict.get("kind") == "cuda":   # what can be checked here is the machine code itself
+    if m.target_dict.get("kind") == "cuda":   # the machine code itself, and on a GPU host the numerics
+        from ..measure.cuda_run import gpu_present, run_cuda_library
+
         _check_fatbin(v, lib, m)
-        v.add("run (cuda)", "info", f"{why}: numerics are checked on the device")
+        if gpu_present():
+            out, lat = run_cuda_library(lib, x)
+            _compare_outputs(v, "run (cuda)", out, expected)
+            v.add("latency (cuda)", "info", f"median {lat['median_ms']:.4f} ms (p10 {lat['p10_ms']:.4f}, p90 "
+                                            f"{lat['p90_ms']:.4f}, n={lat['n']}) on cuda:0, runtime-only runner")
+        else:
+            v.add("run (cuda)", "info", f"compiled, not executed: no CUDA GPU on this host ({why}); "
+                                        "numerics are checked on the device")
     elif why:
         v.add(f"run ({runner.where})", "skip", why)
     else:

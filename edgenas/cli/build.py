@@ -9,6 +9,18 @@ import typer
 
 from .app import app, handled
 
+TRAIN_DEVICE_HELP = (
+    "Where training runs (supernet search, random search, SpaceEvo proxies, final training, QAT): auto (CUDA when "
+    "torch sees a GPU, else cpu) | cpu | cuda | cuda:N. Export, compile and measurement are unchanged. On cpu a seed "
+    "gives bit-identical results. On CUDA a seed gives the same data order, initial weights and noise draws, but "
+    "cuDNN/cuBLAS kernels sum in a non-fixed order, so weights, alphas and accuracies differ in the last digits "
+    "between runs and from the CPU, and a close architecture decision may flip.")
+NPROC_HELP = (
+    "Training processes on this machine (data-parallel: each rank trains on its shard of every batch, gradients of "
+    "weights and alphas all-reduced; gloo on CPU, NCCL on CUDA; rank 0 alone writes the run, compiles and measures). "
+    "Several machines: leave 1 and start `edgenas build` under `torchrun --nnodes` (docs/distributed.md). "
+    "Results with N > 1 match one process up to float summation order and per-shard BatchNorm statistics.")
+
 
 @app.command()
 @handled
@@ -39,9 +51,14 @@ def build(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last finished stage."),
     tracker: Optional[str] = typer.Option(None, "--tracker", help="TVM RPC tracker HOST:PORT of a device farm; measure there instead of locally."),
     key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key)."),
+    train_device: str = typer.Option("auto", "--train-device", help=TRAIN_DEVICE_HELP),
+    nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP),
+    data_workers: int = typer.Option(2, "--data-workers", help="DataLoader worker processes decoding an image folder "
+                                     "(--data folder:DIR) per training process; in-memory data sets use none."),
 ):
     """Search, quantize, compile and measure a model for TARGET; writes a run directory."""
     from .. import build as builder
+    from ..compute import compute_group
     from ..target import get_target
     from .options import farm_from_options
     from .view import RichReporter, build_summary, out as console
@@ -51,7 +68,12 @@ def build(
                        search_epochs=search_epochs, samples=samples, trials=trials, recipe=recipe, image_size=image_size,
                        seed=seed, strategy=strategy, bits=bits, space=space, sparse=sparse, selection=selection,
                        reuse_latency=reuse_latency, spec=spec)
-    manifest = builder.build(cfg, spec, RichReporter(), resume=resume, farm=farm_from_options(tracker, key, spec))
+    with compute_group(train_device, nproc, data_workers) as compute:
+        if not compute.is_main:   # a torchrun rank other than 0: train the jobs rank 0 sends
+            compute.serve()
+            return
+        manifest = builder.build(cfg, spec, RichReporter(), resume=resume, farm=farm_from_options(tracker, key, spec),
+                                 compute=compute)
     console.print(build_summary(manifest, out))
 
 

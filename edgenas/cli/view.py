@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..build.cost import cost_line
 from ..build.manifest import round_line
 from ..build.progress import Reporter
 
@@ -76,7 +77,7 @@ def build_summary(m, run_dir) -> Table:
         ("latency int8 (median / p90, n)",
          f"{lat.get('median_ms', float('nan')):.4f} ms / {lat.get('p90_ms', float('nan')):.4f} ms, n={lat.get('n')}" if lat else "not measured"),
         ("int8 ops in TVM", ", ".join(f"{k}×{v}" for k, v in (m.compile.get("int8_ops") or {}).items()) or "none"),
-        ("search cost", f"{m.search_cost_s:.0f} s"),
+        ("search cost", f"{m.search_cost_s:.0f} s" + (f" ({cost_line(m.search_cost)})" if m.search_cost else "")),
     ]
     for r in m.rounds:
         rows.append((f"round {r['round']}", round_line(r)))

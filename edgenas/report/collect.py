@@ -53,7 +53,8 @@ class RunView:
 
 
 MANIFEST_DEFAULTS = {"target": "?", "data": "?", "recipe": "?", "arch": "", "accuracy": {}, "latency": None,
-                     "latency_how": "", "parity": [], "compile": {}, "search_cost_s": 0.0, "software": {}}
+                     "latency_how": "", "parity": [], "compile": {}, "search_cost_s": 0.0, "software": {},
+                     "search_cost": {}}
 
 
 def _json(path: Path, default):

@@ -12,6 +12,7 @@ import datetime as _dt
 from html import escape
 from pathlib import Path
 
+from ..build.cost import cost_line
 from ..search.collapse import DEFAULT_THRESHOLD, skip_share_series
 from .baselines import RUN_FILE
 from .collect import RunView, describe
@@ -63,7 +64,8 @@ def summary_rows(view: RunView) -> list[tuple[str, str]]:
                  ("accuracy fp32 / int8 (TVM)", f"{_pct(acc.get('fp32'))} / {_pct(acc.get('int8_tvm'))}"),
                  ("latency int8", f"median {lat['median_ms']:.4f} ms, p90 {lat['p90_ms']:.4f} ms, n={lat['n']}" if lat else "not measured"),
                  ("measured how / where", m.latency_how + (f"; device: {lat.get('device')}" if lat else "")),
-                 ("search cost", f"{m.search_cost_s:.0f} s (op table profiling + search + feedback measurements)"),
+                 ("search cost", f"{m.search_cost_s:.0f} s (op table profiling + search + feedback measurements)"
+                  + (f": {cost_line(m.search_cost)}" if getattr(m, "search_cost", None) else "")),
                  ("software", ", ".join(f"{k} {v}" for k, v in m.software.items() if k != "platform"))]
     else:
         rows.append(("status", "run not finished: sections below show what exists so far"))

@@ -19,6 +19,10 @@ alphas, Ye et al. CVPR 2022) or ``darts-`` (DARTS-'s auxiliary skip with a weigh
 linearly from 1 to 0, Chu et al. ICLR 2021); docs/search.md has the measurement that chose the
 default. ``subsample`` caps the weight split (and half of it for alphas / validation) so that a
 search on a large set such as Fashion-MNIST fits minutes; the final training uses all of it.
+
+The search runs on ``compute`` (a ``compute.Compute``): its device, and under several ranks
+data-parallel, each rank on its shard of every weight and alpha batch with both gradients
+all-reduced (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from ..space.arch import Arch, SpaceConfig
 from ..space.noise import QuantNoise
 from ..space.ops import PARAMETER_FREE
 from ..space.supernet import Supernet
-from ..train import batches, evaluate, load_checkpoint, save_checkpoint
+from ..compute import CPU, Compute
+from ..train import batches, evaluate, load_checkpoint, save_checkpoint, step, to_device
 from . import objective as obj
 
 
@@ -83,12 +88,12 @@ class SearchResult:
 class ArchObjective:
     """The alpha-step loss: CE with its latency term, + entropy, BitOps and weights-kept terms."""
 
-    def __init__(self, net: Supernet, table: LatencyTable, budget_ms: float, cfg: SearchConfig):
+    def __init__(self, net: Supernet, table: LatencyTable, budget_ms: float, cfg: SearchConfig, device: str = "cpu"):
         space = net.space
         self.cfg, self.budget_ms, self.fixed_ms = cfg, budget_ms, table.fixed_ms
-        self.lat = [torch.tensor(c) for c in table.layer_costs(space)]
-        self.bitops = [torch.tensor(c) for c in cost.layer_costs(space, "bitops")] if cfg.bitops_weight else None
-        self.kept = [torch.tensor(c) for c in cost.layer_costs(space, "kept_params")] if cfg.sparsity_weight else None
+        self.lat = [torch.tensor(c, device=device) for c in table.layer_costs(space)]
+        self.bitops = [torch.tensor(c, device=device) for c in cost.layer_costs(space, "bitops")] if cfg.bitops_weight else None
+        self.kept = [torch.tensor(c, device=device) for c in cost.layer_costs(space, "kept_params")] if cfg.sparsity_weight else None
         self.bitops0 = obj.uniform_cost(self.bitops) if self.bitops else 1.0
         self.kept0 = obj.uniform_cost(self.kept) if self.kept else 1.0
 
@@ -128,19 +133,23 @@ def build_supernet(space: SpaceConfig, cfg: SearchConfig) -> Supernet:
 
 def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms: float, cfg: SearchConfig,
            seed: int, checkpoint: Path | None = None,
-           on_epoch: Callable[[int, dict], None] | None = None) -> SearchResult:
+           on_epoch: Callable[[int, dict], None] | None = None, compute: Compute = CPU) -> SearchResult:
     if cfg.selection not in ("argmax", "pt"):
         raise ValueError(f"unknown selection {cfg.selection!r}; use argmax or pt")
     if cfg.remedy not in REMEDIES:
         raise ValueError(f"unknown collapse remedy {cfg.remedy!r}; use {', '.join(REMEDIES)}")
-    data = data.subsample(cfg.subsample)
+    return compute.run(_search, space, data.subsample(cfg.subsample), table, budget_ms, cfg, seed, checkpoint,
+                       local={"on_epoch": on_epoch})
+
+
+def _search(space, data, table, budget_ms, cfg, seed, checkpoint, compute: Compute, on_epoch=None) -> SearchResult:
     torch.manual_seed(seed)
-    net = build_supernet(space, cfg)
-    objective = ArchObjective(net, table, budget_ms, cfg)
+    net = build_supernet(space, cfg).to(compute.device)
+    objective = ArchObjective(net, table, budget_ms, cfg, compute.device)
     w_opt = torch.optim.Adam(net.weight_parameters(), lr=cfg.w_lr, weight_decay=3e-5)
     a_opt = torch.optim.Adam(net.arch_parameters(), lr=cfg.a_lr, betas=(0.5, 0.999))
     start, history = 0, []
-    state = load_checkpoint(checkpoint) if checkpoint else None
+    state = load_checkpoint(checkpoint, compute) if checkpoint else None
     if state is not None:
         net.load_state_dict(state["net"])
         w_opt.load_state_dict(state["w_opt"])
@@ -148,6 +157,7 @@ def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms:
         start, history = state["epoch"], state["history"]
     ce = nn.CrossEntropyLoss()
     has_sparse = bool(sparse.sparse_layers(net))
+    alpha_params = list(net.arch_parameters())
     for epoch in range(start, cfg.epochs):
         rng = np.random.default_rng(seed * 7919 + epoch)
         torch.manual_seed(seed * 7919 + epoch)
@@ -158,33 +168,43 @@ def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms:
         trainable = [p for p in net.weight_parameters() if p.requires_grad]
         net.aux_skip = obj.linear_ramp(epoch, cfg.epochs, 0, cfg.remedy_weight, 0.0) if cfg.remedy == "darts-" else 0.0
         net.train()
-        a_iter = batches(*data.alphas, cfg.batch, rng)
+        # the alpha pass starts at the first alpha step: its permutation is drawn from ``rng``
+        # after the weight pass's, whether or not the loaders prefetch (worker processes)
+        a_iter = None
         stats = {"w_loss": 0.0, "a_loss": 0.0, "steps": 0}
-        for xb, yb in batches(*data.weights, cfg.batch, rng):
+        for xb, yb in batches(*data.weights, cfg.batch, rng, compute, shard=True):
+            xb, yb = to_device(xb, yb, compute)
             if epoch >= cfg.warmup:
                 try:
-                    xa, ya = next(a_iter)
+                    xa, ya = next(a_iter) if a_iter is not None else next(iter(()))
                 except StopIteration:
-                    a_iter = batches(*data.alphas, cfg.batch, rng)
+                    a_iter = iter(batches(*data.alphas, cfg.batch, rng, compute, shard=True))
                     xa, ya = next(a_iter)
+                xa, ya = to_device(xa, ya, compute)
                 a_opt.zero_grad()
-                a_loss = objective(ce(net(xa), ya), [torch.softmax(a, 0) for a in net.alphas], epoch, list(net.alphas))
-                a_loss.backward()
+                # the CE first, then the softmax: autograd then sums the alpha gradients in the order
+                # the single-process search always has (bit-identical results)
+                a_ce = ce(net(xa), ya) if len(ya) else torch.zeros((), device=compute.device)
+                a_loss = objective(a_ce, [torch.softmax(a, 0) for a in net.alphas], epoch, list(net.alphas))
+                n_a = step(alpha_params, a_loss, len(ya), compute)
                 a_opt.step()
-                stats["a_loss"] += a_loss.item()
+                stats["a_loss"] += a_loss.item() if not compute.distributed else a_loss.item() * len(ya) / max(1, n_a)
             w_opt.zero_grad()
-            w_loss = ce(net(xb), yb)
-            w_loss.backward()
+            w_loss = ce(net(xb), yb) if len(yb) else None
+            n_w = step(trainable, w_loss, len(yb), compute)
             nn.utils.clip_grad_norm_(trainable, 5.0)
             w_opt.step()
-            stats["w_loss"] += w_loss.item()
+            if w_loss is not None:
+                stats["w_loss"] += w_loss.item() if not compute.distributed else w_loss.item() * len(yb) / max(1, n_w)
             stats["steps"] += 1
+        compute.average_buffers(net)
+        stats["w_loss"], stats["a_loss"] = compute.all_sum([stats["w_loss"], stats["a_loss"]])
         derived = net.derive()
         record_ = {
             "epoch": epoch + 1,
             "w_loss": stats["w_loss"] / max(1, stats["steps"]),
             "a_loss": stats["a_loss"] / max(1, stats["steps"]) if epoch >= cfg.warmup else None,
-            "val_acc": evaluate(net, *data.val),
+            "val_acc": evaluate(net, *data.val, compute=compute),
             **objective.report(net.probabilities()),
             "skip_share_probs": net.parameter_free_share(),
             "skip_share_arch": sum(layer.op in PARAMETER_FREE for layer in derived.layers) / max(1, len(derived.layers)),
@@ -196,7 +216,7 @@ def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms:
         history.append(record_)
         if checkpoint:
             save_checkpoint(checkpoint, {"net": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
-                                         "epoch": epoch + 1, "history": history})
+                                         "epoch": epoch + 1, "history": history}, compute)
         if on_epoch:
             on_epoch(epoch + 1, record_)
     net.aux_skip = 0.0   # the derived network has no auxiliary skip; selection scores it without
@@ -204,7 +224,7 @@ def search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms:
     if cfg.selection == "pt":
         from .select import perturbation_select
 
-        arch = perturbation_select(net, data, cfg, seed)
+        arch = perturbation_select(net, data, cfg, seed, compute)
     probs = net.probabilities()
     return SearchResult(arch=arch, alphas=tuple(tuple(float(v) for v in p) for p in probs), history=tuple(history),
                         budget_ms=budget_ms, expected_ms=objective.report(probs)["expected_ms"])

@@ -175,12 +175,12 @@ def evolve_space(base: SpaceConfig, tables: StageTables, cfg: EvolveConfig, widt
 
 
 def evolve_for_budget(base: SpaceConfig, data, table, budget_ms: float, cfg: EvolveConfig, latency_of, seed: int = 0,
-                      progress=None):
+                      progress=None, compute=None):
     """The whole SpaceEvo step: per-stage tables (KD proxy + latencies measured through
     ``latency_of(space, table)``, normally ``profile_space`` bound to recipe/target/measure), then
     aging evolution at ``budget_ms``. Returns ``(EvolveResult, StageTables, grown LatencyTable)``;
-    ``result.space`` is the space to search next."""
+    ``result.space`` is the space to search next; the proxies train on ``compute``."""
     widths = cfg.widths or default_widths(base, cfg.n_widths)
     tables, table = build_stage_tables(base, widths, cfg.blocks, cfg.variants, data, table, latency_of,
-                                       cfg.teacher_epochs, cfg.kd_epochs, seed=seed, progress=progress)
+                                       cfg.teacher_epochs, cfg.kd_epochs, seed=seed, progress=progress, compute=compute)
     return evolve_space(base, tables, cfg, widths, budget_ms, seed), tables, table

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..compute import CPU, Compute
 from ..data import DataSplits
 from ..latency.table import LatencyTable
 from ..space.arch import Arch, SpaceConfig, arch_from_choices
@@ -51,7 +52,7 @@ def darts_macs(space: SpaceConfig, data: DataSplits, cfg: SearchConfig) -> float
     data = data.subsample(cfg.subsample)
     shape = space.input_shape[1:]
     per_sample = module_cost(Supernet(space), shape).macs
-    n_w, n_a = len(data.weights[0]), len(data.alphas[0])
+    n_w, n_a = len(data.weights[1]), len(data.alphas[1])
     return per_sample * (cfg.epochs * n_w + max(0, cfg.epochs - cfg.warmup) * alpha_samples_per_epoch(n_w, n_a, cfg.batch))
 
 
@@ -65,14 +66,14 @@ def sample_arch(space: SpaceConfig, rng: np.random.Generator) -> Arch:
 
 def random_search(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms: float, cfg: SearchConfig,
                   seed: int, rcfg: RandomConfig = RandomConfig(),
-                  on_sample: Callable[[int, dict], None] | None = None) -> SearchResult:
+                  on_sample: Callable[[int, dict], None] | None = None, compute: Compute = CPU) -> SearchResult:
     """Sample, train and validate architectures until the DARTS compute is spent (on the same
-    ``cfg.subsample`` of the data that DARTS searches on)."""
+    ``cfg.subsample`` of the data that DARTS searches on). Each sample trains on ``compute``."""
     data = data.subsample(cfg.subsample)
     rng = np.random.default_rng(seed)
     budget_macs = darts_macs(space, data, cfg)
     shape = space.input_shape[1:]
-    n_train = len(data.train[0])
+    n_train = len(data.train[1])
     spent, history, best = 0.0, [], None
     rejections = 0
     while spent < budget_macs and len(history) < rcfg.max_samples:
@@ -84,7 +85,7 @@ def random_search(space: SpaceConfig, data: DataSplits, table: LatencyTable, bud
             continue
         torch.manual_seed(seed * 1009 + len(history))
         model = freeze(arch)
-        fit(model, data.train, rcfg.epochs_each, 3e-3, seed + len(history))
+        fit(model, data.train, rcfg.epochs_each, 3e-3, seed + len(history), compute=compute)
         spent += module_cost(model, shape).macs * n_train * rcfg.epochs_each
         rec = {"sample": len(history) + 1, "arch": str(arch), "val_acc": evaluate(model, *data.val),
                "predicted_ms": table.arch_sum(arch), "macs_spent": spent, "macs_budget": budget_macs}

@@ -21,38 +21,46 @@ from torch import nn
 from ..data import DataSplits
 from ..space.arch import Arch, arch_from_choices
 from ..space.supernet import Supernet
-from ..train import batches
+from ..compute import CPU, Compute
+from ..train import batches, step, to_device
 
 
 @torch.no_grad()
 def supernet_score(net: Supernet, x: np.ndarray, y: np.ndarray, weights: list[torch.Tensor],
-                   batch: int = 256) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the supernet with explicit per-layer mixture weights."""
+                   batch: int = 256, compute: Compute = CPU) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of the supernet with explicit per-layer mixture weights
+    (each rank scores its shard; the sums are all-reduced)."""
     net.eval()
     correct, loss = 0, 0.0
     ce = nn.CrossEntropyLoss(reduction="sum")
-    for xb, yb in batches(x, y, batch, None):
+    weights = [w.to(compute.device) for w in weights]
+    for xb, yb in batches(x, y, batch, None, compute, shard=True):
+        xb, yb = to_device(xb, yb, compute)
         out = net(xb, weights)
         correct += int((out.argmax(1) == yb).sum())
         loss += float(ce(out, yb))
+    correct, loss = compute.all_sum([correct, loss])
     return correct / max(1, len(x)), loss / max(1, len(x))
 
 
 def _finetune(net: Supernet, data: DataSplits, weights: list[torch.Tensor], epochs: int, lr: float, seed: int,
-              batch: int) -> None:
+              batch: int, compute: Compute = CPU) -> None:
     params = [p for p in net.weight_parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=3e-5)
     ce = nn.CrossEntropyLoss()
+    weights = [w.to(compute.device) for w in weights]
     for e in range(epochs):
         net.train()
-        for xb, yb in batches(*data.weights, batch, np.random.default_rng(seed + e)):
+        for xb, yb in batches(*data.weights, batch, np.random.default_rng(seed + e), compute, shard=True):
+            xb, yb = to_device(xb, yb, compute)
             opt.zero_grad()
-            ce(net(xb, weights), yb).backward()
+            step(params, ce(net(xb, weights), yb) if len(yb) else None, len(yb), compute)
             nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
+        compute.average_buffers(net)
 
 
-def perturbation_select(net: Supernet, data: DataSplits, cfg, seed: int) -> Arch:
+def perturbation_select(net: Supernet, data: DataSplits, cfg, seed: int, compute: Compute = CPU) -> Arch:
     """DARTS-PT operation selection over every searchable layer (``cfg``: a ``SearchConfig``)."""
     rng = np.random.default_rng(seed)
     weights = [p.clone() for p in net.probabilities()]
@@ -67,11 +75,11 @@ def perturbation_select(net: Supernet, data: DataSplits, cfg, seed: int) -> Arch
                 trial = list(weights)
                 trial[i] = weights[i].clone()
                 trial[i][j] = 0.0
-                acc, loss = supernet_score(net, *data.alphas, trial)
+                acc, loss = supernet_score(net, *data.alphas, trial, compute=compute)
                 scores.append((acc, -loss))
             best = min(range(len(cands)), key=scores.__getitem__)
         choices[i] = cands[best]
         weights[i] = torch.nn.functional.one_hot(torch.tensor(best), len(cands)).float()
         if cfg.pt_epochs:
-            _finetune(net, data, weights, cfg.pt_epochs, cfg.w_lr / 10, seed + int(i), cfg.batch)
+            _finetune(net, data, weights, cfg.pt_epochs, cfg.w_lr / 10, seed + int(i), cfg.batch, compute)
     return arch_from_choices(net.space, choices)

@@ -77,10 +77,11 @@ def nsr(student: torch.Tensor, teacher: torch.Tensor, teacher_var: torch.Tensor)
 
 
 @torch.no_grad()
-def _features(teacher: nn.Module, x: np.ndarray, bounds: list[int]) -> list[torch.Tensor]:
-    """Teacher activations at every stage boundary (input of stage 0, ..., output of the last)."""
-    teacher.eval()
-    h = teacher.stem(torch.from_numpy(x))
+def _features(teacher: nn.Module, x, bounds: list[int], device: str = "cpu") -> list[torch.Tensor]:
+    """Teacher activations at every stage boundary (input of stage 0, ..., output of the last),
+    on ``device`` (the proxies train there)."""
+    teacher.to(device).eval()
+    h = teacher.stem(torch.from_numpy(np.asarray(x)).to(device))
     feats = [h]
     for i, layer in enumerate(teacher.layers):
         h = layer(h)
@@ -90,9 +91,10 @@ def _features(teacher: nn.Module, x: np.ndarray, bounds: list[int]) -> list[torc
 
 
 def _kd_proxy(op: str, geom, width: int, cout: int, xin, yout, vin, vout, epochs: int, seed: int) -> float:
+    """One block-wise KD proxy score, trained on the device the teacher's features are on."""
     cin, depth, stride, _ = geom
     torch.manual_seed(seed)
-    student = _stage_net(op, cin, width, depth, stride, cout)
+    student = _stage_net(op, cin, width, depth, stride, cout).to(xin.device)
     var = yout.var(dim=(0, 2, 3))
     opt = torch.optim.Adam(student.parameters(), lr=3e-3)
     rng = np.random.default_rng(seed)
@@ -100,7 +102,7 @@ def _kd_proxy(op: str, geom, width: int, cout: int, xin, yout, vin, vout, epochs
         student.train()
         idx = rng.permutation(len(xin))
         for i in range(0, len(idx), 64):
-            j = torch.from_numpy(idx[i : i + 64])
+            j = torch.from_numpy(idx[i : i + 64]).to(xin.device)
             opt.zero_grad()
             nsr(student(xin[j]), yout[j], var).backward()
             opt.step()
@@ -112,14 +114,18 @@ def _kd_proxy(op: str, geom, width: int, cout: int, xin, yout, vin, vout, epochs
 def build_stage_tables(base: SpaceConfig, widths: tuple[tuple[int, ...], ...], blocks: tuple[str, ...], variants: int,
                        data: DataSplits, table: LatencyTable, latency_of: Callable[[SpaceConfig, LatencyTable], LatencyTable],
                        teacher_epochs: int = 8, kd_epochs: int = 3, kd_samples: int = 512, seed: int = 0,
-                       progress: Callable[[str], None] | None = None) -> tuple[StageTables, LatencyTable]:
+                       progress: Callable[[str], None] | None = None, compute=None) -> tuple[StageTables, LatencyTable]:
     """Rows for every (stage, block, variant, width); returns the tables and the grown latency table.
 
     ``latency_of(space, table)`` profiles the missing ops of ``space`` on the target (normally
     ``profile_space`` bound to a recipe, target and measure function); ``table`` must already hold
-    the base space's fixed (stem + head) cost.
+    the base space's fixed (stem + head) cost. The teacher trains on ``compute`` (a
+    ``compute.Compute``: its device and ranks), the proxies on its device.
     """
+    from ..compute import CPU
     from ..train import evaluate, fit
+
+    compute = compute or CPU
     from ..space.supernet import FrozenNet
 
     if table.fixed_ms == 0.0:
@@ -129,11 +135,11 @@ def build_stage_tables(base: SpaceConfig, widths: tuple[tuple[int, ...], ...], b
     teacher_arch = arch_from_choices(base, [("mb_k3_e6", 8)] * len(base.positions()))
     teacher = FrozenNet(teacher_arch)
     say("training the KD teacher")
-    fit(teacher, data.train, teacher_epochs, 3e-3, seed)
+    fit(teacher, data.train, teacher_epochs, 3e-3, seed, compute=compute)
     teacher_acc = evaluate(teacher, *data.val)
     bounds = list(np.cumsum([st.depth for st in base.stages]))
-    tr = _features(teacher, data.train[0][:kd_samples], bounds)
-    va = _features(teacher, data.val[0], bounds)
+    tr = _features(teacher, data.train[0][:kd_samples], bounds, compute.device)
+    va = _features(teacher, data.val[0], bounds, compute.device)
     geoms = stage_geometry(base)
     rows = []
     for s, (geom, ws) in enumerate(zip(geoms, widths, strict=True)):

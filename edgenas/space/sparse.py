@@ -153,22 +153,25 @@ def phase_at(epoch: int, epochs: int, stages: tuple[float, float]) -> tuple[str,
     return "finetune", epoch == dense + prune
 
 
-def train_sparse(model: nn.Module, train: tuple[np.ndarray, np.ndarray], epochs: int, lr: float, seed: int,
-                 stages: tuple[float, float] = (0.4, 0.2)) -> nn.Module:
+def train_sparse(model: nn.Module, train: tuple, epochs: int, lr: float, seed: int,
+                 stages: tuple[float, float] = (0.4, 0.2), compute=None) -> nn.Module:
     """Final training of a net with sparse ops: dense pre-train, prune (scores), fine-tune (weights).
 
     Nets without sparse layers get one plain ``fit`` of all epochs, so callers need not branch.
+    Each ``fit`` runs on ``compute`` (device and ranks, ``compute.Compute``).
     """
+    from ..compute import CPU
     from ..train import fit
 
+    compute = compute or CPU
     if not sparse_layers(model):
-        return fit(model, train, epochs, lr, seed)
+        return fit(model, train, epochs, lr, seed, compute=compute)
     bounds = [phase_at(e, epochs, stages)[0] for e in range(epochs)]
     for i, phase in enumerate(PHASES):
         n = bounds.count(phase)
         if n:
             set_phase(model, phase, start=True)
-            fit(model, train, n, lr * (10 if phase == "prune" else 1), seed + i)
+            fit(model, train, n, lr * (10 if phase == "prune" else 1), seed + i, compute=compute)
     set_phase(model, "finetune")  # scores stay frozen: later fits (QAT) must not move the mask
     return model
 

@@ -225,6 +225,7 @@ def test_cuda_bundle_holds_a_fatbin_and_says_it_cannot_run_here(built_run, bundl
     proc = run_cli("verify", "--strict", str(bundles_dir / "cuda-sm80"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "sm_80 machine code" in proc.stdout and "cannot execute without a GPU" in proc.stdout
+    assert "compiled, not executed" in proc.stdout   # this host has no GPU (a GPU host runs it: cuda_run)
 
 
 @pytest.mark.slow

@@ -72,7 +72,7 @@ def test_aarch64_check_without_tools_says_how_to_fix(monkeypatch, tmp_path):
         aarch64_check.check_aarch64_library(tmp_path / "x.so", np.zeros(SHAPE, "float32"), np.zeros(1), atol=0)
 
 
-@pytest.mark.parametrize("target", ["cuda-sm80", "jetson-orin"])
+@pytest.mark.parametrize("target", ["cuda-sm80", pytest.param("cuda-sm90", marks=pytest.mark.slow), "jetson-orin"])
 def test_cuda_library_holds_a_fatbin_for_its_arch(target, ort_qdq_onnx, tmp_path):
     spec = get_target(target)
     if shutil.which("nvcc") is None or (spec.cross_compiler and shutil.which(spec.cross_compiler) is None):
