@@ -215,27 +215,33 @@ class MultiBuild:
 
     # -- the whole build ----------------------------------------------------------------------
     def run(self) -> dict:
-        started = time.time()
         with self.run_dir.open(records.to_dict(self.cfg)["data"], self.resume) as run:
-            self.train_supernet()
-            manifests = {}
-            for b in self.builds:
-                self.rep.info(f"--- target {b.target.name} (sub-run {b.run_dir.path}) ---")
-                manifests[b.target.name] = self._timed(f"target {b.target.name}", b.run)
-            cross = self.cross()
-            fronts = self.fronts(cross)
-            verified = self.verify()
-            timing = fsio.read_json(run.file(rundir.TIMING))
-            timing["wall"] = round(timing.get("wall", 0.0) + time.time() - started, 3)
-            fsio.write_json(run.file(rundir.TIMING), timing)
+            started = time.time()
+            try:
+                self.train_supernet()
+                for b in self.builds:
+                    self.rep.info(f"--- target {b.target.name} (sub-run {b.run_dir.path}) ---")
+                    self._timed(f"target {b.target.name}", b.run)
+                cross = self.cross()
+                fronts = self.fronts(cross)
+                verified = self.verify()
+            finally:   # the wall time of every invocation, interrupted ones too (as timing.json sums stages)
+                self._add_wall(time.time() - started)
             result = {"targets": list(self.cfg.targets), "fronts": fronts, "cross": cross, "verified": verified,
-                      "seconds": timing, "sub_runs": {n: str(run.path / n) for n in self.cfg.targets}}
+                      "seconds": fsio.read_json(run.file(rundir.TIMING)),
+                      "sub_runs": {n: str(run.path / n) for n in self.cfg.targets}}
             fsio.write_json(run.file(rundir.MULTI), result)
             from ..report.multi import write_multi_report
 
             write_multi_report(run.path)
-            run.mark("done", wall_s=timing["wall"])
+            run.mark("done", wall_s=result["seconds"]["wall"])
             return result
+
+    def _add_wall(self, seconds: float) -> None:
+        path = self.run_dir.file(rundir.TIMING)
+        timing = fsio.read_json(path) if path.exists() else {}
+        timing["wall"] = round(timing.get("wall", 0.0) + seconds, 3)
+        fsio.write_json(path, timing)
 
 
 def build_multi(cfg: MultiConfig, targets: list[TargetSpec], reporter: Reporter | None = None, resume: bool = False,
