@@ -36,6 +36,8 @@ STAGE_TABLES = "stage_tables.json"
 EARLIER_POINTS = "earlier_points.json"
 MODEL_FP32_ONNX = "model_fp32.onnx"
 MODEL_INT8_ONNX = "model_int8.onnx"
+SUPERNET = "supernet.pt"          # a multi-target build's shared supernet (its training checkpoint)
+MULTI = "multi.json"              # a multi-target build's fronts, cross-target latencies and cost
 
 register_damaged_hint(STATE, "the run's progress record is damaged: start the run again in a new --out (or delete this run directory)")
 register_damaged_hint(MANIFEST, f"rerun the same build with --resume, which writes {MANIFEST} again")

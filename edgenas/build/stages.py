@@ -104,6 +104,20 @@ class Build:
     def _example(self) -> torch.Tensor:
         return torch.from_numpy(self.data.val[0][:1])
 
+    def search_strategy(self):
+        """The round's search, ``strategy(space, data, table, budget_ms, cfg, seed, checkpoint,
+        on_step) -> SearchResult``: the configured strategy (a multi-target build's sub-run
+        searches the shared supernet instead, ``build.multi``)."""
+        return STRATEGIES.get(self.cfg.strategy)
+
+    def search_label(self) -> str:
+        return self.cfg.strategy
+
+    def initial_model(self, arch: Arch) -> torch.nn.Module:
+        """The network the final training starts from: freshly initialised here, the supernet's
+        inherited weights in a multi-target build's sub-run."""
+        return freeze(arch)
+
     # -- stages -------------------------------------------------------------------------------
     def op_table(self) -> LatencyTable:
         """The op table for this target: cached across runs in tuning_logs/<target>/."""
@@ -204,9 +218,9 @@ class Build:
         records.save(run.file(f"rounds/r{r}/predictor.json"), pred)
         if not run.done(f"r{r}.search"):
             budget = self.budget_ms or default_budget(scaled, self.space)
-            strategy = STRATEGIES.get(cfg.strategy)
+            strategy, label = self.search_strategy(), self.search_label()
             total = cfg.search.epochs if cfg.strategy == "darts" else None
-            with self.rep.stage(f"round {r}: search ({cfg.strategy}, budget {budget:.3f} ms)", total=total) as adv:
+            with self.rep.stage(f"round {r}: search ({label}, budget {budget:.3f} ms)", total=total) as adv:
                 res = self._timed("search", lambda: strategy(
                     self.space, self.data, scaled, budget, cfg.search, cfg.seed + r,
                     checkpoint=run.file(f"rounds/r{r}/search_ckpt.pt"),
@@ -252,7 +266,7 @@ class Build:
     def train_fp32(self, arch: Arch) -> torch.nn.Module:
         run, cfg = self.run_dir, self.cfg
         torch.manual_seed(cfg.seed)
-        model = freeze(arch)
+        model = self.initial_model(arch)
         ckpt = run.file("train_fp32_ckpt.pt")
         if run.done("train_fp32"):
             model.load_state_dict(torch.load(run.file("model_fp32.pt"), weights_only=True))

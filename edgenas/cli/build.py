@@ -25,7 +25,9 @@ NPROC_HELP = (
 @app.command()
 @handled
 def build(
-    target: str = typer.Option("x86-avx2", "--target", "-t", help="Target name (see `edgenas targets list`) or a path to a target TOML."),
+    target: str = typer.Option("x86-avx2", "--target", "-t", help="Target name (see `edgenas targets list`) or a path to a target TOML; "
+                               "several, comma-separated (x86-avx2,rpi4), share one supernet training and get one sub-run "
+                               "each in OUT/<target>/, with their fronts side by side in OUT/report.html."),
     data: str = typer.Option("digits", "--data", help="digits (embedded) | fashion-mnist (Debian dataset-fashion-mnist) | idx:DIR (MNIST layout) | cifar10:PATH (python batches) | folder:PATH (one sub-folder per class)."),
     out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run directory to write (must be new unless --resume)."),
     rounds: int = typer.Option(2, "--rounds", help="Search rounds; each refits the latency predictor on the previous rounds' measurements."),
@@ -50,19 +52,38 @@ def build(
                                        "off by default so that a build is reproducible from its own options."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last finished stage."),
     tracker: Optional[str] = typer.Option(None, "--tracker", help="TVM RPC tracker HOST:PORT of a device farm; measure there instead of locally."),
-    key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key)."),
+    key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key); "
+                                      "with several targets, TARGET=KEY pairs (x86-avx2=local-cpu,rpi4=rpi4)."),
+    finetune_epochs: int = typer.Option(5, "--finetune-epochs", help="With several targets: epochs each target's final "
+                                        "training fine-tunes its model from the shared supernet's weights (instead of --epochs from scratch)."),
     train_device: str = typer.Option("auto", "--train-device", help=TRAIN_DEVICE_HELP),
     nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP),
     data_workers: int = typer.Option(2, "--data-workers", help="DataLoader worker processes decoding an image folder "
                                      "(--data folder:DIR) per training process; in-memory data sets use none."),
 ):
-    """Search, quantize, compile and measure a model for TARGET; writes a run directory."""
+    """Search, quantize, compile and measure a model for TARGET; writes a run directory.
+
+    With several targets (--target x86-avx2,rpi4) the supernet is trained once on the data and
+    each target then searches its own architecture over the shared weights (alphas only), with
+    its own op table, feedback rounds, fine-tuning, QAT, compile, measurement and bundle. OUT/
+    holds one sub-run per target, multi.json and report.html (every target's accuracy-latency
+    front, the cross-target cost, the time spent)."""
     from .. import build as builder
     from ..compute import compute_group
     from ..target import get_target
     from .options import farm_from_options
     from .view import RichReporter, build_summary, out as console
 
+    names = [t.strip() for t in target.split(",") if t.strip()]
+    if len(names) > 1:
+        if nproc != 1:
+            from ..errors import UsageError
+            raise UsageError("--nproc with several targets is not supported yet: build with --nproc 1, or one target at a time")
+        return _build_multi(names, tracker=tracker, key=key, finetune_epochs=finetune_epochs, resume=resume,
+                            data=data, out=out, rounds=rounds, latency_budget=latency_budget, epochs=epochs,
+                            search_epochs=search_epochs, samples=samples, trials=trials, recipe=recipe,
+                            image_size=image_size, seed=seed, strategy=strategy, bits=bits, space=space, sparse=sparse,
+                            selection=selection, reuse_latency=reuse_latency)
     spec = get_target(target)
     cfg = build_config(target=target, data=data, out=out, rounds=rounds, latency_budget=latency_budget, epochs=epochs,
                        search_epochs=search_epochs, samples=samples, trials=trials, recipe=recipe, image_size=image_size,
@@ -92,3 +113,55 @@ def build_config(*, target: str, data: str, out: Path, rounds: int, latency_budg
         image_size=image_size, target=target, data=data, out=str(out), rounds=rounds,
         latency_budget_ms=parse_ms(latency_budget), seed=seed, recipe=recipe, trials=trials, strategy=strategy,
         final_epochs=epochs, sampled_per_round=samples, space_mode=space, reuse_latency=reuse_latency)
+
+
+def _build_multi(names: list[str], *, tracker: Optional[str], key: Optional[str], finetune_epochs: int, resume: bool,
+                 **options):
+    """``edgenas build --target A,B,...`` (``build.multi``): every target resolved and its farm
+    checked before the shared training starts."""
+    from ..build.multi import MultiConfig, build_multi
+    from ..errors import UsageError
+    from ..target import get_target
+    from .options import farm_from_options
+    from .view import RichReporter, out as console
+
+    specs = [get_target(n) for n in names]
+    keys = dict(pair.split("=", 1) for pair in (key or "").split(",") if "=" in pair)
+    if key is not None and (not keys or set(keys) - set(names)):
+        raise UsageError(f"--key {key!r}: with several targets give TARGET=KEY pairs for targets among {', '.join(names)}")
+    bits = {s.search_bits for s in specs} if options["bits"] is None else None
+    if bits is not None and len(bits) > 1:
+        raise UsageError(f"the targets {', '.join(names)} search different bit widths by default: pass --bits")
+    base = build_config(target=names[0], spec=specs[0], **options)
+    cfg = MultiConfig(targets=tuple(s.name for s in specs), build=base, finetune_epochs=finetune_epochs)
+    farms = {s.name: farm_from_options(tracker, keys.get(s.name), s) for s in specs}
+    result = build_multi(cfg, specs, RichReporter(), resume=resume, farms=farms)
+    console.print(multi_summary(result, options["out"]))
+
+
+def multi_summary(result: dict, out: Path):
+    """The multi-target build's closing table: each target's chosen model, its latency on every
+    target, and the time the build took."""
+    from .view import kv_table
+
+    rows = []
+    for name, f in result["fronts"].items():
+        ch = f["chosen"]
+        emulated = " (emulated)" if ch.get("emulated") else ""
+        rows.append((f"{name}: chosen", ch["arch"]))
+        rows.append((f"{name}: int8 / latency", f"{(ch.get('int8_acc') or 0) * 100:.2f} % / "
+                                                f"{ch.get('latency_ms') or float('nan'):.4f} ms{emulated} on {ch.get('where')}"))
+        front = sum(c["on_front"] for c in f["candidates"])
+        rows.append((f"{name}: front", f"{front} of {len(f['candidates'])} candidates measured on {name} (inherited weights)"))
+        rows.append((f"{name}: bundle", f"{out / name / name}  verify: {result['verified'].get(name)}"))
+    own = {n: f["chosen"].get("latency_ms") for n, f in result["fronts"].items()}
+    for r in result["cross"]:
+        base = own.get(r["on"])
+        ratio = f" ({r['measured_ms'] / base:.2f}× its own model)" if base else ""
+        rows.append((f"cross: {r['model_of']} model on {r['on']}", f"{r['measured_ms']:.4f} ms{ratio}"))
+    s = result["seconds"]
+    rows.append(("time", f"wall {s.get('wall', 0.0):.0f} s: shared supernet {s.get('supernet', 0.0):.0f} s, "
+                 + ", ".join(f"{n} {s.get(f'target {n}', 0.0):.0f} s" for n in result["targets"])
+                 + f", cross-target {s.get('cross', 0.0):.0f} s (scripts/bench_multi.py sets it beside separate builds)"))
+    rows.append(("report", str(out / "report.html")))
+    return kv_table("edgenas build (multi-target)", rows)

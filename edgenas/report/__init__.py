@@ -42,6 +42,12 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     from .html import page
 
     run = RunDir.read(run_dir).path
+    from ..build.rundir import MULTI
+
+    if (run / MULTI).is_file():   # a multi-target build: its fronts side by side (report/multi.py)
+        from .multi import write_multi_report
+
+        return write_multi_report(run)
     view = collect(run)
     figs = render_figures(view)
     for name, png in figs.items():
