@@ -55,8 +55,9 @@ CHANCE_FACTOR = 1.5   # an accuracy below 1.5x chance (15 % on 10 classes) is a 
 def result_warnings(m, journal: Path | None = None) -> list[str]:
     """One line for each reason the results of the run ``m`` (a ``Manifest``, or the report's
     view of one) may look better than they are: an accuracy near chance (an fp32 model at 10.6 %
-    on ten classes, with int8 "above" it, is noise, not a result), and latencies measured on a busy
-    machine (docs/measurement.md). Shown in the build's summary and in the report."""
+    on ten classes, with int8 "above" it, is noise, not a result), latencies measured on a busy
+    machine (docs/measurement.md), and latencies of an emulated device (docs/farm.md). Shown in the
+    build's summary and in the report."""
     import json
     import re
 
@@ -76,15 +77,23 @@ def result_warnings(m, journal: Path | None = None) -> list[str]:
     if ctx.get("other_cpu_share", 0.0) >= BUSY_SHARE:
         out.append(f"the latency was measured on a busy machine (load {ctx.get('load_1min')}, other processes used "
                    f"{ctx['other_cpu_share']:.0%} of the CPU): re-measure with `edgenas measure RUN` when it is quiet")
+    if (m.latency or {}).get("emulated"):
+        out.append(f"the latency was measured on an emulated device ({m.latency.get('device')}; docs/farm.md): "
+                   f"it is qemu's speed, not the board's; measure on a real board before trusting it")
     if journal is not None and journal.exists():
-        shares = []
+        shares, emulated = [], 0
         for line in journal.read_text().splitlines():
             try:
-                shares.append(((json.loads(line)["data"]["stats"].get("context") or {}).get("other_cpu_share", 0.0)))
+                stats = json.loads(line)["data"]["stats"]
             except (ValueError, KeyError, TypeError):
                 continue  # a torn last line of an append-only journal
+            shares.append((stats.get("context") or {}).get("other_cpu_share", 0.0))
+            emulated += bool(stats.get("emulated"))
         busy = sum(s >= BUSY_SHARE for s in shares)
         if busy:
             out.append(f"{busy} of {len(shares)} measurements of this run were taken on a busy machine "
                        f"({journal.name}); latencies and the op table may be inflated")
+        if emulated:
+            out.append(f"{emulated} of {len(shares)} measurements of this run are emulated ({journal.name}, "
+                       f"\"emulated\": true): the op table and the predictor learned qemu's timings")
     return out

@@ -7,6 +7,10 @@ check runs the real aarch64 ``.so`` with the real aarch64 TVM runtime (from the
 aarch64 Python (docs/tvm.md §2). Only numerics come from here: emulated timings mean nothing,
 ARM latency is always measured on a device.
 
+The same tools, plus an emulated aarch64 Python with TVM, also run aarch64 TVM RPC servers for
+the loopback farm (``scripts/farm start N --arch aarch64``, docs/farm.md): there timings are
+taken, and every one of them is flagged ``emulated``.
+
 Tools come from ``scripts/setup_cross``; the runner binary is (re)built on demand into the cache
 directory, keyed by the hash of its source, so editing ``run_vm.cc`` never runs a stale binary.
 """
@@ -31,6 +35,8 @@ CACHE = cache_root() / "aarch64"
 RUNTIME = CACHE / "site"  # unpacked aarch64 wheels: tvm/lib, tvm_ffi/lib
 SYSROOT = Path("/usr/aarch64-linux-gnu")  # from g++-aarch64-linux-gnu; enough for qemu -L
 SOURCE = Path(__file__).with_name("cpp") / "run_vm.cc"
+EMULATED_PYTHON = CACHE / "python" / "bin" / "python3"  # qemu wrapper around Debian's arm64 CPython
+RPC_EXTRA_LIB = CACHE / "python" / "site" / "tvm" / "lib" / "libtvm_runtime_extra.so"  # measuring needs its random fill
 CXX = "aarch64-linux-gnu-g++"
 QEMU = "qemu-aarch64"
 _SETUP = "run scripts/setup_cross"
@@ -115,8 +121,22 @@ def check_aarch64_library(lib_path: str | os.PathLike, inputs: np.ndarray, expec
     return err
 
 
+def emulated_server_command() -> list[str]:
+    """The command line prefix that runs TVM's RPC server as an aarch64 process under qemu-user
+    (``scripts/farm --arch aarch64``): the emulated Python, ``-m tvm.exec.rpc_server``, and the
+    runtime library with ``random_fill_for_measure``, which MetaSchedule's runner calls remotely."""
+    if shutil.which(QEMU) is None or not EMULATED_PYTHON.is_file() or not RPC_EXTRA_LIB.is_file():
+        raise UsageError(f"no emulated aarch64 Python in {EMULATED_PYTHON.parent.parent}", hint=_SETUP)
+    return [str(EMULATED_PYTHON), "-m", "tvm.exec.rpc_server", "--load-library", str(RPC_EXTRA_LIB)]
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--build-runner"]:
         print(build_runner())
+    elif sys.argv[1:] == ["--server-command"]:
+        try:
+            print("\n".join(emulated_server_command()))
+        except UsageError as e:
+            sys.exit(f"error: {e}")
     else:
-        sys.exit("usage: python -m edgenas.measure.aarch64_check --build-runner")
+        sys.exit("usage: python -m edgenas.measure.aarch64_check --build-runner | --server-command")

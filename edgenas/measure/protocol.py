@@ -169,12 +169,12 @@ class Measurement:
 
 def make_measurement(outcome: Outcome, *, proto: Protocol, target: str, key: str, tracker: str, device_id: str,
                      device: str, threads: int, pinning: str, library: str, input_shape,
-                     context: MachineLoad | None = None) -> Measurement:
+                     context: MachineLoad | None = None, emulated: bool = False) -> Measurement:
     from ..fsio import sha256_file
 
     stats = LatencyStats.from_samples(outcome.samples_ms, number=outcome.number, threads=threads,
                                       where=f"rpc:{tracker}/{key}" if tracker else device_id, device=device,
-                                      context=context)
+                                      context=context, emulated=emulated)
     return Measurement(stats, outcome.ci_ms, outcome.converged, outcome.remeasured, proto, target, key, tracker,
                        device_id, threads, pinning, os.fspath(library), sha256_file(library),
                        tuple(int(d) for d in input_shape), software_versions(), time.time())

@@ -65,6 +65,16 @@ def _raised_by_tvm(err: BaseException) -> bool:
     return tb is None or f"{os.sep}tvm" in tb.tb_frame.f_code.co_filename
 
 
+def emulation(sess) -> str:
+    """How the session's server is emulated, or "" for a real device. The loopback farm's aarch64
+    servers (qemu-user) define the global function ``edgenas.emulated`` (docs/farm.md); a board
+    running TVM's plain ``rpc_server`` does not, and the lookup fails."""
+    try:
+        return str(sess.get_function("edgenas.emulated")())
+    except AttributeError:
+        return ""
+
+
 def _first_line(err: BaseException) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     tail = [ln for ln in lines if "Error" in ln or "Check failed" in ln]
@@ -186,12 +196,13 @@ class Farm:
             vm = relax.VirtualMachine(sess.load_module(remote_name), dev)
             x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape).astype("float32"), dev)
             out = time_vm(vm, dev, x, proto, repeat)
-            return out, threads, pinning
+            return out, threads, pinning, emulation(sess)
 
-        (out, threads, pinning), server = self._with_session(fn, f"measuring {lib_path.name}")
+        (out, threads, pinning, emulated), server = self._with_session(fn, f"measuring {lib_path.name}")
+        device = f"rpc key {self.key}" + (f", emulated ({emulated})" if emulated else "")
         m = make_measurement(out, proto=proto, target=self.target, key=self.key, tracker=self.tracker,
-                             device_id=server, device=f"rpc key {self.key}", threads=threads, pinning=pinning,
-                             library=lib_path, input_shape=input_shape)
+                             device_id=server, device=device, threads=threads, pinning=pinning,
+                             library=lib_path, input_shape=input_shape, emulated=bool(emulated))
         if journal is not None:
             append_journal(journal, m)
         return m

@@ -26,10 +26,11 @@ class LatencyStats:
     device: str
     measured_at: float
     context: MachineLoad | None = None   # the machine's load during the measurement (None: not observable, e.g. a remote device)
+    emulated: bool = False   # taken on an emulated device (an aarch64 server under qemu-user, docs/farm.md): not its speed
 
     @classmethod
     def from_samples(cls, samples_ms, number: int, threads: int, where: str, device: str | None = None,
-                     context: MachineLoad | None = None) -> "LatencyStats":
+                     context: MachineLoad | None = None, emulated: bool = False) -> "LatencyStats":
         s = np.asarray(samples_ms, dtype=np.float64)
         return cls(
             median_ms=float(np.median(s)),
@@ -43,4 +44,5 @@ class LatencyStats:
             device=device or f"{platform.machine()} {platform.processor() or ''}".strip(),
             measured_at=time.time(),
             context=context,
+            emulated=emulated,
         )

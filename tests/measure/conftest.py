@@ -40,12 +40,24 @@ def _is_ours(pid: int) -> bool:
 
 
 class LoopbackFarm:
-    """A running ``scripts/farm`` (its state file lists the pids) with helpers to break it."""
+    """A running ``scripts/farm`` (its state file lists the pids) with helpers to break it.
+    ``arch="aarch64"``: its servers are aarch64 TVM servers under qemu-user (an emulated rpi4)."""
 
-    def __init__(self, directory: Path, port: int):
-        self.dir, self.port = directory, port
-        self.tracker, self.key = f"127.0.0.1:{port}", KEY
+    def __init__(self, directory: Path, port: int, key: str = KEY, arch: str | None = None):
+        self.dir, self.port, self.arch = directory, port, arch
+        self.tracker, self.key = f"127.0.0.1:{port}", key
         self.env = {**os.environ, "EDGENAS_FARM_DIR": str(directory)}
+
+    def _arch_args(self, arch: str | None = None) -> list[str]:
+        arch = arch or self.arch
+        return ["--arch", arch] if arch else []
+
+    def start(self, n: int) -> None:
+        self.script("start", str(n), "--port", str(self.port), "--key", self.key, *self._arch_args(), timeout=600)
+
+    def add(self, n: int, key: str, arch: str | None = None) -> None:
+        """``n`` more servers of ``key`` (another key and arch make a mixed farm: x86 and rpi4)."""
+        self.script("add", str(n), "--key", key, *self._arch_args(arch), timeout=600)
 
     def script(self, *args: str, timeout: float = 300) -> str:
         r = subprocess.run([str(FARM), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -58,7 +70,7 @@ class LoopbackFarm:
         return [ln.split() for ln in p.read_text().splitlines()] if p.exists() else []
 
     def server_pids(self) -> list[int]:
-        return [int(f[1]) for f in self._state() if f[0] == "server" and _is_ours(int(f[1]))]
+        return [int(f[1]) for f in self._state() if f[0] == "server" and f[2] == self.key and _is_ours(int(f[1]))]
 
     def busy_server(self, timeout_s: float = 60.0) -> int:
         """The pid of the server that is serving a session (it has forked a session child)."""
@@ -96,7 +108,7 @@ class LoopbackFarm:
 
         have = len(self.server_pids())
         if have < n:
-            self.script("add", str(n - have), "--key", self.key)
+            self.add(n - have, self.key)
         want = len(self.server_pids())
         deadline = time.monotonic() + idle_timeout_s
         while time.monotonic() < deadline:
@@ -120,7 +132,26 @@ class LoopbackFarm:
 def loopback_farm(tmp_path_factory) -> LoopbackFarm:
     farm = LoopbackFarm(tmp_path_factory.mktemp("farm"), _free_port())
     try:
-        farm.script("start", "2", "--port", str(farm.port), "--key", KEY)
+        farm.start(2)
+        yield farm
+    finally:
+        farm.stop()
+
+
+@pytest.fixture(scope="session")
+def emulated_farm(tmp_path_factory) -> LoopbackFarm:
+    """A loopback farm of one emulated Raspberry Pi 4: an aarch64 TVM RPC server under qemu-user,
+    key ``rpi4`` (``scripts/farm start 1 --arch aarch64``; its Python from scripts/setup_cross)."""
+    from edgenas.errors import UsageError
+    from edgenas.measure.aarch64_check import emulated_server_command
+
+    try:
+        emulated_server_command()
+    except UsageError as e:
+        pytest.skip(str(e))
+    farm = LoopbackFarm(tmp_path_factory.mktemp("farm-a64"), _free_port(), key="rpi4", arch="aarch64")
+    try:
+        farm.start(1)
         yield farm
     finally:
         farm.stop()
