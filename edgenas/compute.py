@@ -307,6 +307,8 @@ def compute_group(spec: str = "cpu", nproc: int = 1, data_workers: int = 2) -> I
 
     if nproc < 1:
         raise UsageError(f"--nproc must be at least 1 (got {nproc})")
+    if data_workers < 0:
+        raise UsageError(f"--data-workers must be 0 or more (got {data_workers})")
     if under_torchrun():
         if nproc != 1:
             raise UsageError("--nproc and torchrun both start processes: under torchrun leave --nproc at 1")
