@@ -176,8 +176,8 @@ def _waiting():
 
 class Usage:
     """Training time of this process's jobs since the last ``take``: wall seconds and the
-    ranks' summed busy seconds. ``busy / wall`` estimates the speed-up of N ranks over one
-    (it is N when no rank ever waits; one process gives exactly 1)."""
+    ranks' summed busy seconds. ``busy / wall`` bounds the speed-up of N ranks over one from
+    above (N when no rank ever waits; exactly 1 for one process; build/cost.py)."""
 
     def __init__(self):
         self.wall, self.busy = 0.0, 0.0
@@ -307,6 +307,8 @@ def compute_group(spec: str = "cpu", nproc: int = 1, data_workers: int = 2) -> I
 
     if nproc < 1:
         raise UsageError(f"--nproc must be at least 1 (got {nproc})")
+    if data_workers < 0:
+        raise UsageError(f"--data-workers must be 0 or more (got {data_workers})")
     if under_torchrun():
         if nproc != 1:
             raise UsageError("--nproc and torchrun both start processes: under torchrun leave --nproc at 1")

@@ -5,8 +5,10 @@ different device or number of processes): the stage's wall seconds, how much of 
 training jobs, on which device and on how many processes, and the ranks' summed busy seconds.
 Training jobs occupy every process of the group on the training device; the rest of a stage
 (profiling, compiling, measuring) is one process on the measuring host or farm device. The
-speed-up estimate is busy / wall over the training jobs (``compute.Usage``; docs/distributed.md):
-N when no rank ever waits for another, exactly 1 for one process.
+speed-up bound is busy / wall over the training jobs (``compute.Usage``; docs/distributed.md):
+N when no rank ever waits for another, exactly 1 for one process. It is an upper bound: it
+assumes a rank's busy time is what one process would spend on its share, which a shared or
+oversubscribed CPU breaks (the README's measured ``--nproc`` comparison shows by how much).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def add_segment(path: Path, stage: str, seconds: float, train_wall: float, busy:
 
 
 def search_cost(path: Path) -> dict:
-    """``{"device_hours": {device: hours}, "processes": [..], "speedup": busy/wall | None}`` over
+    """``{"device_hours": {device: hours}, "processes": [..], "speedup_bound": busy/wall | None}`` over
     the search stages' segments (empty without a ``compute.json``: runs of older versions)."""
     if not path.exists():
         return {}
@@ -46,7 +48,7 @@ def search_cost(path: Path) -> dict:
             wall, busy = wall + s["train_wall_s"], busy + s["busy_s"]
             procs.add(s["processes"])
     return {"device_hours": {k: round(v, 5) for k, v in hours.items() if v > 0}, "processes": sorted(procs),
-            "speedup": round(busy / wall, 2) if wall else None}
+            "speedup_bound": round(busy / wall, 2) if wall else None}
 
 
 def cost_line(cost: dict) -> str:
@@ -55,5 +57,6 @@ def cost_line(cost: dict) -> str:
         return ""
     hours = ", ".join(f"{h:.4f} h {dev}" for dev, h in cost["device_hours"].items())
     procs = "/".join(str(p) for p in cost["processes"]) or "1"
-    speed = f", training speed-up {cost['speedup']:.2f}x over one process (estimated: busy / wall)" if cost["speedup"] else ""
+    bound = cost.get("speedup_bound")
+    speed = f", speed-up over one process at most {bound:.2f}x (ranks' busy / wall)" if bound and max(cost["processes"]) > 1 else ""
     return f"{hours}; {procs} training process(es){speed}"

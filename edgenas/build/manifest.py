@@ -39,7 +39,7 @@ class Manifest:
     search_cost_s: float
     files: dict[str, str]             # name -> sha256
     software: dict[str, str] = field(default_factory=software_versions)
-    search_cost: dict = field(default_factory=dict)   # device-hours per device type, processes, speed-up (build/cost.py)
+    search_cost: dict = field(default_factory=dict)   # device-hours per device type, processes, speed-up bound (build/cost.py)
 
 
 def round_line(r: dict) -> str:

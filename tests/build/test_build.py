@@ -33,6 +33,10 @@ def test_build_writes_a_complete_run_directory(built_run):
     assert m.latency["median_ms"] > 0 and m.latency["p90_ms"] >= m.latency["median_ms"] and m.latency["n"] >= 10
     assert set(m.stage_seconds) >= {"profile", "search", "train_fp32", "qat", "compile", "measure"}
     assert "edgenas build" in proc.stdout and "accuracy int8" in proc.stdout
+    # the search cost per device type: one process, so the speed-up is exactly 1 (build/cost.py)
+    cost = m.search_cost
+    assert cost["processes"] == [1] and cost["speedup_bound"] == 1.0
+    assert any(k.startswith("cpu: ") for k in cost["device_hours"]) and all(h > 0 for h in cost["device_hours"].values())
 
 
 def test_build_accuracy_and_parity(built_run):
