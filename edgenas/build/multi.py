@@ -216,12 +216,17 @@ class MultiBuild:
     # -- the whole build ----------------------------------------------------------------------
     def run(self) -> dict:
         with self.run_dir.open(records.to_dict(self.cfg)["data"], self.resume) as run:
+            if run.done("done"):   # a finished build resumed: nothing is run or measured again
+                return fsio.read_json(run.file(rundir.MULTI))
             started = time.time()
             try:
                 self.train_supernet()
                 for b in self.builds:
+                    if run.done(f"target {b.target.name}"):
+                        continue
                     self.rep.info(f"--- target {b.target.name} (sub-run {b.run_dir.path}) ---")
                     self._timed(f"target {b.target.name}", b.run)
+                    run.mark(f"target {b.target.name}")
                 cross = self.cross()
                 fronts = self.fronts(cross)
                 verified = self.verify()

@@ -154,10 +154,11 @@ def multi_summary(result: dict, out: Path):
         front = sum(c["on_front"] for c in f["candidates"])
         rows.append((f"{name}: front", f"{front} of {len(f['candidates'])} candidates measured on {name} (inherited weights)"))
         rows.append((f"{name}: bundle", f"{out / name / name}  verify: {result['verified'].get(name)}"))
-    own = {n: f["chosen"].get("latency_ms") for n, f in result["fronts"].items()}
+    own = {n: f["chosen"] for n, f in result["fronts"].items()}
     for r in result["cross"]:
-        base = own.get(r["on"])
-        ratio = f" ({r['measured_ms'] / base:.2f}× its own model)" if base else ""
+        base = own[r["on"]]
+        ratio = (" (the same architecture as its own)" if base["arch"] == r["arch"] else
+                 f" ({r['measured_ms'] / base['latency_ms']:.2f}× its own model)" if base.get("latency_ms") else "")
         rows.append((f"cross: {r['model_of']} model on {r['on']}", f"{r['measured_ms']:.4f} ms{ratio}"))
     s = result["seconds"]
     rows.append(("time", f"wall {s.get('wall', 0.0):.0f} s: shared supernet {s.get('supernet', 0.0):.0f} s, "

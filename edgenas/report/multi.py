@@ -59,8 +59,10 @@ def _png(fig: Figure) -> bytes:
 
 
 def cross_rows(multi: dict) -> list[list[str]]:
-    """Row per chosen model, column per target: its measured latency there (own model in bold)."""
+    """Row per chosen model, column per target: its measured latency there (own model in bold),
+    with its ratio to that target's own model."""
     own = {n: multi["fronts"][n]["chosen"].get("latency_ms") for n in multi["targets"]}
+    arch = {n: multi["fronts"][n]["chosen"]["arch"] for n in multi["targets"]}
     on = {(r["model_of"], r["on"]): r["measured_ms"] for r in multi["cross"]}
     rows = []
     for a in multi["targets"]:
@@ -69,7 +71,8 @@ def cross_rows(multi: dict) -> list[list[str]]:
             ms = own[a] if a == b else on.get((a, b))
             text = "-" if ms is None else f"{ms:.4f}"
             if a != b and ms is not None and own[b]:
-                text += f" ({ms / own[b]:.2f}× {b}'s own)"
+                # the same architecture twice: the ratio is the measurements' spread, not a cost
+                text += " (same architecture)" if arch[a] == arch[b] else f" ({ms / own[b]:.2f}× {b}'s own)"
             cells.append(_td(f"<b>{text}</b>" if a == b else escape(text), num=True, raw=True))
         rows.append(cells)
     return rows

@@ -85,4 +85,5 @@ def test_two_target_build_shares_one_supernet(tmp_path, tiny_recipe):
     again = run_cli(*args, "--resume", timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "supernet.pt").stat().st_mtime_ns == before
-    assert "train the shared supernet" not in again.stdout
+    assert "train the shared supernet" not in again.stdout and "--- target" not in again.stdout
+    assert json.loads((out / "timing.json").read_text()) == json.loads(json.dumps(multi["seconds"]))
