@@ -44,14 +44,14 @@ def build(
     from .. import build as builder
     from ..target import get_target
     from .options import farm_from_options
-    from .view import RichReporter, build_summary, out as console
+    from .view import build_summary, out as console, reporter
 
     spec = get_target(target)
     cfg = build_config(target=target, data=data, out=out, rounds=rounds, latency_budget=latency_budget, epochs=epochs,
                        search_epochs=search_epochs, samples=samples, trials=trials, recipe=recipe, image_size=image_size,
                        seed=seed, strategy=strategy, bits=bits, space=space, sparse=sparse, selection=selection,
                        reuse_latency=reuse_latency, spec=spec)
-    manifest = builder.build(cfg, spec, RichReporter(), resume=resume, farm=farm_from_options(tracker, key, spec))
+    manifest = builder.build(cfg, spec, reporter(), resume=resume, farm=farm_from_options(tracker, key, spec))
     console.print(build_summary(manifest, out))
 
 
