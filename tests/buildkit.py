@@ -54,3 +54,23 @@ def package_fixtures():
 
     return (pytest.fixture(autouse=True, scope="package", name="_one_thread")(_one_thread),
             pytest.fixture(scope="package", name="recipe")(_recipe))
+
+
+def tiny_qdq_model(directory: Path, shape=(1, 3, 16, 16)) -> Path:
+    """A bring-your-own INT8 model as users make them: a tiny float CNN (conv-relu-pool-linear)
+    quantized by onnxruntime's ``quantize_static`` into QDQ ONNX."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    from edgenas.quantize.ort_static import quantize_static_onnx
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(shape[1], 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(*shape),), str(directory / "float.onnx"), opset_version=17, dynamo=False,
+                          input_names=["input"], output_names=["logits"])
+    return quantize_static_onnx(directory / "float.onnx", directory / "qdq.onnx", shape)

@@ -72,7 +72,7 @@ def build(
     from ..compute import compute_group
     from ..target import get_target
     from .options import farm_from_options
-    from .view import RichReporter, build_summary, out as console
+    from .view import build_summary, out as console, reporter
 
     names = [t.strip() for t in target.split(",") if t.strip()]
     if len(names) > 1:
@@ -93,7 +93,7 @@ def build(
         if not compute.is_main:   # a torchrun rank other than 0: train the jobs rank 0 sends
             compute.serve()
             return
-        manifest = builder.build(cfg, spec, RichReporter(), resume=resume, farm=farm_from_options(tracker, key, spec),
+        manifest = builder.build(cfg, spec, reporter(), resume=resume, farm=farm_from_options(tracker, key, spec),
                                  compute=compute)
     console.print(build_summary(manifest, out))
 
@@ -123,7 +123,7 @@ def _build_multi(names: list[str], *, tracker: Optional[str], key: Optional[str]
     from ..errors import UsageError
     from ..target import get_target
     from .options import farm_from_options
-    from .view import RichReporter, out as console
+    from .view import out as console, reporter
 
     specs = [get_target(n) for n in names]
     keys = dict(pair.split("=", 1) for pair in (key or "").split(",") if "=" in pair)
@@ -135,7 +135,7 @@ def _build_multi(names: list[str], *, tracker: Optional[str], key: Optional[str]
     base = build_config(target=names[0], spec=specs[0], **options)
     cfg = MultiConfig(targets=tuple(s.name for s in specs), build=base, finetune_epochs=finetune_epochs)
     farms = {s.name: farm_from_options(tracker, keys.get(s.name), s) for s in specs}
-    result = build_multi(cfg, specs, RichReporter(), resume=resume, farms=farms)
+    result = build_multi(cfg, specs, reporter(), resume=resume, farms=farms)
     console.print(multi_summary(result, options["out"]))
 
 

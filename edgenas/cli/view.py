@@ -1,4 +1,5 @@
-"""Rich rendering for the CLI: the progress reporter and the tables. Imported only by commands.
+"""Rendering for the CLI: the progress reporters (rich bars on a terminal, timestamped lines in a
+log) and the tables. Imported only by commands.
 
 The only place besides the command modules that imports rich: the library hands back records
 (``BenchReport``, ``FarmStatus``, manifests) and these functions draw them.
@@ -6,6 +7,9 @@ The only place besides the command modules that imports rich: the library hands 
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -42,6 +46,75 @@ class RichReporter(Reporter):
 
     def warn(self, message):
         console.print(f"[yellow]warning:[/] {message}")
+
+
+class PlainReporter(Reporter):
+    """Timestamped plain lines for logs (CI, a pipe, a file): a bar redrawn in place comes out of a
+    log truncated ("━━ 6… 0…"), and a stage that never advances shows nothing at all. Each stage
+    prints a start line, a progress line at least every ``period_s`` while it runs (from a
+    heartbeat thread, so a long stage with no steps still says it is alive), and an end line.
+
+    Progress goes to stdout: a failing command's stderr stays its one error line (app.handled).
+    Notes and warnings stay on stderr, as on a terminal."""
+
+    def __init__(self, stream=None, period_s: float = 30.0):
+        self.stream, self.period_s = stream or sys.stdout, period_s
+        self._lock = threading.Lock()
+
+    def _line(self, text: str, stream=None) -> None:
+        with self._lock:
+            print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {text}", file=stream or self.stream, flush=True)
+
+    @contextmanager
+    def stage(self, name, total=None):
+        t0 = time.monotonic()
+        state = {"done": 0, "note": "", "last": t0}
+        of = f"/{total}" if total is not None else ""
+
+        def progress(now: float) -> None:
+            note = f" {state['note']}" if state["note"] else ""
+            self._line(f"{name}: {state['done']}{of}, {now - t0:.0f} s{note}")
+            state["last"] = now
+
+        def advance(n=1, note=""):
+            state["done"] += n
+            state["note"] = note or state["note"]
+            now = time.monotonic()
+            if now - state["last"] >= self.period_s:
+                progress(now)
+
+        stop = threading.Event()
+
+        def heartbeat():
+            while not stop.wait(max(0.05, self.period_s - (time.monotonic() - state["last"]))):
+                if time.monotonic() - state["last"] >= self.period_s:
+                    progress(time.monotonic())
+
+        self._line(f"{name}: start" + (f" ({total} steps)" if total is not None else ""))
+        beat = threading.Thread(target=heartbeat, name="edgenas-progress", daemon=True)
+        beat.start()
+        try:
+            yield advance
+        except BaseException:
+            stop.set()
+            self._line(f"{name}: stopped after {time.monotonic() - t0:.1f} s")
+            raise
+        finally:
+            stop.set()
+            beat.join()
+        done = total if total is not None else state["done"]
+        self._line(f"{name}: end, {done}{of} in {time.monotonic() - t0:.1f} s")
+
+    def info(self, message):
+        self._line(message, sys.stderr)
+
+    def warn(self, message):
+        self._line(f"warning: {message}", sys.stderr)
+
+
+def reporter() -> Reporter:
+    """Bars on a terminal, timestamped plain lines anywhere else (docs/ci.md)."""
+    return RichReporter() if console.is_terminal else PlainReporter()
 
 
 def kv_table(title: str, rows: list[tuple[str, str]]) -> Table:

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from buildkit import edgenas_cmd, tiny_build_args
+from buildkit import edgenas_cmd, tiny_build_args, tiny_qdq_model
 from edgenas import records
 from edgenas.measure.protocol import Protocol
 from edgenas.measure.rpc import Farm
@@ -70,28 +70,10 @@ def test_tiny_rpi4_build_through_the_emulated_farm(emulated_farm, tiny_recipe, t
 def test_tuning_through_the_emulated_farm(emulated_farm, tmp_path):
     from edgenas.compile import compile_onnx, tuning_db
 
-    model = _qdq(tmp_path)
+    model = tiny_qdq_model(tmp_path, QDQ_SHAPE)
     farm = Farm(emulated_farm.tracker, "rpi4", target="rpi4", timeout_s=120, protocol=QUICK)
     db = tmp_path / "tl"
     res = compile_onnx(model, RPI4, tmp_path / "m.so", trials=4, tuning_dir=db, farm=farm)
     assert res.trials >= 4 and res.failed_runs < res.trials and tuning_db.count_records(db) == res.trials
     assert farm.measurement(res.library, QDQ_SHAPE).stats.emulated
 
-
-def _qdq(tmp_path):
-    """A tiny onnxruntime ``quantize_static`` QDQ model (conv-relu-pool-linear)."""
-    import warnings
-
-    import torch
-    from torch import nn
-
-    from edgenas.quantize.ort_static import quantize_static_onnx
-
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Linear(8, 10)).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.randn(*QDQ_SHAPE),), str(tmp_path / "f.onnx"), opset_version=17, dynamo=False,
-                          input_names=["input"], output_names=["logits"])
-    return quantize_static_onnx(tmp_path / "f.onnx", tmp_path / "qdq.onnx", (1, 3, 16, 16))

@@ -10,12 +10,11 @@ import os
 import subprocess
 import threading
 import time
-import warnings
 
 import numpy as np
 import pytest
 
-from buildkit import edgenas_cmd
+from buildkit import edgenas_cmd, tiny_qdq_model
 from edgenas.compile import compile_onnx, tuning_db
 from edgenas.measure.rpc import Farm
 from edgenas.quantize.export import run_ort
@@ -28,20 +27,7 @@ TRIALS = 12   # 6 tasks: 2 candidates each
 @pytest.fixture(scope="module")
 def qdq_model(tmp_path_factory):
     """A tiny INT8 QDQ model (conv-relu-conv-relu-pool-linear, onnxruntime ``quantize_static``)."""
-    import torch
-    from torch import nn
-
-    from edgenas.quantize.ort_static import quantize_static_onnx
-
-    d = tmp_path_factory.mktemp("farm_qdq")
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.randn(*SHAPE),), str(d / "f.onnx"), opset_version=17, dynamo=False,
-                          input_names=["input"], output_names=["logits"])
-    return quantize_static_onnx(d / "f.onnx", d / "qdq.onnx", SHAPE)
+    return tiny_qdq_model(tmp_path_factory.mktemp("farm_qdq"), SHAPE)
 
 
 def _in_thread(fn):
