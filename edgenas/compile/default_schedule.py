@@ -134,7 +134,23 @@ def schedule_gemm(sch, kernel) -> None:
     sch.parallel(tile)
     _tensorize_register_block(sch, gemm, acc, co, oi, kernel.intrin, unrolled=(r1, o1))
     _parallel_vectorize(sch, sch.get_sblock("pack_x"), LANES)
-    _epilogue(sch, {"pack_x", "packed_dot", _name(sch, acc)}, 16)
+    if not _epilogue_in_register_block(sch, acc):
+        _epilogue(sch, {"pack_x", "packed_dot", _name(sch, acc)}, 16)
+
+
+def _epilogue_in_register_block(sch, acc) -> bool:
+    """Requantize straight from the register block: the epilogue (the function's one output
+    block, inlined chain of requantize ops) moves into the write-back of the local accumulator,
+    so no int32 tensor is written to memory (docs/int8_kernels.md). False (nothing changed)
+    when the kernel has no epilogue or it does not map onto the block's region."""
+    outputs = sch.get_output_blocks(sch.get_sblock("root"))
+    if len(outputs) != 1 or _name(sch, outputs[0]) == _name(sch, acc):
+        return False
+    try:
+        sch.reverse_compute_inline(outputs[0])
+    except Exception:  # noqa: BLE001 - tvm ScheduleError: the epilogue's reads are not the block's writes
+        return False
+    return True
 
 
 def _tensorize_register_block(sch, block, acc, reduce_loop, intrin_loop, intrin: str, unrolled) -> None:
@@ -183,7 +199,8 @@ def schedule_pixel(sch, kernel) -> None:
     sch.parallel(tile)
     _tensorize_register_block(sch, dot, acc, co, j1, pixel.intrin, unrolled=(o1, jv))
     sch.parallel(sch.get_loops(sch.get_sblock("pack_x"))[0])  # per channel pair; LLVM vectorizes the rest
-    _epilogue(sch, {"pack_x", "pixel_dot", _name(sch, acc)}, lanes)
+    if not _epilogue_in_register_block(sch, acc):
+        _epilogue(sch, {"pack_x", "pixel_dot", _name(sch, acc)}, lanes)
 
 
 def schedule_depthwise_blocked(sch, _kernel=None) -> None:
