@@ -100,9 +100,16 @@ def _calls(func: relax.Function, ops):
                 yield binding.var, value
 
 
-def _describe(var, call) -> str:
-    shape = "x".join(str(s) for s in getattr(var.ty, "shape", None) or ())
-    return f"{call.op.name.split('.')[-1]} {var.name} [{shape}]"
+def _describe(var, call, node: tuple[str, str] | None) -> str:
+    """The op a fallback row names: its ONNX node (``name`` (op type)) when known, else the
+    Relax variable; with the Relax op and its output shape."""
+    dims = _static_shape(var)
+    shape = "x".join(str(s) for s in (dims if dims is not None else getattr(var.ty, "shape", None) or ()))
+    op = call.op.name.split(".")[-1]
+    if node is None:
+        return f"{op} {var.name} [{shape}]"
+    name, op_type = node
+    return f"{op_type} {name or '(unnamed)'!r} ({op} [{shape}])"
 
 
 def _weight(a: Anchor, ev: ConstEval):
@@ -258,16 +265,20 @@ class _Emitter(PyExprMutator):
         self.set_var_remap(binding.var, new_var)
 
 
-def _fold_function(mod, func: relax.Function, counts: Counter, fallbacks: list[str], dot) -> tuple[relax.Function, dict]:
-    """The rewritten function and the PrimFuncs it added (the packed GEMMs), by GlobalVar."""
+def _fold_function(mod, func: relax.Function, counts: Counter, fallbacks: list[str], dot,
+                   nodes=None) -> tuple[relax.Function, dict]:
+    """The rewritten function and the PrimFuncs it added (the packed GEMMs), by GlobalVar.
+    ``nodes``: the ONNX node of each conv / matmul call, in order (or None)."""
     var2val, users = relax.analysis.get_var2val(func), collect_users(func)
     ev, plans = ConstEval(var2val, mod), {}
-    for var, call in _calls(func, _COMPUTE_OPS):
+    ops = list(_calls(func, _COMPUTE_OPS))
+    nodes = nodes if nodes is not None and len(nodes) == len(ops) else [None] * len(ops)
+    for (var, call), node in zip(ops, nodes):
         if not any(_is_float(arg) for arg in call.args[:2]):
             continue  # already integer
         anchor = match_anchor(call, var2val)
         if isinstance(anchor, str):
-            fallbacks.append(f"{_describe(var, call)}: {anchor}")
+            fallbacks.append(f"{_describe(var, call, node)}: {anchor}")
             continue
         tail, requant = absorb_tail(var, anchor, ev, users)
         folded = absorb_output_quantize(tail, ev, users) if not isinstance(requant.bias, relax.Expr) else None
@@ -292,11 +303,15 @@ def _fold_function(mod, func: relax.Function, counts: Counter, fallbacks: list[s
     return new, added
 
 
-def fold_qdq(mod: tvm.IRModule, dot: packed_dot.DotKernel | None = None) -> tuple[tvm.IRModule, FoldReport]:
+def fold_qdq(mod: tvm.IRModule, dot: packed_dot.DotKernel | None = None,
+             nodes: tuple[tuple[str, str], ...] | None = None) -> tuple[tvm.IRModule, FoldReport]:
     """Rewrite every foldable dequantized conv2d/matmul of ``mod`` into an integer op.
 
-    ``dot`` (``packed_dot.kernel_for(target)``) sends 1x1 convs and matmuls through the packed
-    dot-product GEMM of that x86 target; None keeps every op a plain Relax conv2d/matmul.
+    ``dot`` (``packed_dot.kernel_for(target)``) sends convs and matmuls through the packed
+    dot-product GEMM of that x86 target and its channels-last kernels; None keeps every op a
+    plain Relax conv2d/matmul. ``nodes`` (``frontend.compute_nodes``) names the ONNX node of
+    each conv / matmul of ``main`` in order, so a fallback row says which node of the user's
+    model stayed float; when their number does not match, rows name the Relax variable.
 
     Returns the new module (the input is not modified) and a :class:`FoldReport`. Dead code is
     removed first so that single-use checks see only real users (the importer binds unused
@@ -308,7 +323,8 @@ def fold_qdq(mod: tvm.IRModule, dot: packed_dot.DotKernel | None = None) -> tupl
     out = mod.clone()
     for gvar, func in mod.functions_items():
         if isinstance(func, relax.Function):
-            out[gvar], added = _fold_function(mod, func, counts, fallbacks, dot)
+            out[gvar], added = _fold_function(mod, func, counts, fallbacks, dot,
+                                              nodes if gvar.name_hint == "main" else None)
             for gv, f in added.items():
                 out[gv] = f
     dce = relax.transform.DeadCodeElimination()
