@@ -40,13 +40,14 @@ def fused_module(onnx_path, target, *, int8: bool = True, progress: Callable[[st
     tuning slice calls it too, so both see the very same kernels.
     """
     from . import packed_dot, pipeline
+    from .frontend import compute_nodes
     from .qdq_rewrite import fold_qdq
 
     say = progress or (lambda _msg: None)
     say(f"importing {os.fspath(onnx_path)}")
     mod, report = import_onnx(onnx_path), None
     if int8:
-        mod, report = fold_qdq(mod, dot=packed_dot.kernel_for(target))
+        mod, report = fold_qdq(mod, dot=packed_dot.kernel_for(target), nodes=compute_nodes(onnx_path))
         packed = f", {report.packed} on the packed dot-product kernel" if report.packed else ""
         packed += f", {report.depthwise} on the depthwise kernel" if report.depthwise else ""
         say(f"int8: {sum(report.int8_ops.values())} integer ops {dict(report.int8_ops)}{packed}, "

@@ -7,9 +7,9 @@ are what a MetaSchedule record replaces: the tuning database is applied first
 rule (``tvm.s_tir.dlight``) that classifies a kernel by its blocks; a schedule that fails leaves
 the kernel to DLight's CPU reduction rule (docs/int8_kernels.md, "Default schedules"):
 
-* ``schedule_gemm``: the packed GEMM (``packed_dot.packed_dot_func`` / ``conv_dot_func``);
-* ``schedule_pixel``: the AVX2 pixel-vector GEMM (``packed_dot.pixel_dot_func``);
-* ``schedule_depthwise``: ``depthwise.depthwise_func``;
+* ``schedule_gemm``: the packed GEMM (``packed_dot.packed_dot_func`` / ``conv_dot_func``), its
+  requantize epilogue in the register block;
+* ``schedule_depthwise``: ``depthwise.depthwise_func`` (channels-last, channels as lanes);
 * ``schedule_other``: pooling and TVM's own kernels with one reduction (``schedule_anchor``),
   everything elementwise or layout-only (``schedule_injective``).
 """
@@ -113,7 +113,9 @@ def schedule_gemm(sch, kernel) -> None:
     channels, accumulated over the input channels (and taps, ``conv_dot_func``) in a local buffer (registers after LLVM's
     promotion) and tensorized with the target's intrinsic; pixel tiles x channel groups are
     split over threads."""
-    _inline_all_but(sch, {"pack_x", "packed_dot"})
+    gemm = sch.get_sblock("packed_dot")
+    inputs = {_name(sch, b) for b in sch.get_producers(gemm)}  # pack_x, or a fused producer: own stages
+    _inline_all_but(sch, {"packed_dot"} | inputs)
     gemm = sch.get_sblock("packed_dot")
     loops = sch.get_loops(gemm)
     n_spatial = sum(1 for iv in sch.get(gemm).iter_vars if int(iv.iter_type) == 0)
@@ -133,8 +135,25 @@ def schedule_gemm(sch, kernel) -> None:
     tile = sch.fuse(*outer, p0, o0)
     sch.parallel(tile)
     _tensorize_register_block(sch, gemm, acc, co, oi, kernel.intrin, unrolled=(r1, o1))
-    _parallel_vectorize(sch, sch.get_sblock("pack_x"), LANES)
-    _epilogue(sch, {"pack_x", "packed_dot", _name(sch, acc)}, 16)
+    for name in inputs:
+        _parallel_vectorize(sch, sch.get_sblock(name), LANES)
+    if not _epilogue_in_register_block(sch, acc):
+        _epilogue(sch, {"packed_dot", _name(sch, acc)} | inputs, 16)
+
+
+def _epilogue_in_register_block(sch, acc) -> bool:
+    """Requantize straight from the register block: the epilogue (the function's one output
+    block, inlined chain of requantize ops) moves into the write-back of the local accumulator,
+    so no int32 tensor is written to memory (docs/int8_kernels.md). False (nothing changed)
+    when the kernel has no epilogue or it does not map onto the block's region."""
+    outputs = sch.get_output_blocks(sch.get_sblock("root"))
+    if len(outputs) != 1 or _name(sch, outputs[0]) == _name(sch, acc):
+        return False
+    try:
+        sch.reverse_compute_inline(outputs[0])
+    except Exception:  # noqa: BLE001 - tvm ScheduleError: the epilogue's reads are not the block's writes
+        return False
+    return True
 
 
 def _tensorize_register_block(sch, block, acc, reduce_loop, intrin_loop, intrin: str, unrolled) -> None:
@@ -149,77 +168,32 @@ def _tensorize_register_block(sch, block, acc, reduce_loop, intrin_loop, intrin:
     sch.vectorize(sch.get_loops(acc)[-1])
 
 
-def schedule_pixel(sch, kernel) -> None:
-    """``pixel_dot_func``: lanes are pixels of one output channel (``kernel.pixel``). Register
-    block: ``ob`` output channels x ``pb`` vectors of pixels, accumulated locally over the channel
-    groups and tensorized; threads over channel blocks (and rows)."""
-    pixel = kernel.pixel
-    budget = 16 if pixel.lanes == 16 else 8  # accumulators: zmm (AVX-512) / ymm (AVX2)
-    _inline_all_but(sch, {"pack_x", "pixel_dot"})
-    dot = sch.get_sblock("pixel_dot")
-    loops = sch.get_loops(dot)
-    lanes = pixel.lanes
-    if len(loops) == 6:  # (b, o, i, j, co, ci): NCHW result
-        b, o, i, j, co, ci = loops
-        n_o, n_j = _extents(sch, (o, j))
-        ob = _divisor(n_o, (4, 3, 2))
-        pb = _divisor(n_j // lanes, [p for p in (4, 3, 2) if ob * p <= budget])
-        o0, o1 = sch.split(o, factors=[None, ob])
-        j0, jv, j1 = sch.split(j, factors=[None, pb, lanes])
-        sch.reorder(b, o0, i, j0, co, o1, jv, j1, ci)
-        tile = sch.fuse(b, o0, i)
-        inner = j0
-    else:  # (o, r, co, ci): (out, H*W)
-        o, r, co, ci = loops
-        n_o, n_r = _extents(sch, (o, r))
-        ob = _divisor(n_o, (4, 3, 2))
-        pb = _divisor(n_r // lanes, [p for p in (4, 3, 2) if ob * p <= budget])
-        o0, o1 = sch.split(o, factors=[None, ob])
-        r0, jv, j1 = sch.split(r, factors=[None, pb, lanes])
-        sch.reorder(o0, r0, co, o1, jv, j1, ci)
-        tile, inner = o0, r0
-    acc = sch.cache_write(dot, 0, "local")
-    sch.reverse_compute_at(acc, inner)
-    sch.parallel(tile)
-    _tensorize_register_block(sch, dot, acc, co, j1, pixel.intrin, unrolled=(o1, jv))
-    sch.parallel(sch.get_loops(sch.get_sblock("pack_x"))[0])  # per channel pair; LLVM vectorizes the rest
-    _epilogue(sch, {"pack_x", "pixel_dot", _name(sch, acc)}, lanes)
-
-
-def schedule_depthwise_blocked(sch, _kernel=None) -> None:
-    """``depthwise.depthwise_blocked_func``: threads over (batch, 16-channel group); per group the
-    channels-last padded input, the taps unrolled around one 16-channel vector per output pixel,
-    and the NCHW epilogue with its output row vectorized."""
-    _inline_all_but(sch, {"pad_x", "depthwise_blocked"})
-    dw = sch.get_sblock("depthwise_blocked")
-    block = int(sch.get(sch.get_loops(dw)[4]).extent)  # (b, g, i, j, lane, rh, rw): the channels per vector
+def schedule_depthwise(sch, _kernel=None) -> None:
+    """``depthwise.depthwise_func`` (NHWC, channels as lanes): threads over output rows; per
+    output pixel and 16-channel vector, the taps unrolled around one vector multiply-add, the
+    requantize epilogue applied to that vector. The padded int16 input is one threaded,
+    vectorized pass before."""
+    _inline_all_but(sch, {"pad_x", "depthwise"})
+    dw = sch.get_sblock("depthwise")
     (out,) = sch.get_output_blocks(sch.get_sblock("root"))
-    b, c, i, j = sch.get_loops(out)
-    g, lane = sch.split(c, factors=[None, block])
-    tile = sch.fuse(b, g)
-    sch.parallel(tile)
-    if int(sch.get(j).extent) <= 64:
-        sch.vectorize(j)
-    sch.compute_at(dw, tile, preserve_unit_loops=True)
-    pad = sch.get_sblock("pad_x")
-    sch.compute_at(pad, tile, preserve_unit_loops=True)
-    sch.vectorize(sch.get_loops(pad)[-1])
-    *_, di, dj, dlane, rh, rw = sch.get_loops(dw)
-    sch.reorder(di, dj, rh, rw, dlane)
+    if _name(sch, out) == "depthwise":
+        raise ValueError("no epilogue")  # the function always has unpack_y after it
+    b, i, j, c = sch.get_loops(out)
+    c0, lane = sch.split(c, factors=[None, 16])
+    sch.parallel(sch.fuse(b, i))
+    sch.vectorize(lane)
+    sch.compute_at(dw, c0, preserve_unit_loops=True)
+    *_, dlane, rh, rw = sch.get_loops(dw)
+    sch.reorder(rh, rw, dlane)
     sch.vectorize(dlane)
     for r in (rh, rw):
         if int(sch.get(r).extent) <= 7:
             sch.unroll(r)
-
-
-def schedule_depthwise(sch, _kernel=None) -> None:
-    schedule_anchor(sch, per_plane_input=True)
-
-
-def schedule_depthwise_strided(sch, _kernel=None) -> None:
-    """A strided row is a gather: vectorizing it by hand was up to 2x slower than LLVM's own
-    choice (MobileNetV2-1.0's 112x112 stride-2 layer), so the row loop is left to LLVM."""
-    schedule_anchor(sch, per_plane_input=True, vector_row=False)
+    pad = sch.get_sblock("pad_x")
+    *outer, pc = sch.get_loops(pad)
+    _, pv = sch.split(pc, factors=[None, 16])
+    sch.vectorize(pv)
+    sch.parallel(sch.fuse(*outer[:2]))
 
 
 def schedule_anchor(sch, _kernel=None, per_plane_input: bool = False, vector_row: bool = True) -> None:
@@ -307,18 +281,15 @@ def _has_block(sch, name: str) -> bool:
 
 
 def _classify(sch, kernel) -> str:
-    if kernel is None and (_has_block(sch, "packed_dot") or _has_block(sch, "pixel_dot")):
+    if kernel is None and _has_block(sch, "packed_dot"):
         return "other"
-    kinds = ("packed_dot", "pixel_dot", "depthwise_blocked", "depthwise_strided", "depthwise")
+    kinds = ("packed_dot", "depthwise")
     return next((kind for kind in kinds if _has_block(sch, kind)), "other")
 
 
 SCHEDULES = {  # kernel class -> (schedule, kernel) -> None
     "packed_dot": schedule_gemm,
-    "pixel_dot": schedule_pixel,
     "depthwise": schedule_depthwise,
-    "depthwise_blocked": schedule_depthwise_blocked,
-    "depthwise_strided": schedule_depthwise_strided,
     "other": schedule_other,
 }
 

@@ -19,104 +19,57 @@ from __future__ import annotations
 import numpy as np
 
 
+BLOCK = 16  # channels per vector (16 int32 lanes of AVX-512); channels are padded to it
+
+
 def depthwise_func(in_shape: tuple[int, int, int, int], in_dtype: str, kernel: tuple[int, int],
                    strides: tuple[int, int], padding: tuple[int, int, int, int], zero: int):
-    """One TIR function ``(x int8/uint8 NCHW, w int16 (C, 1, KH, KW)) -> int32 NCHW``.
+    """One TIR function ``(x int8/uint8 NHWC, w int16 (KH, KW, C')) -> int32 NHWC``, C' = C
+    padded to :data:`BLOCK`.
 
-    ``padding`` is (top, left, bottom, right), Relax's conv2d order. Two blocks: ``pad_x`` (the
-    int16 ``x - zero``, zero outside the image) and ``depthwise`` (the reduction over taps).
+    Channels are the vector lanes (onnxruntime's depthwise design, docs/int8_kernels.md): a 3x3
+    or 6x6 map wastes no lanes, and a stride-2 tap reads 16 contiguous channels, not a strided
+    row. ``padding`` is (top, left, bottom, right), Relax's conv2d order. Two blocks: ``pad_x``
+    (the int16 ``x - zero``, zero outside the image and in the padded channels) and ``depthwise``
+    (the reduction over taps); ``unpack_y`` drops the padded channels.
     op_pattern 4 (kOutEWiseFusable) lets FuseOps fuse the requantize epilogue into it.
-    """
-    from tvm import te, tirx
-
-    from .packed_dot import int64_dims as i64
-
-    n, c, h, w = in_shape
-    (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, strides, padding
-    oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
-    x = te.placeholder(i64(*in_shape), in_dtype, name="x")
-
-    def pad(b, ch, i, j):
-        inside = tirx.all(i >= pt, i < h + pt, j >= pl, j < w + pl)
-        value = x[b, ch, i - pt, j - pl].astype("int16") - tirx.const(zero, "int16")
-        return tirx.if_then_else(inside, value, tirx.const(0, "int16"))
-
-    xp = te.compute(i64(n, c, h + pt + pb, w + pl + pr), pad, name="pad_x")
-    wt = te.placeholder(i64(c, 1, kh, kw), "int16", name="w")
-    rh = te.reduce_axis((tirx.const(0, "int64"), tirx.const(kh, "int64")), "rh")
-    rw = te.reduce_axis((tirx.const(0, "int64"), tirx.const(kw, "int64")), "rw")
-    y = te.compute(i64(n, c, oh, ow), lambda b, ch, i, j: te.sum(
-        xp[b, ch, i * sh + rh, j * sw + rw].astype("int32") * wt[ch, 0, rh, rw].astype("int32"), axis=[rh, rw]),
-        name="depthwise" if sw == 1 else "depthwise_strided")  # default_schedule.py vectorizes the rows of the first
-    return te.create_prim_func([x, wt, y]).without_attr("global_symbol").with_attr("op_pattern", 4), (n, c, oh, ow)
-
-
-BLOCK = 16  # channels per vector in the channel-blocked form (16 int32 lanes of AVX-512)
-
-
-def depthwise_blocked_func(in_shape: tuple[int, int, int, int], in_dtype: str, kernel: tuple[int, int],
-                           strides: tuple[int, int], padding: tuple[int, int, int, int], zero: int):
-    """The same conv with channels as the vector lanes: ``(x NCHW, w int16 (C'/16, KH, KW, 16))
-    -> int32 NCHW``, C' = C padded to 16.
-
-    Why: the NCHW kernel vectorizes along an output row, so on MobileNetV2's small maps (6x6,
-    3x3 with 144-960 channels) most lanes are empty, and a stride-2 row is a strided gather.
-    Here ``pad_x`` copies 16 channels of the padded plane channels-last, ``(N, C'/16, H', W', 16)``
-    int16 ``x - z``, the reduction multiplies whole vectors of 16 channels per tap (onnxruntime's
-    depthwise design, docs/int8_kernels.md), and ``unpack_y`` writes NCHW for the requantize.
     """
     from tvm import te, tirx
 
     from .packed_dot import int64_dims as i64
     from .packed_dot import padded
 
-    n, c, h, w = in_shape
+    n, h, w, c = in_shape
     (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, strides, padding
     oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
-    groups = padded(c, BLOCK) // BLOCK
+    cp = padded(c, BLOCK)
     x = te.placeholder(i64(*in_shape), in_dtype, name="x")
 
-    def pad(b, g, i, j, lane):
-        ch = g * BLOCK + lane
+    def pad(b, i, j, ch):
         inside = tirx.all(i >= pt, i < h + pt, j >= pl, j < w + pl, ch < c)
-        value = x[b, tirx.min(ch, c - 1), i - pt, j - pl].astype("int16") - tirx.const(zero, "int16")
+        value = x[b, i - pt, j - pl, tirx.min(ch, c - 1)].astype("int16") - tirx.const(zero, "int16")
         return tirx.if_then_else(inside, value, tirx.const(0, "int16"))
 
-    xp = te.compute(i64(n, groups, h + pt + pb, w + pl + pr, BLOCK), pad, name="pad_x")
-    wt = te.placeholder(i64(groups, kh, kw, BLOCK), "int16", name="w")
+    xp = te.compute(i64(n, h + pt + pb, w + pl + pr, cp), pad, name="pad_x")
+    wt = te.placeholder(i64(kh, kw, cp), "int16", name="w")
     rh = te.reduce_axis((tirx.const(0, "int64"), tirx.const(kh, "int64")), "rh")
     rw = te.reduce_axis((tirx.const(0, "int64"), tirx.const(kw, "int64")), "rw")
-    y = te.compute(i64(n, groups, oh, ow, BLOCK), lambda b, g, i, j, lane: te.sum(
-        xp[b, g, i * sh + rh, j * sw + rw, lane].astype("int32") * wt[g, rh, rw, lane].astype("int32"), axis=[rh, rw]),
-        name="depthwise_blocked")
-    res = te.compute(i64(n, c, oh, ow), lambda b, ch, i, j: y[b, ch // BLOCK, i, j, ch % BLOCK], name="unpack_y")
-    return te.create_prim_func([x, wt, res]).without_attr("global_symbol").with_attr("op_pattern", 4), (n, c, oh, ow)
+    y = te.compute(i64(n, oh, ow, cp), lambda b, i, j, ch: te.sum(
+        xp[b, i * sh + rh, j * sw + rw, ch].astype("int32") * wt[rh, rw, ch].astype("int32"), axis=[rh, rw]),
+        name="depthwise")
+    res = te.compute(i64(n, oh, ow, c), lambda b, i, j, ch: y[b, i, j, ch], name="unpack_y")
+    return te.create_prim_func([x, wt, res]).without_attr("global_symbol").with_attr("op_pattern", 4), (n, oh, ow, c)
 
 
-BLOCKED_MAX_WIDTH = 14  # output rows this short waste a row vector's lanes: the channel-blocked form wins
-
-
-def blocked_fits(out_shape) -> bool:
-    """Whether the channel-blocked form is the faster one (measured on MobileNetV2's layers with
-    the default schedules, 1 thread: 2-14x faster at 14x14 and below with stride 2 or at 7x7, slower at 28x28 and wider
-    stride 1, where a row fills its vectors; scripts/bench_compile.py's profile shows the sum)."""
-    return out_shape[3] <= BLOCKED_MAX_WIDTH
-
-
-def blocked_weight(w_q: np.ndarray) -> np.ndarray:
-    """(C, 1, KH, KW) int8 -> (C'/16, KH, KW, 16) int16, channels zero-padded."""
+def weight(w_q: np.ndarray) -> np.ndarray:
+    """(C, 1, KH, KW) int8 -> (KH, KW, C') int16, channels zero-padded to :data:`BLOCK`."""
     c, _, kh, kw = w_q.shape
-    cp = -(-c // BLOCK) * BLOCK
-    full = np.zeros((cp, kh, kw), "int16")
-    full[:c] = w_q[:, 0]
-    return np.ascontiguousarray(full.reshape(cp // BLOCK, BLOCK, kh, kw).transpose(0, 2, 3, 1))
+    full = np.zeros((kh, kw, -(-c // BLOCK) * BLOCK), "int16")
+    full[:, :, :c] = w_q[:, 0].transpose(1, 2, 0)
+    return full
 
 
 def applies(attrs, x_shape: list[int] | None, w_shape: tuple[int, ...]) -> bool:
     """A depthwise conv this kernel covers: NCHW, one input channel per group, no dilation."""
     return (x_shape is not None and len(x_shape) == 4 and int(attrs.groups) == x_shape[1] == w_shape[0]
             and w_shape[1] == 1 and attrs.data_layout == "NCHW" and all(int(d) == 1 for d in attrs.dilation))
-
-
-def weight(w_q: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(w_q.astype("int16"))

@@ -107,6 +107,20 @@ def input_shape(path: str | os.PathLike) -> tuple[int, ...]:
     return tuple(d.dim_value for d in inputs[0].type.tensor_type.shape.dim)
 
 
+# ONNX ops the importer turns into one Relax conv / matmul each (qdq_patterns.CONV_OPS, MATMUL_OPS)
+COMPUTE_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def compute_nodes(path: str | os.PathLike) -> tuple[tuple[str, str], ...]:
+    """``(node name, op type)`` of the main graph's conv / matmul nodes, in graph order: the
+    importer keeps no node names, so the int8 rewrite names the op it could not fold by its
+    position among these (``qdq_rewrite.fold_qdq``'s ``nodes``)."""
+    import onnx
+
+    graph = onnx.load(os.fspath(path), load_external_data=False).graph
+    return tuple((n.name, n.op_type) for n in graph.node if n.op_type in COMPUTE_OP_TYPES)
+
+
 def import_onnx(path: str | os.PathLike):
     """``check_onnx`` + ``relax.frontend.onnx.from_onnx`` with the weights as constants."""
     from tvm.relax.frontend.onnx import from_onnx

@@ -1,4 +1,4 @@
-"""x86 integer dot-product kernels: 1x1 conv2d and matmul as a packed-weight GEMM, tensorized.
+"""x86 integer dot-product kernels: conv2d (channels-last) and matmul as a packed-weight GEMM, tensorized.
 
 Why: TVM 0.27 gives an int8 conv no integer dot-product instruction on x86. Its only x86
 intrinsics (``dot_16x4_vnni``/``dot_16x4_avx512``) are broken against its own LLVM 22: LLVM 21
@@ -9,11 +9,12 @@ Measured here on one pointwise conv (96 -> 24 channels, 24x24 pixels, 1 thread, 
 fp32 30.1 µs, plain int8 58.1 µs, this kernel with ``pmaddwd`` (AVX2) 26.9 µs, and with
 ``vpdpbusd`` (AVX-512 VNNI) 6.1 µs. All are bit-exact.
 
-How: a pointwise conv is a GEMM over pixels. Its weight is a constant, so it is packed once,
-at compile time, into ``(O/L, C/K, L, K)``: L output channels of K consecutive input channels,
-contiguous. Inside the same TIR function (:func:`packed_dot_func`) the activations are copied
-pixel-major, ``(N*H*W, C)``, and the result is written back in NCHW, so the Relax graph keeps
-its layout and the requantize epilogue still fuses into the kernel. Each tensor intrinsic does
+How: a conv is a GEMM over pixels, with its taps in the reduction. Its weight is a constant, so
+it is packed once, at compile time, into ``(O/L, KH, KW, C/K, L, K)`` (a matmul's into
+``(O/L, C/K, L, K)``): L output channels of K consecutive input channels, contiguous. Convs run
+channels-last (:func:`conv_dot_func`; the whole integer graph is NHWC, ``layout.py``), so each
+tap of a pixel reads K contiguous input channels and the result is written as it comes out of
+the register block, requantized there (``default_schedule``). Each tensor intrinsic does
 ``C[0:L] += A[0:K] . B[0:L, 0:K]``:
 
 * ``avx2`` (``pmaddwd``, L=8, K=2): the weights are stored as int16, so the intrinsic is exact
@@ -23,11 +24,6 @@ its layout and the requantize epilogue still fuses into the kernel. Each tensor 
 Both intrinsics need unsigned activations. An int8 activation with zero point z is the same
 number as ``uint8(x + 128)`` with zero point z + 128. The rewrite's ``z * sum(w)`` correction
 already removes that.
-
-Batch-1 1x1 convs whose output is requantized take a second form instead
-(:func:`pixel_dot_func`): vectors of 8 (AVX2) or 16 (VNNI) pixels of one output channel, the
-weights broadcast, so the result needs no transpose back to NCHW. Dense k x k convs use the
-first form with the taps as reduction axes (:func:`conv_dot_func`).
 
 MetaSchedule picks the intrinsics up through ``MultiLevelTilingWithIntrin`` in the space of
 the targets that have them (:func:`space_generator`).
@@ -49,19 +45,13 @@ class DotKernel:
     lanes: int          # int32 outputs per instruction (L)
     depth: int          # reduction elements summed into each lane (K)
     weight_dtype: str   # how the packed weight is stored
-    pixel: DotKernel | None = None  # the pixel-vector form of the same instruction (1x1 convs), if any
 
 
-# A target's [int8] dot_product -> its kernels: lanes are output channels, and in ``pixel`` lanes
-# are pixels of one output channel with the weights broadcast (batch-1 1x1 convs: NCHW result).
+# A target's [int8] dot_product -> its kernel: lanes are output channels.
 KERNELS = {
-    "avx2": DotKernel("edgenas_dot_8x2_avx2", 8, 2, "int16",
-                      pixel=DotKernel("edgenas_pixel_dot_8x2_avx2", 8, 2, "int16")),
-    "vnni": DotKernel("edgenas_dot_16x4_vnni", 16, 4, "int8",
-                      pixel=DotKernel("edgenas_pixel_dot_16x4_vnni", 16, 4, "int8")),
+    "avx2": DotKernel("edgenas_dot_8x2_avx2", 8, 2, "int16"),
+    "vnni": DotKernel("edgenas_dot_16x4_vnni", 16, 4, "int8"),
 }
-PIXEL_KERNEL = KERNELS["avx2"].pixel
-PIXEL_VECTORS = 4  # fewer pixels than 4 vectors (e.g. 3x3 maps, a matmul's rows) waste too many lanes
 
 
 def kernel_for(spec) -> DotKernel | None:
@@ -128,57 +118,8 @@ def _register(TensorIntrin, scope: str, suffix: str) -> None:  # noqa: N803 - th
                 C.vload([0], "int32x16"), T.reinterpret(T.broadcast(a, 16), dtype="uint8x64"),
                 B.vload([0, 0], dtype="int8x64"))
 
-    @T.prim_func(s_tir=True)
-    def pixel_desc(A: T.Buffer((8, 2), "int16", offset_factor=1), B: T.Buffer((2,), "int16", offset_factor=1),
-                   C: T.Buffer((8,), "int32", offset_factor=1, scope=scope)) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:8], A[0:8, 0:2], B[0:2])
-            T.writes(C[0:8])
-            for i in T.serial(0, 8):
-                for k in T.serial(0, 2):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vi, vk], "int32") * T.cast(B[vk], "int32")
-
-    @T.prim_func(s_tir=True)
-    def pixel_pmaddwd(A: T.Buffer((8, 2), "int16", offset_factor=1), B: T.Buffer((2,), "int16", offset_factor=1),
-                      C: T.Buffer((8,), "int32", offset_factor=1, scope=scope)) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:8], A[0:8, 0:2], B[0:2])
-            T.writes(C[0:8])
-            b = T.reinterpret(B.vload([0], "int16x2"), dtype="int32")
-            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + T.call_llvm_pure_intrin(
-                "int32x8", T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-                A.vload([0, 0], dtype="int16x16"), T.reinterpret(T.broadcast(b, 8), dtype="int16x16"))
-
-    @T.prim_func(s_tir=True)
-    def pixel_vnni_desc(A: T.Buffer((16, 4), "uint8", offset_factor=1), B: T.Buffer((4,), "int8", offset_factor=1),
-                        C: T.Buffer((16,), "int32", offset_factor=1, scope=scope)) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
-            T.writes(C[0:16])
-            for i in T.serial(0, 16):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vi, vk], "int32") * T.cast(B[vk], "int32")
-
-    @T.prim_func(s_tir=True)
-    def pixel_vpdpbusd(A: T.Buffer((16, 4), "uint8", offset_factor=1), B: T.Buffer((4,), "int8", offset_factor=1),
-                       C: T.Buffer((16,), "int32", offset_factor=1, scope=scope)) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
-            T.writes(C[0:16])
-            b = T.reinterpret(B.vload([0], "int8x4"), dtype="int32")
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                "int32x16", T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], "int32x16"), A.vload([0, 0], dtype="uint8x64"),
-                T.reinterpret(T.broadcast(b, 16), dtype="int8x64"))
-
     for k, impl in ((KERNELS["avx2"], pmaddwd), (KERNELS["vnni"], vpdpbusd)):
         TensorIntrin.register(k.intrin + suffix, desc(k.lanes, k.depth, k.weight_dtype), impl, override=True)
-    TensorIntrin.register(KERNELS["avx2"].pixel.intrin + suffix, pixel_desc, pixel_pmaddwd, override=True)
-    TensorIntrin.register(KERNELS["vnni"].pixel.intrin + suffix, pixel_vnni_desc, pixel_vpdpbusd, override=True)
 
 
 def padded(n: int, multiple: int) -> int:
@@ -202,32 +143,27 @@ def int64_dims(*dims):
     return tuple(tirx.const(int(d), "int64") for d in dims)
 
 
-def packed_dot_func(in_shape: tuple[int, ...], in_dtype: str, out: int, k: DotKernel):
-    """The whole integer op as one TIR function: ``x`` (NCHW for a 1x1 conv, (M, C) for a
-    matmul) and the packed weight in, the int32 accumulator in ``x``'s layout out.
+def packed_dot_func(in_shape: tuple[int, int], in_dtype: str, out: int, k: DotKernel):
+    """A matmul with a constant weight as one TIR function: ``x`` (M, C) and the packed weight
+    in, the int32 accumulator (M, out) out.
 
-    Three blocks: ``pack_x`` writes the activations pixel-major as uint8 (int8 + 128, channels
-    zero-padded to K), ``packed_dot`` is the GEMM ``Y[r, oo, oi] = sum_{co, ci} X[r, co*K + ci] *
+    Three blocks: ``pack_x`` writes the activations as uint8 (int8 + 128, channels zero-padded
+    to K), ``packed_dot`` is the GEMM ``Y[r, oo, oi] = sum_{co, ci} X[r, co*K + ci] *
     W[oo, co, oi, ci]`` with the split axes explicit, so that the innermost (oi, ci) pair is
-    exactly the intrinsic's (i, k), and ``unpack_y`` writes the result back in ``x``'s layout.
-    Keeping the layout changes inside the function is what lets FuseOps fuse the requantize
-    epilogue into it (it fuses elementwise ops after an out-fusable op, not reshapes).
+    exactly the intrinsic's (i, k), and ``unpack_y`` drops the padded output channels. Keeping
+    them inside the function is what lets FuseOps fuse the requantize epilogue into it (it
+    fuses elementwise ops after an out-fusable op, not reshapes).
     """
     from tvm import te, tirx
 
     i64 = int64_dims
     L, K = k.lanes, k.depth
-    conv = len(in_shape) == 4
-    if conv:
-        n, c, h, w = in_shape
-        rows = n * h * w
-    else:
-        rows, c = in_shape
+    rows, c = in_shape
     cp, op = padded(c, K), padded(out, L)
     x = te.placeholder(i64(*in_shape), in_dtype, name="x")
 
     def load(r, cc):
-        v = x[r // (h * w), cc, r // w % h, r % w] if conv else x[r, cc]
+        v = x[r, cc]
         v = (v.astype("int16") + 128).astype("uint8") if in_dtype == "int8" else v
         return v if cp == c else tirx.if_then_else(cc < c, v, tirx.const(0, "uint8"))
 
@@ -237,10 +173,7 @@ def packed_dot_func(in_shape: tuple[int, ...], in_dtype: str, out: int, k: DotKe
     ci = te.reduce_axis((tirx.const(0, "int64"), tirx.const(K, "int64")), "ci")
     y = te.compute(i64(rows, op // L, L), lambda r, oo, oi: te.sum(
         xp[r, co * K + ci].astype("int32") * wp[oo, co, oi, ci].astype("int32"), axis=[co, ci]), name="packed_dot")
-    if conv:
-        res = te.compute(i64(n, out, h, w), lambda b, o, i, j: y[(b * h + i) * w + j, o // L, o % L], name="unpack_y")
-    else:
-        res = te.compute(i64(rows, out), lambda r, o: y[r, o // L, o % L], name="unpack_y")
+    res = te.compute(i64(rows, out), lambda r, o: y[r, o // L, o % L], name="unpack_y")
     # op_pattern 4 (kOutEWiseFusable): FuseOps fuses the elementwise requantize after it.
     return te.create_prim_func([x, wp, res]).without_attr("global_symbol").with_attr("op_pattern", 4)
 
@@ -248,38 +181,44 @@ def packed_dot_func(in_shape: tuple[int, ...], in_dtype: str, out: int, k: DotKe
 def conv_dot_func(in_shape: tuple[int, int, int, int], in_dtype: str, out: int, k: DotKernel,
                   kernel: tuple[int, int], strides: tuple[int, int], padding: tuple[int, int, int, int],
                   zero: int):
-    """A dense k x k conv (the stem, ResNet's 3x3 convs) as the same packed GEMM with the taps
-    as extra reduction axes: ``x`` NCHW and the weight packed by :func:`pack_conv_weight` in,
-    the int32 accumulator NCHW out (zero point not removed: the caller subtracts
+    """A conv (groups 1: 1x1, the stem, ResNet's 3x3) channels-last as the packed GEMM with the
+    taps as extra reduction axes: ``x`` NHWC and the weight packed by :func:`pack_conv_weight`
+    in, the int32 accumulator NHWC out (zero point not removed: the caller subtracts
     ``z' * sum(w)``, ``z'`` being :func:`gemm_zero`).
 
-    ``pack_x`` writes the padded input channels-last, ``(N, H', W', C')`` uint8, padded with
-    the activation's zero point, so every tap of every output pixel reads K contiguous input
-    channels: ``Y[b, i, j, oo, oi] = sum_{kh, kw, co, ci} X[b, i*sh + kh, j*sw + kw, co*K + ci] *
-    W[oo, kh, kw, co, oi, ci]``, the tensor intrinsic's (i, k) pair innermost as in
-    :func:`packed_dot_func`. This is onnxruntime's symmetric conv design (channels as the
-    vector, a pixel's K channels broadcast) without its indirection buffer: the padded copy is
-    the indirection (docs/int8_kernels.md). ``padding`` is (top, left, bottom, right).
+    ``Y[b, i, j, oo, oi] = sum_{kh, kw, co, ci} X[b, i*sh + kh, j*sw + kw, co*K + ci] *
+    W[oo, kh, kw, co, oi, ci]``, the tensor intrinsic's (i, k) pair innermost: each step
+    broadcasts K channels of one input pixel against L output channels, onnxruntime's symmetric
+    conv design (docs/int8_kernels.md). The integer graph is channels-last throughout
+    (``layout.py``), so the GEMM reads its input rows as they are; a ``pack_x`` block is added
+    only when something must change: padding (filled with the activation's zero point, so every
+    tap reads real 0.0 and the correction is the same for border pixels: the padded copy plays
+    the role of MLAS's indirection buffer), channels short of a multiple of K, or int8
+    activations (``x + 128``, the intrinsics take uint8). ``padding`` is (top, left, bottom, right).
     """
     from tvm import te, tirx
 
     i64 = int64_dims
     L, K = k.lanes, k.depth
-    n, c, h, w = in_shape
+    n, h, w, c = in_shape
     (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, strides, padding
     oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
     cp, op = padded(c, K), padded(out, L)
     zu = gemm_zero(in_dtype, zero)
     x = te.placeholder(i64(*in_shape), in_dtype, name="x")
+    padding_needed = any((pt, pl, pb, pr)) or cp != c
 
     def load(b, i, j, cc):
-        inside = tirx.all(i >= pt, i < h + pt, j >= pl, j < w + pl, cc < c)
-        v = x[b, tirx.min(cc, c - 1), i - pt, j - pl]
+        v = x[b, i - pt, j - pl, tirx.min(cc, c - 1) if cp != c else cc]
         v = (v.astype("int16") + 128).astype("uint8") if in_dtype == "int8" else v
+        if not padding_needed:
+            return v
+        inside = tirx.all(i >= pt, i < h + pt, j >= pl, j < w + pl, cc < c)
         pad = tirx.if_then_else(cc < c, tirx.const(zu, "uint8"), tirx.const(0, "uint8"))
         return tirx.if_then_else(inside, v, pad)
 
-    xp = te.compute(i64(n, h + pt + pb, w + pl + pr, cp), load, name="pack_x")
+    xp = (te.compute(i64(n, h + pt + pb, w + pl + pr, cp), load, name="pack_x")
+          if padding_needed or in_dtype == "int8" else x)
     wp = te.placeholder(i64(op // L, kh, kw, cp // K, L, K), k.weight_dtype, name="w")
     rh = te.reduce_axis((tirx.const(0, "int64"), tirx.const(kh, "int64")), "rh")
     rw = te.reduce_axis((tirx.const(0, "int64"), tirx.const(kw, "int64")), "rw")
@@ -288,9 +227,9 @@ def conv_dot_func(in_shape: tuple[int, int, int, int], in_dtype: str, out: int, 
     y = te.compute(i64(n, oh, ow, op // L, L), lambda b, i, j, oo, oi: te.sum(
         xp[b, i * sh + rh, j * sw + rw, co * K + ci].astype("int32") * wp[oo, rh, rw, co, oi, ci].astype("int32"),
         axis=[rh, rw, co, ci]), name="packed_dot")
-    res = te.compute(i64(n, out, oh, ow), lambda b, o, i, j: y[b, i, j, o // L, o % L], name="unpack_y")
+    res = te.compute(i64(n, oh, ow, out), lambda b, i, j, o: y[b, i, j, o // L, o % L], name="unpack_y")
     # op_pattern 4 (kOutEWiseFusable): FuseOps fuses the elementwise requantize after it.
-    return te.create_prim_func([x, wp, res]).without_attr("global_symbol").with_attr("op_pattern", 4), (n, out, oh, ow)
+    return te.create_prim_func([x, wp, res]).without_attr("global_symbol").with_attr("op_pattern", 4), (n, oh, ow, out)
 
 
 def gemm_zero(in_dtype: str, zero: int) -> int:
@@ -308,88 +247,6 @@ def pack_conv_weight(w: np.ndarray, k: DotKernel) -> np.ndarray:
                                 .transpose(0, 4, 5, 2, 1, 3))
 
 
-def pixel_dot_func(in_shape: tuple[int, int, int, int], in_dtype: str, zero: int, out: int,
-                   k: DotKernel = PIXEL_KERNEL):
-    """A batch-1 1x1 conv as ``Y[o, p] = W[o, :] . X[:, p]`` over the pixels ``p``, vectorized over
-    pixels: ``x`` (1, C, H, W) and the weight in, the int32 result out, shaped as
-    :func:`pixel_out_shape` says (NCHW, or ``(out, H*W)`` when W is not a multiple of the lanes).
-
-    Why a second form: :func:`packed_dot_func` keeps L output channels per vector, so its result
-    is pixel-major and goes back to NCHW through gathers before the requantize; on the 8 -> 48
-    channel expansions of MobileNetV2-0.35 that made the int8 conv 2.5x slower than fp32 (64.5
-    vs 25.6 µs at 256 trials, 48x48 pixels, AVX2). Here a vector holds L neighbouring pixels of
-    one output channel, so the result is NCHW (``(out, H*W)`` is too, flattened: the rewrite
-    applies the requantize to it as it is and reshapes the int8 result, which the VM does as a
-    view, but a reshape FuseOps fuses into a residual add slows that kernel, so rows of whole
-    vectors are written 4-D; MetaSchedule splits W for the intrinsic). ``pack_x`` interleaves K
-    channels per pixel, and the intrinsic multiplies them by the broadcast K weights of one
-    output channel:
-
-    * AVX2 (``pmaddwd``, L=8, K=2): as int16 ``x - zero`` (exact: |x - z| <= 255), so no
-      zero-point correction follows;
-    * VNNI (``vpdpbusd``, L=16, K=4): as uint8 (int8 + 128), the caller subtracts
-      ``gemm_zero * sum(w)`` as for the other GEMMs.
-
-    Needs :func:`pixel_fits`.
-    """
-    from tvm import te, tirx
-
-    i64 = int64_dims
-    assert pixel_fits(in_shape, k), in_shape
-    K, wide = k.depth, k.weight_dtype == "int16"
-    _n, c, h, w = in_shape
-    rows, cp = h * w, padded(c, K)
-    x = te.placeholder(i64(*in_shape), in_dtype, name="x")
-    adt = "int16" if wide else "uint8"
-
-    def load(co, r, ci):  # channels padded with 0 (index clamped to stay in bounds)
-        cc = co * K + ci
-        v = x[0, tirx.min(cc, c - 1) if cp != c else cc, r // w, r % w]
-        if wide:
-            v = v.astype("int16") - tirx.const(zero, "int16")
-        elif in_dtype == "int8":
-            v = (v.astype("int16") + 128).astype("uint8")
-        return v if cp == c else tirx.if_then_else(cc < c, v, tirx.const(0, adt))
-
-    xp = te.compute(i64(cp // K, rows, K), load, name="pack_x")
-    wp = te.placeholder(i64(out, cp // K, K), k.weight_dtype, name="w")
-    co = te.reduce_axis((tirx.const(0, "int64"), tirx.const(cp // K, "int64")), "co")
-    ci = te.reduce_axis((tirx.const(0, "int64"), tirx.const(K, "int64")), "ci")
-    if w % k.lanes == 0:  # rows of whole vectors: NCHW directly, no reshape after it
-        y = te.compute(i64(1, out, h, w), lambda _b, o, i, j: te.sum(
-            xp[co, i * w + j, ci].astype("int32") * wp[o, co, ci].astype("int32"), axis=[co, ci]), name="pixel_dot")
-    else:
-        y = te.compute(i64(out, rows), lambda o, r: te.sum(
-            xp[co, r, ci].astype("int32") * wp[o, co, ci].astype("int32"), axis=[co, ci]), name="pixel_dot")
-    # op_pattern 4 (kOutEWiseFusable): FuseOps fuses the elementwise requantize after it.
-    return te.create_prim_func([x, wp, y]).without_attr("global_symbol").with_attr("op_pattern", 4)
-
-
-def pixel_out_shape(in_shape, out: int, k: DotKernel = PIXEL_KERNEL) -> tuple[int, ...]:
-    """``pixel_dot_func``'s result: NCHW when a row of pixels is whole vectors, else ``(out, H*W)``."""
-    _n, _c, h, w = in_shape
-    return (1, out, h, w) if w % k.lanes == 0 else (out, h * w)
-
-
-def pixel_fits(in_shape, k: DotKernel = PIXEL_KERNEL) -> bool:
-    """Batch 1 and whole vectors of pixels: then the flat ``(out, H*W)`` result is NCHW as is."""
-    n, _c, h, w = in_shape
-    return n == 1 and h * w % k.lanes == 0 and h * w >= PIXEL_VECTORS * k.lanes
-
-
-def pixel_zero(k: DotKernel, in_dtype: str, zero: int) -> int:
-    """The zero point left in ``pixel_dot_func``'s result (AVX2 removes it while packing)."""
-    return 0 if k.weight_dtype == "int16" else gemm_zero(in_dtype, zero)
-
-
-def pack_pixel_weight(w: np.ndarray, k: DotKernel = PIXEL_KERNEL) -> np.ndarray:
-    """(O, C) int8 -> (O, C'/K, K) in ``k.weight_dtype``, channels zero-padded to K."""
-    o, c = w.shape
-    full = np.zeros((o, padded(c, k.depth)), dtype=k.weight_dtype)
-    full[:, :c] = w
-    return full.reshape(o, -1, k.depth)
-
-
 def space_generator(k: DotKernel | None):
     """MetaSchedule's CPU space with the kernel's tensorizing rule before plain multi-level tiling.
 
@@ -403,10 +260,9 @@ def space_generator(k: DotKernel | None):
     register()
     rules = list(ms.schedule_rule.ScheduleRule.create("llvm"))
     at = next(i for i, r in enumerate(rules) if type(r).__name__ == "MultiLevelTiling")
-    for intrin in (k.intrin, k.pixel.intrin) if k.pixel is not None else (k.intrin,):
-        rules.insert(at, ms.schedule_rule.MultiLevelTilingWithIntrin(
-            intrin, structure="SSRSRS", tile_binds=None, max_innermost_factor=64, vector_load_lens=None,
-            reuse_read=None, reuse_write=ms.schedule_rule.ReuseType(req="may", levels=[1, 2], scope="global")))
+    rules.insert(at, ms.schedule_rule.MultiLevelTilingWithIntrin(
+        k.intrin, structure="SSRSRS", tile_binds=None, max_innermost_factor=64, vector_load_lens=None,
+        reuse_read=None, reuse_write=ms.schedule_rule.ReuseType(req="may", levels=[1, 2], scope="global")))
     posts = list(ms.postproc.Postproc.create("llvm"))
     posts.insert(len(posts) - 1, ms.postproc.RewriteTensorize(vectorize_init_loop=True))  # before RewriteLayout
     return ms.space_generator.PostOrderApply(sch_rules=rules, postprocs=posts, mutator_probs="llvm")

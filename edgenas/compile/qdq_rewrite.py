@@ -28,10 +28,14 @@ layer's int8, no float tensor in between.
 On x86 targets with an integer dot-product kernel (``fold_qdq(mod, dot=...)``):
 
 * convolutions (groups 1) and 2-D matmuls with a constant weight accumulate through a
-  packed-weight GEMM (``packed_dot``: AVX2 ``pmaddwd``, AVX-512 VNNI ``vpdpbusd``), k x k convs
-  with the taps in the GEMM's reduction. A batch-1 1x1 conv whose output is requantized uses the
-  pixel-vector form, whose result is NCHW already.
-* depthwise convs run ``depthwise``'s kernel: int8 in memory, int16 operands in registers.
+  packed-weight GEMM (``packed_dot``: AVX2 ``pmaddwd``, AVX-512 VNNI ``vpdpbusd``), convs
+  channels-last with the taps in the GEMM's reduction;
+* depthwise convs run ``depthwise``'s kernel: int8 in memory, int16 operands in registers,
+  channels-last.
+
+Each conv kernel is wrapped in transposes to NHWC and back; ``layout.sink_transposes`` then
+removes those between kernels, so the integer graph is channels-last from the input's quantize
+to the classifier (docs/int8_kernels.md).
 
 Residual adds and average pooling are not rewritten: FuseOps already puts ``dequantize -> add
 -> quantize`` into the producer's kernel, which reads and writes integers. An integer
@@ -53,7 +57,7 @@ from tvm.ir import Op
 from tvm.ir.expr import GenericConst
 from tvm.relax.expr_functor import PyExprMutator, PyExprVisitor, mutator, visitor
 
-from . import depthwise, packed_dot
+from . import depthwise, layout, packed_dot
 from .qdq_absorb import OutputQuant, Requant, absorb_output_quantize, absorb_tail, collect_users
 from .qdq_consts import ConstEval
 from .qdq_patterns import CONV_OPS, MATMUL_OPS, Anchor, match_anchor
@@ -96,9 +100,16 @@ def _calls(func: relax.Function, ops):
                 yield binding.var, value
 
 
-def _describe(var, call) -> str:
-    shape = "x".join(str(s) for s in getattr(var.ty, "shape", None) or ())
-    return f"{call.op.name.split('.')[-1]} {var.name} [{shape}]"
+def _describe(var, call, node: tuple[str, str] | None) -> str:
+    """The op a fallback row names: its ONNX node (``name`` (op type)) when known, else the
+    Relax variable; with the Relax op and its output shape."""
+    dims = _static_shape(var)
+    shape = "x".join(str(s) for s in (dims if dims is not None else getattr(var.ty, "shape", None) or ()))
+    op = call.op.name.split(".")[-1]
+    if node is None:
+        return f"{op} {var.name} [{shape}]"
+    name, op_type = node
+    return f"{op_type} {name or '(unnamed)'!r} ({op} [{shape}])"
 
 
 def _weight(a: Anchor, ev: ConstEval):
@@ -129,82 +140,68 @@ def _static_shape(expr) -> list[int] | None:
         return None
 
 
-def _packed_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel, bb,
-                       flat: bool = False) -> tuple[relax.Expr, int] | None:
-    """``(int32 accumulator without the zero-point term, effective zero point)`` through the packed
-    GEMM (see ``packed_dot``), or None when the op is not a conv (groups 1, no dilation) / 2-D
-    matmul with a constant weight and static shapes. A k x k, strided or padded conv takes
-    ``conv_dot_func`` (the taps as reduction axes, its padding the zero point). Int8 activations enter the GEMM as ``x + 128`` (uint8), so their
-    zero point moves by 128 too.
-
-    With ``flat`` (the caller can take a ``(out, H*W)`` result), a batch-1 1x1 conv whose pixel
-    count fills whole vectors goes through ``pixel_dot_func`` instead: its accumulator is NCHW
-    (flattened to ``(out, H*W)`` when W is not a multiple of the lanes)."""
+def _packed_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel, bb) -> tuple[relax.Expr, int, bool] | None:
+    """``(int32 accumulator without the zero-point term, effective zero point, channels-last)``
+    through the packed GEMM (see ``packed_dot``), or None when the op is not a conv (groups 1,
+    no dilation) / 2-D matmul with a constant weight and static shapes. A conv takes
+    ``conv_dot_func`` channels-last (the taps as reduction axes, its padding the zero point):
+    its input is transposed to NHWC and its accumulator is NHWC (``layout.sink_transposes``
+    removes the transposes between kernels). Int8 activations enter the GEMM as ``x + 128``
+    (uint8), so their zero point moves by 128 too."""
     value, shape = ev(a.w_q), _static_shape(a.x_q)
     if value is None or shape is None:
         return None
+    dtype, zero = str(a.x_q.ty.dtype), packed_dot.gemm_zero(str(a.x_q.ty.dtype), a.x_zero)
     if a.kind == "conv2d":
         at = a.call.attrs
         if (len(shape) != 4 or int(at.groups) != 1 or at.data_layout != "NCHW" or value.shape[1] != shape[1]
                 or any(int(v) != 1 for v in at.dilation)):
             return None
-        if (value.shape[2:] != (1, 1) or any(int(v) != 1 for v in at.strides)
-                or any(int(p) for p in at.padding)):  # dense k x k (or strided/padded 1x1): taps in the GEMM
-            func, out_shape = packed_dot.conv_dot_func(
-                tuple(shape), str(a.x_q.ty.dtype), value.shape[0], dot, value.shape[2:],
-                tuple(int(v) for v in at.strides), tuple(int(p) for p in at.padding), a.x_zero)
-            acc = relax.call_tir(bb.add_func(func, "packed_dot"), [a.x_q, relax.const(packed_dot.pack_conv_weight(value, dot))],
-                                 relax.TensorType(out_shape, "int32"))
-            return acc, packed_dot.gemm_zero(str(a.x_q.ty.dtype), a.x_zero)
-        weight = value.reshape(value.shape[0], shape[1])
-        out_shape = (shape[0], weight.shape[0], shape[2], shape[3])
-    else:
-        if len(shape) != 2:
-            return None
-        weight = value if a.transposed else value.T  # (out, in)
-        out_shape = (shape[0], weight.shape[0])
-    dtype = str(a.x_q.ty.dtype)
-    px = dot.pixel
-    if flat and a.kind == "conv2d" and px is not None and packed_dot.pixel_fits(shape, px):
-        gv = bb.add_func(packed_dot.pixel_dot_func(tuple(shape), dtype, a.x_zero, weight.shape[0], px), "packed_dot")
-        acc = relax.call_tir(gv, [a.x_q, relax.const(packed_dot.pack_pixel_weight(weight, px))],
-                             relax.TensorType(packed_dot.pixel_out_shape(shape, weight.shape[0], px), "int32"))
-        return acc, packed_dot.pixel_zero(px, dtype, a.x_zero)
+        n, c, h, w = shape
+        func, out_shape = packed_dot.conv_dot_func(
+            (n, h, w, c), dtype, value.shape[0], dot, value.shape[2:], tuple(int(v) for v in at.strides),
+            tuple(int(p) for p in at.padding), a.x_zero)
+        acc = relax.call_tir(bb.add_func(func, "packed_dot"),
+                             [layout.to_nhwc(a.x_q), relax.const(packed_dot.pack_conv_weight(value, dot))],
+                             relax.TensorType(out_shape, "int32"))
+        return acc, zero, True
+    if len(shape) != 2:
+        return None
+    weight = value if a.transposed else value.T  # (out, in)
     gv = bb.add_func(packed_dot.packed_dot_func(tuple(shape), dtype, weight.shape[0], dot), "packed_dot")
     acc = relax.call_tir(gv, [a.x_q, relax.const(packed_dot.pack_weight(weight, dot))],
-                         relax.TensorType(out_shape, "int32"))
-    return acc, a.x_zero + (128 if dtype == "int8" else 0)
+                         relax.TensorType((shape[0], weight.shape[0]), "int32"))
+    return acc, zero, False
 
 
 def _depthwise_accumulate(a: Anchor, ev: ConstEval, bb) -> relax.Expr | None:
-    """The int32 accumulator of a depthwise conv through ``depthwise`` (zero point already
+    """The int32 NHWC accumulator of a depthwise conv through ``depthwise`` (zero point already
     removed inside it), or None when the op is not one it covers or has no constant weight."""
     value, shape = ev(a.w_q), _static_shape(a.x_q)
     if a.kind != "conv2d" or value is None or not depthwise.applies(a.call.attrs, shape, value.shape):
         return None
     at = a.call.attrs
-    args = (tuple(shape), str(a.x_q.ty.dtype), value.shape[2:], tuple(int(s) for s in at.strides),
-            tuple(int(p) for p in at.padding), a.x_zero)
-    func, out_shape = depthwise.depthwise_func(*args)
-    weight = depthwise.weight(value)
-    if depthwise.blocked_fits(out_shape):  # small maps: channels as the vector lanes
-        func, out_shape = depthwise.depthwise_blocked_func(*args)
-        weight = depthwise.blocked_weight(value)
+    n, c, h, w = shape
+    func, out_shape = depthwise.depthwise_func((n, h, w, c), str(a.x_q.ty.dtype), value.shape[2:],
+                                               tuple(int(s) for s in at.strides), tuple(int(p) for p in at.padding),
+                                               a.x_zero)
     gv = bb.add_func(func, "depthwise_conv2d")
-    return relax.call_tir(gv, [a.x_q, relax.const(weight)], relax.TensorType(out_shape, "int32"))
+    return relax.call_tir(gv, [layout.to_nhwc(a.x_q), relax.const(depthwise.weight(value))],
+                          relax.TensorType(out_shape, "int32"))
 
 
-def _int_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel | None = None, bb=None,
-                    flat: bool = False) -> relax.Expr:
-    """The integer op with int32 accumulation, zero point of the activation removed. With
-    ``flat`` a 1x1 conv's result may come back as ``(out, H*W)`` (see ``_packed_accumulate``)."""
+def _int_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel | None = None,
+                    bb=None) -> tuple[relax.Expr, bool]:
+    """The integer op with int32 accumulation, zero point of the activation removed, and whether
+    that accumulator is channels-last (NHWC: edgenas' x86 conv kernels) rather than NCHW."""
     x, z = a.x_q, a.x_zero
     if dot is not None and (acc := _depthwise_accumulate(a, ev, bb)) is not None:
-        return acc
+        return acc, True
     w, sum_w = _weight(a, ev)
-    packed = _packed_accumulate(a, ev, dot, bb, flat) if dot is not None else None
+    packed = _packed_accumulate(a, ev, dot, bb) if dot is not None else None
+    nhwc = False
     if packed is not None:
-        acc, z = packed
+        acc, z, nhwc = packed
     elif a.kind == "conv2d":
         attrs = a.call.attrs
         pad = [int(p) for p in attrs.padding]
@@ -216,30 +213,29 @@ def _int_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel | None =
     else:
         acc = relax.op.matmul(x, w, out_dtype="int32")
     if z == 0:
-        return acc
+        return acc, nhwc
     if isinstance(sum_w, GenericConst):
         correction = sum_w.value.numpy() * np.int32(z)
-        if a.kind == "conv2d" and acc.op == Op.get("relax.call_tir") and len(acc.ty_args[0].shape) == 2:
-            # the pixel GEMM's flat (out, H*W) result
-            correction = correction.reshape(-1, 1)
-        return relax.op.subtract(acc, relax.const(correction))
-    return relax.op.subtract(acc, relax.op.multiply(sum_w, relax.const(z, "int32")))
+        return relax.op.subtract(acc, relax.const(_channels_last(correction) if nhwc else correction)), nhwc
+    return relax.op.subtract(acc, relax.op.multiply(sum_w, relax.const(z, "int32"))), nhwc
+
+
+def _channels_last(v: np.ndarray) -> np.ndarray:
+    """A per-channel (1, C, 1, 1) constant as it broadcasts against an NHWC tensor (scalars as they are)."""
+    return np.moveaxis(v, 1, -1) if v.ndim == 4 else v
 
 
 def _requantize(a: Anchor, r: Requant, ev: ConstEval, dot, bb, output: OutputQuant | None = None) -> relax.Expr:
+    acc, nhwc = _int_accumulate(a, ev, dot, bb)
     if output is not None:  # straight to the next layer's integers (see OutputQuant)
-        acc = _int_accumulate(a, ev, dot, bb, flat=True)
         scale = np.asarray(r.scale / output.scale, dtype="float32")
         bias = np.asarray((0.0 if r.bias is None else r.bias) / output.scale + output.zero, dtype="float32")
-        out_shape = [int(d) for d in a.call.ty.shape]
-        kernel = acc.args[0] if acc.op == Op.get("relax.subtract") else acc  # the GEMM (before a z * sum(w) term)
-        flat = kernel.op == Op.get("relax.call_tir") and len(kernel.ty_args[0].shape) != len(out_shape)
-        if flat:  # (out, H*W): per-channel constants as columns, the int8 result reshaped back
-            scale, bias = (v.reshape(-1, 1) if v.ndim else v for v in (scale, bias))
+        if nhwc:
+            scale, bias = _channels_last(scale), _channels_last(bias)
         out = relax.op.add(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale)), relax.const(bias))
         q = relax.op.astype(relax.op.clip(relax.op.round(out), output.lo, output.hi), output.dtype)
-        return relax.op.reshape(q, out_shape) if flat else q
-    acc = relax.op.astype(_int_accumulate(a, ev, dot, bb), "float32")
+        return layout.to_nchw(q) if nhwc else q
+    acc = relax.op.astype(layout.to_nchw(acc) if nhwc else acc, "float32")
     out = relax.op.multiply(acc, relax.const(r.scale.astype("float32")))
     bias = r.bias_expr()
     return out if bias is None else relax.op.add(out, bias)
@@ -269,16 +265,20 @@ class _Emitter(PyExprMutator):
         self.set_var_remap(binding.var, new_var)
 
 
-def _fold_function(mod, func: relax.Function, counts: Counter, fallbacks: list[str], dot) -> tuple[relax.Function, dict]:
-    """The rewritten function and the PrimFuncs it added (the packed GEMMs), by GlobalVar."""
+def _fold_function(mod, func: relax.Function, counts: Counter, fallbacks: list[str], dot,
+                   nodes=None) -> tuple[relax.Function, dict]:
+    """The rewritten function and the PrimFuncs it added (the packed GEMMs), by GlobalVar.
+    ``nodes``: the ONNX node of each conv / matmul call, in order (or None)."""
     var2val, users = relax.analysis.get_var2val(func), collect_users(func)
     ev, plans = ConstEval(var2val, mod), {}
-    for var, call in _calls(func, _COMPUTE_OPS):
+    ops = list(_calls(func, _COMPUTE_OPS))
+    nodes = nodes if nodes is not None and len(nodes) == len(ops) else [None] * len(ops)
+    for (var, call), node in zip(ops, nodes):
         if not any(_is_float(arg) for arg in call.args[:2]):
             continue  # already integer
         anchor = match_anchor(call, var2val)
         if isinstance(anchor, str):
-            fallbacks.append(f"{_describe(var, call)}: {anchor}")
+            fallbacks.append(f"{_describe(var, call, node)}: {anchor}")
             continue
         tail, requant = absorb_tail(var, anchor, ev, users)
         folded = absorb_output_quantize(tail, ev, users) if not isinstance(requant.bias, relax.Expr) else None
@@ -303,11 +303,15 @@ def _fold_function(mod, func: relax.Function, counts: Counter, fallbacks: list[s
     return new, added
 
 
-def fold_qdq(mod: tvm.IRModule, dot: packed_dot.DotKernel | None = None) -> tuple[tvm.IRModule, FoldReport]:
+def fold_qdq(mod: tvm.IRModule, dot: packed_dot.DotKernel | None = None,
+             nodes: tuple[tuple[str, str], ...] | None = None) -> tuple[tvm.IRModule, FoldReport]:
     """Rewrite every foldable dequantized conv2d/matmul of ``mod`` into an integer op.
 
-    ``dot`` (``packed_dot.kernel_for(target)``) sends 1x1 convs and matmuls through the packed
-    dot-product GEMM of that x86 target; None keeps every op a plain Relax conv2d/matmul.
+    ``dot`` (``packed_dot.kernel_for(target)``) sends convs and matmuls through the packed
+    dot-product GEMM of that x86 target and its channels-last kernels; None keeps every op a
+    plain Relax conv2d/matmul. ``nodes`` (``frontend.compute_nodes``) names the ONNX node of
+    each conv / matmul of ``main`` in order, so a fallback row says which node of the user's
+    model stayed float; when their number does not match, rows name the Relax variable.
 
     Returns the new module (the input is not modified) and a :class:`FoldReport`. Dead code is
     removed first so that single-use checks see only real users (the importer binds unused
@@ -319,10 +323,13 @@ def fold_qdq(mod: tvm.IRModule, dot: packed_dot.DotKernel | None = None) -> tupl
     out = mod.clone()
     for gvar, func in mod.functions_items():
         if isinstance(func, relax.Function):
-            out[gvar], added = _fold_function(mod, func, counts, fallbacks, dot)
+            out[gvar], added = _fold_function(mod, func, counts, fallbacks, dot,
+                                              nodes if gvar.name_hint == "main" else None)
             for gv, f in added.items():
                 out[gv] = f
     dce = relax.transform.DeadCodeElimination()
+    if dot is not None:  # the x86 kernels are channels-last: drop the transposes between them
+        out = layout.sink_transposes(dce(out))
     out = dce(relax.transform.FoldConstant()(dce(out)))  # DCE first: no time spent on dead chains
     packed, dw, requantized = (counts.pop(k, 0) for k in ("packed", "depthwise_kernel", "requantized"))
     return out, FoldReport(dict(sorted(counts.items())), tuple(fallbacks), packed, dw, requantized)

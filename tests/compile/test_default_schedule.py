@@ -52,18 +52,16 @@ def _extreme(shape, dtype):
 
 
 @pytest.mark.parametrize("kernel", ["avx2", VNNI])
-@pytest.mark.parametrize("shape, dtype, out", [((1, 6, 5, 7), "int8", 20), ((1, 16, 3, 3), "uint8", 48),
-                                               ((9, 12), "uint8", 10)], ids=["odd-int8", "3x3-uint8", "matmul"])
+@pytest.mark.parametrize("shape, dtype, out", [((35, 6), "int8", 20), ((9, 16), "uint8", 48), ((9, 12), "uint8", 10)],
+                         ids=["odd-int8", "uint8", "matmul"])
 def test_packed_gemm_default_schedule_is_exact(kernel, shape, dtype, out):
     k = packed_dot.KERNELS[kernel]
     x, w = _extreme(shape, dtype), _extreme((out, shape[1]), "int8")
     w[w == -128] = -127  # symmetric weights
     lib = _build(packed_dot.packed_dot_func(shape, dtype, out, k), kernel)
-    out_shape = (shape[0], out, *shape[2:]) if len(shape) == 4 else (shape[0], out)
-    got = _call(lib, x, packed_dot.pack_weight(w, k), out_shape=out_shape)
+    got = _call(lib, x, packed_dot.pack_weight(w, k), out_shape=(shape[0], out))
     xu = x.astype(np.int64) + (128 if dtype == "int8" else 0)  # the kernel's uint8 operand
-    ref = np.einsum("nchw,oc->nohw", xu, w) if len(shape) == 4 else xu @ w.T.astype(np.int64)
-    assert np.array_equal(got, ref)
+    assert np.array_equal(got, xu @ w.T.astype(np.int64))
 
 
 @pytest.mark.parametrize("kernel", ["avx2", VNNI])
@@ -71,52 +69,43 @@ def test_packed_gemm_default_schedule_is_exact(kernel, shape, dtype, out):
     ((1, 5, 7, 6), "int8", -128, (3, 3), (1, 1), (1, 1, 1, 1)),
     ((1, 3, 11, 9), "uint8", 201, (7, 7), (2, 2), (3, 3, 3, 3)),   # a stem: 3 channels padded to K
     ((1, 8, 5, 5), "uint8", 3, (1, 1), (2, 2), (0, 0, 0, 0)),      # a strided 1x1 (ResNet's shortcut)
-], ids=["3x3-int8", "7x7-s2-stem", "1x1-s2"])
+    ((1, 16, 3, 5), "uint8", 9, (1, 1), (1, 1), (0, 0, 0, 0)),     # a 1x1 reading its input as it is
+    ((1, 8, 4, 4), "int8", -5, (1, 1), (1, 1), (0, 0, 0, 0)),      # int8: only the + 128 pass
+], ids=["3x3-int8", "7x7-s2-stem", "1x1-s2", "1x1-direct", "1x1-int8"])
 def test_dense_conv_gemm_default_schedule_is_exact(kernel, shape, dtype, zero, k, stride, pad):
+    """``conv_dot_func`` channels-last (x NHWC in, NHWC out) against a numpy NCHW conv."""
     kern = packed_dot.KERNELS[kernel]
-    func, out_shape = packed_dot.conv_dot_func(shape, dtype, 20, kern, k, stride, pad, zero)
-    x, w = _extreme(shape, dtype), _extreme((20, shape[1], *k), "int8")
+    n, ch, h, wd = shape
+    func, out_shape = packed_dot.conv_dot_func((n, h, wd, ch), dtype, 20, kern, k, stride, pad, zero)
+    x, w = _extreme(shape, dtype), _extreme((20, ch, *k), "int8")
     w[w == -128] = -127
-    got = _call(_build(func, kernel), x, packed_dot.pack_conv_weight(w, kern), out_shape=out_shape)
+    got = _call(_build(func, kernel), x.transpose(0, 2, 3, 1).copy(), packed_dot.pack_conv_weight(w, kern),
+                out_shape=out_shape)
     zu = packed_dot.gemm_zero(dtype, zero)
     xu = x.astype(np.int64) + (128 if dtype == "int8" else 0)
     xp = np.pad(xu, ((0, 0), (0, 0), (pad[0], pad[2]), (pad[1], pad[3])), constant_values=zu)
-    oh, ow = out_shape[2:]
+    oh, ow = out_shape[1:3]
     ref = sum(np.einsum("nchw,oc->nohw", xp[:, :, i:i + stride[0] * oh:stride[0], j:j + stride[1] * ow:stride[1]],
                         w[:, :, i, j].astype(np.int64)) for i in range(k[0]) for j in range(k[1]))
-    assert np.array_equal(got, ref)
-
-
-@pytest.mark.parametrize("kernel", ["avx2", VNNI])
-@pytest.mark.parametrize("hw", [(8, 16), (8, 12)], ids=["nchw", "flat"])
-def test_pixel_gemm_default_schedule_is_exact(kernel, hw):
-    k = packed_dot.KERNELS[kernel].pixel
-    shape, zero = (1, 7, *hw), -128
-    x, w = _extreme(shape, "int8"), _extreme((24, 7), "int8")
-    w[w == -128] = -127
-    lib = _build(packed_dot.pixel_dot_func(shape, "int8", zero, 24, k), kernel)
-    got = _call(lib, x, packed_dot.pack_pixel_weight(w, k), out_shape=packed_dot.pixel_out_shape(shape, 24, k))
-    # the result keeps the zero point the kernel's operands carry (none on AVX2: x - z is packed)
-    z = packed_dot.pixel_zero(k, "int8", zero)
-    ref = np.einsum("nchw,oc->nohw", x.astype(np.int64) - zero + z, w)
-    assert np.array_equal(got.reshape(ref.shape), ref)
+    assert np.array_equal(got, ref.transpose(0, 2, 3, 1))
 
 
 @pytest.mark.parametrize("kernel", ["avx2", VNNI])
 @pytest.mark.parametrize("shape, k, stride, pad, zero", [
     ((1, 5, 7, 7), (3, 3), (1, 1), (1, 1, 1, 1), 127),
-    ((1, 24, 6, 6), (3, 3), (2, 2), (0, 0, 1, 1), -3),     # 24 channels: a padded second group
+    ((1, 24, 6, 6), (3, 3), (2, 2), (0, 0, 1, 1), -3),     # 24 channels: a padded second vector
     ((1, 3, 9, 5), (5, 5), (1, 2), (2, 2, 2, 2), 0),
-], ids=["3x3-s1", "3x3-s2-asym", "5x5-s12"])
-@pytest.mark.parametrize("blocked", [False, True], ids=["rows", "channel-blocked"])
-def test_depthwise_default_schedule_is_exact(kernel, shape, k, stride, pad, zero, blocked):
-    make, pack = ((depthwise.depthwise_blocked_func, depthwise.blocked_weight) if blocked
-                  else (depthwise.depthwise_func, depthwise.weight))
-    func, out_shape = make(shape, "int8", k, stride, pad, zero)
-    x, w = _extreme(shape, "int8"), _extreme((shape[1], 1, *k), "int8")
-    got = _call(_build(func, kernel, tensorized=False), x, pack(w), out_shape=out_shape)
+    ((1, 32, 12, 12), (3, 3), (2, 2), (1, 1, 1, 1), -128),  # whole vectors, stride 2 on a wide map
+], ids=["3x3-s1", "3x3-s2-asym", "5x5-s12", "3x3-s2-wide"])
+def test_depthwise_default_schedule_is_exact(kernel, shape, k, stride, pad, zero):
+    """``depthwise_func`` channels-last against a numpy NCHW depthwise conv."""
+    n, ch, h, wd = shape
+    func, out_shape = depthwise.depthwise_func((n, h, wd, ch), "int8", k, stride, pad, zero)
+    x, w = _extreme(shape, "int8"), _extreme((ch, 1, *k), "int8")
+    got = _call(_build(func, kernel, tensorized=False), x.transpose(0, 2, 3, 1).copy(), depthwise.weight(w),
+                out_shape=out_shape)
     xp = np.pad(x.astype(np.int64) - zero, ((0, 0), (0, 0), (pad[0], pad[2]), (pad[1], pad[3])))
-    oh, ow = out_shape[2:]
+    oh, ow = out_shape[1:3]
     ref = sum(xp[:, :, i:i + stride[0] * oh:stride[0], j:j + stride[1] * ow:stride[1]] * w[None, :, 0, i, j, None, None]
               for i in range(k[0]) for j in range(k[1]))
-    assert np.array_equal(got, ref)
+    assert np.array_equal(got, ref.transpose(0, 2, 3, 1))

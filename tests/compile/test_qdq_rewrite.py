@@ -282,6 +282,28 @@ def test_unfoldable_op_stays_float_and_is_reported(mod, reason):
     assert len(float_compute_ops(folded)) == 1
 
 
+def test_fallback_names_the_onnx_node(tmp_path):
+    """A fallback row names the user's ONNX node (name and op type), not the importer's ``lv``
+    variable; without node names it still names the Relax variable."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgenas.compile.frontend import compute_nodes, import_onnx
+
+    w = numpy_helper.from_array(R.uniform(-1, 1, (4, 3, 3, 3)).astype("float32"), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="stem_conv", pads=[1, 1, 1, 1])],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    path = tmp_path / "float_conv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert compute_nodes(path) == (("stem_conv", "Conv"),)
+    mod = import_onnx(path)
+    (row,) = fold_qdq(mod, nodes=compute_nodes(path))[1].fallbacks
+    assert row.startswith("Conv 'stem_conv' (conv2d [1x4x8x8]): ") and "input is float" in row
+    (row,) = fold_qdq(mod, nodes=())[1].fallbacks  # their number does not match: the Relax variable
+    assert row.startswith("conv2d ") and "stem_conv" not in row and "Conv" not in row
+
+
 # --- whole models against onnxruntime ----------------------------------------------------------
 
 def _import(path):
