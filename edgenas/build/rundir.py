@@ -33,6 +33,9 @@ JOURNAL = "measurements.jsonl"
 SPACE = "space.json"
 STAGE_TABLES = "stage_tables.json"
 EARLIER_POINTS = "earlier_points.json"
+HELDOUT = "heldout.json"               # the feedback loop's held-out measured candidates (docs/latency.md)
+REFERENCE = "reference.json"           # the reference library's arch, hash and calibrated time
+REFERENCE_LIB = "reference.so"
 MODEL_FP32_ONNX = "model_fp32.onnx"
 MODEL_INT8_ONNX = "model_int8.onnx"
 
