@@ -17,7 +17,7 @@ TINY_SEARCH_EPOCHS = 8
 def tiny_build_args(out: Path, recipe: Path, search_epochs: int = TINY_SEARCH_EPOCHS) -> list[str]:
     """CLI flags of the smallest build that still runs every stage."""
     return ["build", "--target", "x86-avx2", "--out", str(out), "--rounds", "1", "--image-size", "8",
-            "--search-epochs", str(search_epochs), "--epochs", "3", "--samples", "1", "--recipe", str(recipe)]
+            "--search-epochs", str(search_epochs), "--epochs", "3", "--samples", "1", "--heldout", "3", "--recipe", str(recipe)]
 
 
 def edgenas_cmd(*args: str) -> list[str]:

@@ -84,7 +84,8 @@ class BuildConfig:
     trials: int = 0                   # MetaSchedule trials for the final model (0: reuse tuning_logs only)
     final_epochs: int = 20
     final_subsample: int = 4000       # weight-split images final training and QAT see (+ half as many alpha images; 0: all)
-    sampled_per_round: int = 2        # extra architectures measured per round to fit the predictor
+    sampled_per_round: int = 7        # extra architectures measured per round to fit the predictor (8 with the chosen one)
+    heldout: int = 6                  # architectures measured once, never fitted: the predictor's error is shown on them
     reuse_latency: bool = False       # fit round 1's predictor on measurements kept from earlier runs
     strategy: str = "darts"           # darts | random (edgenas.search.strategies)
     space_mode: str = "default"       # default: search `space` | evolve: SpaceEvo picks the space first
@@ -106,8 +107,8 @@ class BuildConfig:
             raise UsageError(f"--rounds must be at least 1 (got {self.rounds})")
         if self.latency_budget_ms is not None and self.latency_budget_ms <= 0:
             raise UsageError(f"--latency-budget must be positive (got {self.latency_budget_ms} ms)")
-        if self.trials < 0 or self.final_epochs < 1 or self.sampled_per_round < 0:
-            raise UsageError("--trials and --samples must be >= 0 and --epochs >= 1")
+        if self.trials < 0 or self.final_epochs < 1 or self.sampled_per_round < 0 or self.heldout < 0:
+            raise UsageError("--trials, --samples and --heldout must be >= 0 and --epochs >= 1")
         from ..search.strategies import STRATEGIES
 
         STRATEGIES.get(self.strategy)

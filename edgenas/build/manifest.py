@@ -45,8 +45,16 @@ class Manifest:
 def round_line(r: dict) -> str:
     """One feedback round of ``Manifest.rounds`` as the build prints it, while it runs and in
     the summary (one wording, so logs and summaries can be grepped alike)."""
-    return (f"predicted {r['predicted_ms']:.3f} ms, measured {r['measured_ms']:.3f} ms (error {r['pred_err_pct']:.1f} %), "
-            f"budget {r['budget_ms']:.3f} ms {'met' if r['budget_met'] else 'NOT met'}")
+    line = (f"predicted {r['predicted_ms']:.3f} ms, measured {r.get('calibrated_ms', r['measured_ms']):.3f} ms "
+            f"(error {r['pred_err_pct']:.1f} %), budget {r['budget_ms']:.3f} ms {'met' if r['budget_met'] else 'NOT met'}")
+    if "heldout_before" in r:
+        b, a = r["heldout_before"], r["heldout_after"]
+        line += (f"; held-out {b['n']}: error {b['mape']:.1f} % -> {a['mape']:.1f} % after the refit ({r['refit_kind']}), "
+                 f"within ±10 % {b['within10']:.0f} -> {a['within10']:.0f} %, Kendall τ {b['kendall_tau']:.2f} -> "
+                 f"{a['kendall_tau']:.2f}")
+    if r.get("windows"):
+        line += f"; {r['discarded_windows']} of {r['windows']} measurement windows discarded for interference"
+    return line
 
 
 CHANCE_FACTOR = 1.5   # an accuracy below 1.5x chance (15 % on 10 classes) is a model that did not learn

@@ -17,8 +17,8 @@ from ..compute import CPU, Compute
 from ..data import load_data
 from ..errors import UsageError
 from ..latency.dataset import LatencyPoint, table_covers
-from ..latency.predictor import Predictor, fit_arch_predictor, table_hash
-from ..latency.profile import measure_arch, profile_space
+from ..latency.predictor import Predictor, fit_arch_predictor, quality, table_hash
+from ..latency.profile import compile_arch, measure_arch, profile_space
 from ..latency.table import LatencyTable
 from ..measure.runners import runner_for
 from ..search.objective import default_budget
@@ -45,6 +45,11 @@ def _step_note(h: dict) -> str:
     if "epoch" in h:
         return f"epoch {h['epoch']} val {h['val_acc']:.3f} E[lat] {h.get('expected_ms', float('nan')):.3f} ms"
     return f"sample {h['sample']} val {h['val_acc']:.3f} pred {h['predicted_ms']:.3f} ms"
+
+
+def _fit_ms(point: dict) -> float:
+    """What the predictor learns from: the reference-calibrated ms when the point has them."""
+    return point.get("calibrated_ms") or point["measured_ms"]
 
 
 class Build:
@@ -175,7 +180,7 @@ class Build:
     def _first_arch(self) -> Arch:
         return arch_from_choices(self.space, [self.space.candidates(i)[0] for i in range(len(self.space.positions()))])
 
-    def earlier_runs(self, table: LatencyTable) -> list[dict]:
+    def earlier_runs(self, table: LatencyTable, ref: dict) -> list[dict]:
         """``--reuse-latency``: whole-model measurements kept from earlier builds on this target
         (``tuning_logs/<target>/latency_points.json``) whose ops the op table covers. Snapshotted
         into the run directory the first time, so a resumed run fits on the same points."""
@@ -188,15 +193,19 @@ class Build:
                     if p.where == self.runner.where                                    # same device (farm key)
                     and (p.arch.split("|")[0], p.arch.split("|")[-1]) == same_ends   # same input, stem, head
                     and table_covers(table, Arch.parse(p.arch))]
-            fsio.write_json(snap, [{"arch": p.arch, "measured_ms": p.measured_ms, "where": p.where} for p in kept])
+            fsio.write_json(snap, [{"arch": p.arch, "measured_ms": p.measured_ms, "where": p.where, "ratio": p.ratio,
+                                    "reference": p.reference} for p in kept])
             self.rep.info(f"latency model: {len(kept)} measurement(s) from earlier runs on {self.target.name}")
-        return fsio.read_json(snap)
+        return [{**p, "calibrated_ms": p["ratio"] * ref["calibrated_ms"]} if p.get("ratio") and p.get("reference") == ref["arch"]
+                else p for p in fsio.read_json(snap)]
 
     def _keep_for_later_runs(self, rows: list[dict], r: int) -> None:
         """Append this round's measurements to the target's latency points (the store locks:
         builds for the same target may run side by side)."""
         where = self.runner.where
-        self.store.add_latency_points(*(LatencyPoint(row["arch"], row["measured_ms"], where=where, round=r) for row in rows))
+        self.store.add_latency_points(*(LatencyPoint(row["arch"], row["measured_ms"], where=where, round=r,
+                                                     ratio=row.get("ratio") or 0.0, reference=row.get("reference", ""))
+                                        for row in rows))
 
     def measured_so_far(self, upto: int) -> list[dict]:
         out = []
@@ -206,14 +215,71 @@ class Build:
                 out += fsio.read_json(f)
         return out
 
+    # -- the feedback loop (docs/latency.md) -----------------------------------------------------
+    def reference(self) -> dict:
+        """The run's reference library (the space's first architecture, compiled INT8) and its
+        calibrated time: every feedback measurement alternates with it and records the ratio,
+        which cancels the host's speed drift (docs/measurement.md). Kept in the run directory, so a
+        resumed run uses the same reference and calibration."""
+        run = self.run_dir
+        if not run.file(rundir.REFERENCE).exists():
+            arch = self._first_arch()
+            with self.rep.stage("feedback: compile and calibrate the reference library", total=1) as adv:
+                lib = self._timed("feedback", lambda: compile_arch(arch, self.recipe, self.target,
+                                                                    run.file(rundir.REFERENCE_LIB)))
+                m = self._timed("feedback", lambda: self.runner.measure(str(lib), arch.input_shape, min_samples=50,
+                                                                         journal=run.journal_file))
+                adv(1, f"{m.stats.median_ms:.4f} ms")
+            fsio.write_json(run.file(rundir.REFERENCE), {"arch": str(arch), "library": rundir.REFERENCE_LIB,
+                                                         "sha256": fsio.sha256_file(lib),
+                                                         "calibrated_ms": m.stats.median_ms})
+        return fsio.read_json(run.file(rundir.REFERENCE))
+
+    def _measure_candidate(self, arch: Arch, table: LatencyTable, pred: Predictor, ref: dict) -> dict:
+        """One candidate compiled INT8 and measured interleaved with the reference: its absolute
+        median, its ratio to the reference, and the ms that ratio means at the reference's
+        calibrated time (what the predictor learns from)."""
+        lib_ref = str(self.run_dir.join(ref["library"]))
+        m = self._timed("feedback", lambda: measure_arch(arch, self.recipe, self.target, lambda lib, shape: self.runner.measure(
+            lib, shape, min_samples=15, journal=self.run_dir.journal_file, reference=lib_ref)))
+        ratio = m.reference
+        return {"arch": str(arch), "table_ms": table.arch_sum(arch), "predicted_ms": pred.predict_arch(arch, table),
+                "measured_ms": m.stats.median_ms, "ratio": ratio.ratio, "reference": ref["arch"],
+                "calibrated_ms": ratio.ratio * ref["calibrated_ms"], "windows": len(ratio.windows),
+                "discarded": ratio.discarded}
+
+    def heldout(self, table: LatencyTable, pred: Predictor, ref: dict) -> list[dict]:
+        """``cfg.heldout`` architectures drawn uniformly from the space, measured once and never
+        fitted: the predictor's error on them is the honest one (docs/latency.md)."""
+        path = self.run_dir.file(rundir.HELDOUT)
+        if not path.exists():
+            rng, archs, first = np.random.default_rng(self.cfg.seed * 31 + 997), [], self._first_arch()
+            for _ in range(50 * max(1, self.cfg.heldout)):
+                if len(archs) == self.cfg.heldout:
+                    break
+                a = self._sample(None, rng)
+                if a != first and a not in archs:
+                    archs.append(a)
+            rows = []
+            with self.rep.stage(f"feedback: compile + measure {len(archs)} held-out candidates", total=len(archs)) as adv:
+                for arch in archs:
+                    rows.append(self._measure_candidate(arch, table, pred, ref))
+                    adv(1, f"{rows[-1]['calibrated_ms']:.3f} ms")
+            fsio.write_json(path, rows)
+        return fsio.read_json(path)
+
+    def _fit(self, points: list[dict], table: LatencyTable) -> Predictor:
+        """The predictor fitted on ``points``: on the reference-calibrated ms where a point has
+        them (steadier than absolute medians on a shared host, docs/measurement.md)."""
+        if not points:
+            return Predictor(target=self.target.name, table_hash=table_hash(table))
+        return fit_arch_predictor([Arch.parse(p["arch"]) for p in points], [_fit_ms(p) for p in points],
+                                  table, self.target.name)
+
     def round(self, r: int, table: LatencyTable) -> SearchResult:
         run, cfg = self.run_dir, self.cfg
-        points = self.earlier_runs(table) + self.measured_so_far(r - 1)
-        if points:
-            pred = fit_arch_predictor([Arch.parse(p["arch"]) for p in points], [p["measured_ms"] for p in points],
-                                      table, self.target.name)
-        else:
-            pred = Predictor(target=self.target.name, table_hash=table_hash(table))
+        ref = self.reference()
+        pred = self._fit(self.earlier_runs(table, ref) + self.measured_so_far(r - 1), table)
         scaled = pred.corrected_table(table)   # the predictor as a per-op table: what the search optimises
         records.save(run.file(f"rounds/r{r}/predictor.json"), pred)
         if not run.done(f"r{r}.search"):
@@ -234,32 +300,43 @@ class Build:
             run.mark(f"r{r}.search", arch=str(res.arch), collapse=warning)
         res = records.load(run.file(f"rounds/r{r}/search.json"), SearchResult)
         if not run.done(f"r{r}.measure"):
+            held = self.heldout(table, pred, ref) if cfg.heldout else []
             rng = np.random.default_rng(cfg.seed * 31 + r)
-            archs = [res.arch] + [self._sample(res, rng) for _ in range(cfg.sampled_per_round)]
+            # half from softmax(alpha) (where the search is heading), half uniform (spread over the space,
+            # so that the refit generalises to what the next round may choose: docs/latency.md)
+            archs = [res.arch] + [self._sample(res if i % 2 == 0 else None, rng) for i in range(cfg.sampled_per_round)]
             rows = []
             with self.rep.stage(f"round {r}: compile + measure {len(archs)} candidates", total=len(archs)) as adv:
                 for i, arch in enumerate(archs):
-                    ms = self._timed("feedback", lambda: measure_arch(arch, self.recipe, self.target, self._median))
-                    rows.append({"arch": str(arch), "chosen": i == 0, "table_ms": table.arch_sum(arch),
-                                 "predicted_ms": pred.predict_arch(arch, table), "measured_ms": ms})
-                    adv(1, f"{ms:.3f} ms")
+                    rows.append({**self._measure_candidate(arch, table, pred, ref), "chosen": i == 0})
+                    adv(1, f"{rows[-1]['measured_ms']:.3f} ms")
             fsio.write_json(run.file(f"rounds/r{r}/measured.json"), rows)
             self._keep_for_later_runs(rows, r)
             chosen = rows[0]
-            err = abs(chosen["predicted_ms"] - chosen["measured_ms"]) / chosen["measured_ms"] * 100
+            err = abs(chosen["predicted_ms"] - _fit_ms(chosen)) / _fit_ms(chosen) * 100
+            heldout = {}
+            if held:   # the error on the held-out set with this round's predictor, and after refitting on this round
+                refit = self._fit(self.earlier_runs(table, ref) + self.measured_so_far(r - 1) + rows, table)
+                archs_h, ms_h = [Arch.parse(h["arch"]) for h in held], [_fit_ms(h) for h in held]
+                heldout = {"heldout_before": quality([pred.predict_arch(a, table) for a in archs_h], ms_h),
+                           "heldout_after": quality([refit.predict_arch(a, table) for a in archs_h], ms_h),
+                           "refit_kind": refit.kind, "predictor_kind": pred.kind}
             run.mark(f"r{r}.measure", predicted_ms=chosen["predicted_ms"], measured_ms=chosen["measured_ms"],
-                     pred_err_pct=err, budget_ms=res.budget_ms, budget_met=chosen["measured_ms"] <= res.budget_ms)
+                     calibrated_ms=_fit_ms(chosen), pred_err_pct=err, budget_ms=res.budget_ms,
+                     budget_met=_fit_ms(chosen) <= res.budget_ms,
+                     discarded_windows=sum(x["discarded"] for x in rows + held),
+                     windows=sum(x["windows"] for x in rows + held), **heldout)
         m = run.info(f"r{r}.measure")   # from the run state, so that a --resume reports every round too
         self.rep.info(f"round {r}: {round_line(m)}")
         return res
 
-    def _sample(self, res: SearchResult, rng: np.random.Generator) -> Arch:
+    def _sample(self, res: SearchResult | None, rng: np.random.Generator) -> Arch:
         """An architecture drawn from the round's softmax(alpha) (uniform when the strategy has no
-        alphas): latency needs no trained weights, so these measurements are cheap."""
+        alphas, or with no round): latency needs no trained weights, so these measurements are cheap."""
         choices = []
         for i in range(len(self.space.positions())):
             cands = self.space.candidates(i)
-            p = np.asarray(res.alphas[i]) if res.alphas else np.ones(len(cands))
+            p = np.asarray(res.alphas[i]) if res is not None and res.alphas else np.ones(len(cands))
             choices.append(cands[int(rng.choice(len(cands), p=p / p.sum()))])
         return arch_from_choices(self.space, choices)
 

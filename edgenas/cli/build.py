@@ -34,7 +34,10 @@ def build(
     latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="Target INT8 latency, e.g. 0.2ms or 150us (default: the predicted latency at uniform alphas, the space's average)."),
     epochs: int = typer.Option(20, "--epochs", help="Final training epochs (fp32, before QAT)."),
     search_epochs: int = typer.Option(10, "--search-epochs", help="DARTS epochs per round (the first 3 train weights only)."),
-    samples: int = typer.Option(2, "--samples", help="Extra architectures sampled from softmax(alpha) and measured per round."),
+    samples: int = typer.Option(7, "--samples", help="Extra architectures sampled from softmax(alpha) and measured per round "
+                                "(the predictor refits on them; latency needs no trained weights, so they are cheap)."),
+    heldout: int = typer.Option(6, "--heldout", help="Architectures measured once and never fitted: the predictor's error on "
+                                "them is printed after every round, before and after its refit."),
     trials: int = typer.Option(0, "--trials", help="MetaSchedule trials to tune the final model (0 reuses tuning_logs/<target> only)."),
     recipe: str = typer.Option("int8-per-channel", "--recipe", help="Quantization recipe name (quant/*.toml) or path."),
     image_size: int = typer.Option(16, "--image-size", help="Input resolution of the search space (digits are 8x8, upsampled)."),
@@ -83,11 +86,11 @@ def build(
                             data=data, out=out, rounds=rounds, latency_budget=latency_budget, epochs=epochs,
                             search_epochs=search_epochs, samples=samples, trials=trials, recipe=recipe,
                             image_size=image_size, seed=seed, strategy=strategy, bits=bits, space=space, sparse=sparse,
-                            selection=selection, reuse_latency=reuse_latency)
+                            selection=selection, reuse_latency=reuse_latency, heldout=heldout)
     spec = get_target(target)
     cfg = build_config(target=target, data=data, out=out, rounds=rounds, latency_budget=latency_budget, epochs=epochs,
                        search_epochs=search_epochs, samples=samples, trials=trials, recipe=recipe, image_size=image_size,
-                       seed=seed, strategy=strategy, bits=bits, space=space, sparse=sparse, selection=selection,
+                       heldout=heldout, seed=seed, strategy=strategy, bits=bits, space=space, sparse=sparse, selection=selection,
                        reuse_latency=reuse_latency, spec=spec)
     with compute_group(train_device, nproc, data_workers) as compute:
         if not compute.is_main:   # a torchrun rank other than 0: train the jobs rank 0 sends
@@ -100,7 +103,8 @@ def build(
 
 def build_config(*, target: str, data: str, out: Path, rounds: int, latency_budget: Optional[str], epochs: int,
                  search_epochs: int, samples: int, trials: int, recipe: str, image_size: int, seed: int, strategy: str,
-                 bits: Optional[str], space: str, sparse: bool, selection: str, reuse_latency: bool, spec=None):
+                 bits: Optional[str], space: str, sparse: bool, selection: str, reuse_latency: bool, spec=None,
+                 heldout: int = 6):
     """The ``BuildConfig`` of ``edgenas build``'s options as typed (a function of its own so tests
     check that every option reaches the build without running one). The policy behind ``--bits``
     and ``--sparse`` is ``build.config``'s presets; ``spec`` is ``target`` resolved, when it is."""
@@ -112,7 +116,7 @@ def build_config(*, target: str, data: str, out: Path, rounds: int, latency_budg
         bits=bit_set(bits, spec or get_target(target)), sparse=sparse, selection=selection, search_epochs=search_epochs,
         image_size=image_size, target=target, data=data, out=str(out), rounds=rounds,
         latency_budget_ms=parse_ms(latency_budget), seed=seed, recipe=recipe, trials=trials, strategy=strategy,
-        final_epochs=epochs, sampled_per_round=samples, space_mode=space, reuse_latency=reuse_latency)
+        final_epochs=epochs, sampled_per_round=samples, heldout=heldout, space_mode=space, reuse_latency=reuse_latency)
 
 
 def _build_multi(names: list[str], *, tracker: Optional[str], key: Optional[str], finetune_epochs: int, resume: bool,

@@ -1,6 +1,12 @@
 """Measured whole networks and the per-layer features the latency predictor learns from.
 
-Why per-layer features: the op-table sum misses what happens *between* ops — each op in the
+Why per-op-class costs: the op table was profiled at one moment, op by op; a whole network is
+measured later, at another load, and the share of each op class in it changes (depthwise ops
+are memory-bound, fused 3x3 convs compute-bound), so one global scale cannot correct them all.
+``cost:<op>`` is the table cost of the layers of that op class: a coefficient on it is a
+per-class scale (docs/latency.md).
+
+Why per-layer counts: the op-table sum misses what happens *between* ops — each op in the
 table was measured alone, so it pays its own quantize/dequantize of the boundary tensor and its
 own VM call, while inside a network neighbouring ops fuse and share them. Those effects scale
 with countable things: the number of layers, the boundary activations, the MACs, the residual
@@ -54,12 +60,25 @@ def op_features(key: str) -> tuple[float, ...]:
     return (1.0, macs / 1e6, cout * out_hw * out_hw / 1e3, float(residual))
 
 
-def arch_features(arch: Arch) -> dict[str, float]:
-    """``FEATURES`` summed over the layers of ``arch`` (stem and head are common to all archs)."""
-    totals = [0.0] * len(FEATURES)
+def op_class(key: str) -> str:
+    """The op of an op-table key (``mb_k3_e6|w8|16->24|s2|16x16`` -> ``mb_k3_e6``)."""
+    return key.split("|", 1)[0]
+
+
+def key_features(key: str, cost_ms: float) -> dict[str, float]:
+    """The features one layer contributes: its ``FEATURES`` counts and its cost under its class."""
+    return {**dict(zip(FEATURES, op_features(key))), f"cost:{op_class(key)}": cost_ms}
+
+
+def arch_features(arch: Arch, table: LatencyTable | None = None) -> dict[str, float]:
+    """Features summed over the layers of ``arch`` (stem and head are common to all archs): the
+    ``FEATURES`` counts, and with ``table`` the table cost per op class (``cost:<op>``)."""
+    totals = dict.fromkeys(FEATURES, 0.0)
     for key in layer_keys(arch):
-        totals = [a + b for a, b in zip(totals, op_features(key))]
-    return dict(zip(FEATURES, totals))
+        for name, v in key_features(key, table.entries[key] if table is not None else 0.0).items():
+            if table is not None or name in FEATURES:
+                totals[name] = totals.get(name, 0.0) + v
+    return totals
 
 
 @record("latency_point")
@@ -70,6 +89,8 @@ class LatencyPoint:
     where: str = ""        # device id / tracker key it was measured on
     round: int = 0
     measured_at: float = 0.0
+    ratio: float = 0.0     # measured / the reference library in the same windows (0: not interleaved)
+    reference: str = ""    # the reference's Arch string form
 
 
 @record("latency_dataset")

@@ -3,18 +3,22 @@
     predicted = offset + scale * table_sum + sum_f coef_f * feature_f        (features: dataset.py)
 
 The table sum misses fusion across op boundaries, the boundary quantize/dequantize each op paid
-when measured alone, and per-call overhead; the features count exactly those. Every feature is
-a sum over layers, so the fitted model is again a per-op table (``corrected_table``) and the
-differentiable search (ProxylessNAS/FBNet expected latency) optimises the very predictor that is
-evaluated here.
+when measured alone, per-call overhead, and the drift of each op class between the moment the
+table was profiled and the moment networks are measured. The features count exactly those:
+per-layer counts and the table cost per op class (a coefficient on ``cost:<op>`` rescales that
+class). Every feature is a sum over layers, so the fitted model is again a per-op table
+(``corrected_table``) and the differentiable search (ProxylessNAS/FBNet expected latency)
+optimises the very predictor that is evaluated here.
 
-Fitting minimises *relative* squared error (rows weighted by 1/measured), and the model is
-chosen by leave-one-out error among, from simplest to richest: the table sum as is, a ratio, an
-affine map of the sum, and the feature model (ridge-shrunk towards the ratio fit, strength
-chosen by LOO too) — the simplest one within one standard error of the best LOO error. With few
-measurements the simple models win; the features are used once the measurements support them.
-A feature model whose corrected table would hold a non-positive op cost is never chosen, since
-the search would then prefer adding layers.
+Fitting minimises *relative* squared error (rows weighted by 1/measured^2). Four models, from
+simplest to richest: the table sum as is, a ratio, an affine map of the sum, and ``ridge``: the
+ratio fit plus a ridge regression of its residual on the standardised features, shrunk towards
+the plain ratio with a strength scikit-learn's ``RidgeCV`` chooses by (generalised) leave-one-out.
+The model is chosen by leave-one-out error (``cross_val_predict`` with ``LeaveOneOut``): the
+simplest within one standard error of the best (Breiman's rule), so that with few points the
+simple models win and the features are used once the measurements support them. A ridge model
+whose corrected table would hold a non-positive op cost is never chosen, since the search would
+then prefer adding layers. docs/latency.md has the reasoning and the measured numbers.
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..records import record
-from .dataset import FEATURES, arch_features, op_features
+from .dataset import arch_features, key_features
 from .table import LatencyTable
 
-KINDS = ("identity", "ratio", "affine", "features")
-_RIDGE = (10.0, 1.0, 1e-1, 1e-2, 1e-3)   # strongest first: ties go to the simpler fit
+KINDS = ("identity", "ratio", "affine", "ridge")
+ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 13))   # RidgeCV's grid on standardised features
 
 
-@record("latency_predictor", version=2)
+@record("latency_predictor", version=3)
 @dataclass(frozen=True)
 class Predictor:
     target: str = ""
@@ -43,7 +47,7 @@ class Predictor:
     offset_ms: float = 0.0
     features: tuple[str, ...] = ()
     coef: tuple[float, ...] = ()
-    ridge: float = 0.0
+    ridge: float = 0.0                    # the ridge strength RidgeCV chose (kind "ridge")
     n_points: int = 0
     loo_mape: float | None = None         # leave-one-out mean abs % error (honest for the choice)
     train_mape: float | None = None       # in-sample mean abs % error
@@ -55,23 +59,23 @@ class Predictor:
         if self.coef:
             if feats is None:
                 raise ValueError(f"this {self.kind} predictor needs the arch features; use predict_arch")
-            extra = sum(c * feats[f] for f, c in zip(self.features, self.coef))
+            extra = sum(c * feats.get(f, 0.0) for f, c in zip(self.features, self.coef))
         return self.scale * table_sum_ms + self.offset_ms + extra
 
     def predict_arch(self, arch, table: LatencyTable) -> float:
-        return self.predict(table.arch_sum(arch), arch_features(arch) if self.coef else None)
+        return self.predict(table.arch_sum(arch), arch_features(arch, table) if self.coef else None)
 
     def corrected_table(self, table: LatencyTable) -> LatencyTable:
         """The predictor as a per-op table: ``corrected_table(t).arch_sum(a) == predict_arch(a, t)``."""
-        entries = {k: self.scale * v + _extra(self, k) for k, v in table.entries.items()}
+        entries = {k: self.scale * v + _extra(self, k, v) for k, v in table.entries.items()}
         return LatencyTable(table.target, entries, self.scale * table.fixed_ms + self.offset_ms)
 
 
-def _extra(p: Predictor, key: str) -> float:
+def _extra(p: Predictor, key: str, cost_ms: float) -> float:
     if not p.coef:
         return 0.0
-    vals = dict(zip(FEATURES, op_features(key)))
-    return sum(c * vals[f] for f, c in zip(p.features, p.coef))
+    vals = key_features(key, cost_ms)
+    return sum(c * vals.get(f, 0.0) for f, c in zip(p.features, p.coef))
 
 
 def table_hash(table: LatencyTable) -> str:
@@ -90,97 +94,102 @@ def quality(predicted, measured) -> dict[str, float]:
 
 
 # -- fitting -------------------------------------------------------------------------------------
-def _solve(kind: str, T, F, y, lam: float = 0.0) -> tuple[float, float, np.ndarray]:
-    """(scale, offset, coef) minimising sum(((pred - y) / y)^2) (+ ridge for ``features``)."""
+def _ratio(T, y) -> float:
+    """The scale minimising sum(((s T - y) / y)^2)."""
     w = 1.0 / y
-    if kind == "identity":
-        return 1.0, 0.0, np.zeros(0)
-    s_ratio = float(np.sum(T * w) / np.sum((T * w) ** 2))
-    if kind == "ratio":
-        return s_ratio, 0.0, np.zeros(0)
-    if kind == "affine":
-        X = np.stack([T, np.ones_like(T)], 1) * w[:, None]
-        (s, b), *_ = np.linalg.lstsq(X, y * w, rcond=None)
-        return float(s), float(b), np.zeros(0)
-    # features: residual of the ratio fit regressed on standardised [T, F] (+ free intercept)
-    Z = np.column_stack([T, F])
-    mu, sd = Z.mean(0), Z.std(0)
-    sd[sd == 0] = 1.0
-    Zs = (Z - mu) / sd
-    X = np.column_stack([np.ones(len(y)), Zs]) * w[:, None]
-    r = (y - s_ratio * T) * w
-    pen = np.sqrt(lam * len(y)) * np.eye(Zs.shape[1] + 1)[1:]
-    beta, *_ = np.linalg.lstsq(np.vstack([X, pen]), np.concatenate([r, np.zeros(Zs.shape[1])]), rcond=None)
-    raw = beta[1:] / sd
-    return s_ratio + float(raw[0]), float(beta[0] - np.sum(beta[1:] * mu / sd)), raw[1:]
+    return float(np.sum(T * w) / np.sum((T * w) ** 2))
 
 
-def _predict(sol, T, F):
-    s, b, c = sol
-    return s * T + b + (F @ c if len(c) else 0.0)
+def _estimator():
+    """The correction as a scikit-learn estimator on ``X = [table_sum, features...]`` (built
+    lazily: scikit-learn is imported only when a build fits)."""
+    from sklearn.base import BaseEstimator, RegressorMixin
+
+    class Correction(RegressorMixin, BaseEstimator):
+        def __init__(self, kind: str = "ratio"):
+            self.kind = kind
+
+        def fit(self, X, y):
+            T, Z, y = X[:, 0], X[:, 1:], np.asarray(y, float)
+            self.scale_, self.offset_, self.coef_, self.alpha_ = 1.0, 0.0, np.zeros(Z.shape[1]), 0.0
+            if self.kind == "ratio":
+                self.scale_ = _ratio(T, y)
+            elif self.kind == "affine":
+                A = np.stack([T, np.ones_like(T)], 1) / y[:, None]
+                (self.scale_, self.offset_), *_ = np.linalg.lstsq(A, np.ones_like(y), rcond=None)
+            elif self.kind == "ridge":
+                from sklearn.linear_model import RidgeCV
+
+                self.scale_ = _ratio(T, y)
+                mu, sd = Z.mean(0), Z.std(0)
+                sd[sd == 0] = 1.0
+                ridge = RidgeCV(alphas=ALPHAS).fit((Z - mu) / sd, y - self.scale_ * T, sample_weight=1.0 / y ** 2)
+                self.coef_ = ridge.coef_ / sd
+                self.offset_, self.alpha_ = float(ridge.intercept_ - np.sum(self.coef_ * mu)), float(ridge.alpha_)
+            return self
+
+        def predict(self, X):
+            return self.scale_ * X[:, 0] + self.offset_ + X[:, 1:] @ self.coef_
+
+    return Correction
 
 
-def _mape(pred, y) -> float:
-    return float(np.mean(np.abs(pred - y) / y) * 100)
+def _loo_errors(kind: str, X, y) -> np.ndarray:
+    """Leave-one-out relative errors of ``kind`` (scikit-learn's ``cross_val_predict``)."""
+    from sklearn.model_selection import LeaveOneOut, cross_val_predict
 
-
-def _loo(kind: str, T, F, y, lam: float = 0.0) -> tuple[float, float]:
-    """Leave-one-out mean abs % error and its standard error."""
-    if kind == "identity":
-        errs = np.abs(T - y) / y
-    else:
-        errs = []
-        for i in range(len(y)):
-            m = np.arange(len(y)) != i
-            pred = _predict(_solve(kind, T[m], F[m], y[m], lam), T[i:i + 1], F[i:i + 1])
-            errs.append(abs(float(pred[0]) - y[i]) / y[i])
-        errs = np.asarray(errs)
-    return float(errs.mean() * 100), float(errs.std(ddof=1) / np.sqrt(len(errs)) * 100) if len(errs) > 1 else 0.0
+    return np.abs(cross_val_predict(_estimator()(kind), X, y, cv=LeaveOneOut()) - y) / y
 
 
 def fit_predictor(table_sums, measured, features: list[dict[str, float]] | None = None, *, target: str = "",
                   table: LatencyTable | None = None) -> Predictor:
     """Choose and fit the predictor by leave-one-out error (see the module docstring).
 
-    ``features`` (one ``arch_features`` dict per point) enables the feature model; with
-    ``table`` given, a feature model whose corrected table has a non-positive cost is rejected.
+    ``features`` (one ``arch_features`` dict per point) enables the ridge model; with ``table``
+    given, a ridge model whose corrected table has a non-positive cost is rejected.
     """
     T, y = np.asarray(table_sums, float), np.asarray(measured, float)
     n = len(y)
-    F = np.asarray([[f[k] for k in FEATURES] for f in features], float) if features else np.zeros((n, 0))
+    names = tuple(sorted({k for f in features for k, v in f.items() if v})) if features else ()
+    Z = np.asarray([[f.get(k, 0.0) for k in names] for f in features], float) if features else np.zeros((n, 0))
+    X = np.column_stack([T, Z]) if n else np.zeros((0, 1 + len(names)))
+    th = table_hash(table) if table is not None else ""
     if n == 0:
-        return Predictor(target=target, table_hash=table_hash(table) if table else "", fitted_at=time.time())
+        return Predictor(target=target, table_hash=th, fitted_at=time.time())
+    kinds = ["identity", "ratio"] if n < 4 or np.ptp(T) <= 1e-9 else ["identity", "ratio", "affine"]
     if n == 1:  # one measurement fixes the scale and nothing else
-        return _finish("ratio", _solve("ratio", T, F, y), 0.0, n, target, table)
-    options: list[tuple[tuple[float, float], str, float]] = [(_loo("identity", T, F, y), "identity", 0.0)]
-    if n >= 2:
-        options.append((_loo("ratio", T, F, y), "ratio", 0.0))
-    if n >= 4 and np.ptp(T) > 1e-9:
-        options.append((_loo("affine", T, F, y), "affine", 0.0))
-    if features and n >= len(FEATURES) + 3:
-        for lam in _RIDGE:
-            cand = _finish("features", _solve("features", T, F, y, lam), lam, n, target, table)
-            if table is None or all(v > 0 for v in cand.corrected_table(table).entries.values()):
-                options.append((_loo("features", T, F, y, lam), "features", lam))
+        kinds = ["ratio"]
+    elif names and n >= 6:
+        kinds.append("ridge")
+    options = []
+    for kind in kinds:
+        est = _estimator()(kind).fit(X, y)
+        pred = _predictor(kind, est, names, n, target, th, X, y)
+        if kind == "ridge" and table is not None and not all(v > 0 for v in pred.corrected_table(table).entries.values()):
+            continue
+        errs = np.abs(T - y) / y if kind == "identity" else _loo_errors(kind, X, y) if n > 1 else np.zeros(1)
+        se = float(errs.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+        options.append((float(errs.mean() * 100), se * 100, pred))
     # Breiman's one-standard-error rule: the simplest model whose LOO error is within one standard
     # error of the best one. With a dozen points LOO is noisy, and a richer model must clearly win.
-    mean, se = min(o[0] for o in options)
-    (loo, _), kind, lam = next(o for o in options if o[0][0] <= mean + se + 1e-12)
-    return _finish(kind, _solve(kind, T, F, y, lam), lam, n, target, table, loo, T, F, y)
+    best, se = min((o[0], o[1]) for o in options)
+    loo, _, pred = next(o for o in options if o[0] <= best + se + 1e-12)
+    from dataclasses import replace
+
+    return replace(pred, loo_mape=loo if n > 1 else None)
 
 
-def _finish(kind, sol, lam, n, target, table, loo=None, T=None, F=None, y=None) -> Predictor:
-    s, b, c = sol
-    train = _mape(_predict(sol, T, F), y) if y is not None else None
-    return Predictor(target=target, kind=kind, scale=float(s), offset_ms=float(b),
-                     features=FEATURES if len(c) else (), coef=tuple(float(v) for v in c), ridge=float(lam),
-                     n_points=n, loo_mape=loo, train_mape=train,
-                     table_hash=table_hash(table) if table is not None else "", fitted_at=time.time())
+def _predictor(kind, est, names, n, target, th, X, y) -> Predictor:
+    used = kind == "ridge"
+    train = float(np.mean(np.abs(est.predict(X) - y) / y) * 100) if kind != "identity" else float(np.mean(np.abs(X[:, 0] - y) / y) * 100)
+    return Predictor(target=target, kind=kind, scale=float(est.scale_), offset_ms=float(est.offset_),
+                     features=names if used else (), coef=tuple(float(v) for v in est.coef_) if used else (),
+                     ridge=float(est.alpha_), n_points=n, train_mape=train, table_hash=th, fitted_at=time.time())
 
 
 def fit_arch_predictor(archs, measured, table: LatencyTable, target: str | None = None) -> Predictor:
     """Fit on measured whole architectures against ``table`` (the entry point the build uses)."""
-    return fit_predictor([table.arch_sum(a) for a in archs], measured, [arch_features(a) for a in archs],
+    return fit_predictor([table.arch_sum(a) for a in archs], measured, [arch_features(a, table) for a in archs],
                          target=target or table.target, table=table)
 
 

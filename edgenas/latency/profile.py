@@ -49,8 +49,9 @@ def export_op(module: nn.Module, recipe: QuantRecipe, input_shape: tuple[int, ..
 
 
 def int8_latency(module: nn.Module, recipe: QuantRecipe, input_shape: tuple[int, ...], target, work: Path,
-                 measure_lib: Callable[[str, tuple[int, ...]], float], tuning_dir: str | None = None) -> float:
-    """Quantize ``module`` (random calibrated weights), compile for ``target``, return median ms."""
+                 measure_lib: Callable[[str, tuple[int, ...]], float], tuning_dir: str | None = None):
+    """Quantize ``module`` (random calibrated weights), compile for ``target``, return what
+    ``measure_lib`` returns for the library (the median ms when profiling)."""
     from ..compile import compile_onnx
 
     onnx_path = export_op(module, recipe, input_shape, work)
@@ -85,8 +86,19 @@ def profile_space(space: SpaceConfig, table: LatencyTable, recipe: QuantRecipe, 
     return table.merged(new, fixed)
 
 
-def measure_arch(arch: Arch, recipe: QuantRecipe, target, measure_lib, tuning_dir: str | None = None) -> float:
-    """Whole-model INT8 latency of an architecture (untrained weights: latency does not care)."""
+def compile_arch(arch: Arch, recipe: QuantRecipe, target, library: Path, tuning_dir: str | None = None) -> Path:
+    """The whole-model INT8 library of ``arch`` with untrained weights, written to ``library``
+    (the feedback loop's reference library: docs/measurement.md)."""
+    from ..compile import compile_onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgenas-arch-") as tmp:
+        onnx_path = export_op(FrozenNet(arch), recipe, arch.input_shape, Path(tmp))
+        return Path(compile_onnx(onnx_path, target, library, int8=True, trials=0, tuning_dir=tuning_dir).library)
+
+
+def measure_arch(arch: Arch, recipe: QuantRecipe, target, measure_lib, tuning_dir: str | None = None):
+    """Whole-model INT8 latency of an architecture (untrained weights: latency does not care):
+    whatever ``measure_lib(library, input_shape)`` returns (a median, or the whole measurement)."""
     with tempfile.TemporaryDirectory(prefix="edgenas-arch-") as tmp:
         return int8_latency(FrozenNet(arch), recipe, arch.input_shape,
                             target, Path(tmp), measure_lib, tuning_dir)

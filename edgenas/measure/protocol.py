@@ -14,7 +14,13 @@ and on a shared CPU a single time_evaluator call can be off by 2x. So every meas
   a preemption by a neighbour — with fresh samples, within a budget, and reports how many;
 * stops once the distribution-free (order-statistic) confidence interval of the median is
   narrower than ``rel_ci`` of the median, or at ``max_samples``, and says which;
-* records the thread count and the pinning in force, and the software that measured.
+* records the thread count and the pinning in force, and the software that measured;
+* holds the lock of every physical core it runs on (``cores.py``), so measurements on one host
+  queue per core instead of timing each other;
+* with a reference library, alternates candidate and reference in short windows (A, R, A, R, …)
+  and records the candidate's time as a *ratio* to the reference beside its absolute time: the
+  ratio cancels the host's speed drift. Windows in which the measuring threads waited for a CPU
+  or the hypervisor stole time are discarded and counted (docs/measurement.md).
 
 TVM's default pool on x86 uses ``hardware_concurrency / 2`` threads (1 on this 2-core box) and
 binds the calling thread to core 0 — even over ``taskset`` (unless ``TVM_BIND_THREADS=0``).
@@ -33,7 +39,8 @@ import numpy as np
 
 from ..records import record
 from ..versions import software_versions
-from .context import LoadWatch, MachineLoad, warn_if_busy
+from .context import Interference, LoadWatch, MachineLoad, WindowWatch, warn_if_busy
+from .cores import CoreSet, core_lock, this_process_cores
 from .stats import LatencyStats
 
 
@@ -50,6 +57,12 @@ class Protocol:
     outlier_mads: float = 5.0
     max_remeasure: int = 100      # fresh samples spent on replacing outliers, at most
     threads: int = 0              # TVM pool size (can only shrink the pool), bound; 0 = the device's default
+    # interleaved with a reference library (docs/measurement.md, "Ratio to a reference")
+    window_samples: int = 10      # samples of the candidate, then of the reference, per window
+    min_windows: int = 8          # clean windows before the ratio's interval may stop the measurement
+    max_windows: int = 40
+    max_preempted: float = 0.2    # a window whose threads were preempted in this share of its samples is discarded
+    max_steal: float = 0.05       # ... or whose CPUs lost this share of their time to the hypervisor
 
 
 @dataclass(frozen=True)
@@ -120,8 +133,8 @@ def configure_threads(get_function: Callable[[str], Callable], proto: Protocol) 
     return int(get_function("runtime.NumThreads")()), pinning
 
 
-def time_vm(vm, dev, x, proto: Protocol, min_samples: int | None = None) -> Outcome:
-    """Run the protocol on ``vm["main"](x)`` with TVM's time evaluator (works through RPC too).
+def calibrate_number(vm, dev, x, proto: Protocol) -> int:
+    """Warm ``vm["main"](x)`` up and return ``number``, the runs per sample of about ``sample_ms``.
 
     The warm-up is one repeat that TVM stretches to ``warmup_ms`` by growing its run count. Its
     mean per-run time still holds the first runs' page faults and any preemption, so it only
@@ -129,19 +142,104 @@ def time_vm(vm, dev, x, proto: Protocol, min_samples: int | None = None) -> Outc
     ``number`` (runs per sample). Every sample then lasts about ``sample_ms`` whatever the repeat
     count. A probe of five *single* runs, as before, put the timer's overhead into the estimate
     and let ``number`` change from one measurement to the next."""
-    from dataclasses import replace
-
     warm = vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=max(1, int(proto.warmup_ms)))(x)
     seed = max(1, round(proto.sample_ms / max(float(warm.mean) * 1e3, 1e-6)))
     probe = vm.time_evaluator("main", dev, number=seed, repeat=5, min_repeat_ms=0)(x)
     per_run_ms = float(np.median(probe.results)) * 1e3
-    number = max(1, round(proto.sample_ms / max(per_run_ms, 1e-6)))
+    return max(1, round(proto.sample_ms / max(per_run_ms, 1e-6)))
 
+
+def sampler(vm, dev, x, number: int) -> Callable[[int], list[float]]:
+    """``sample(n)``: n fresh samples (ms per run) of ``vm["main"](x)``, ``number`` runs each."""
     def sample(n: int) -> list[float]:
         timer = vm.time_evaluator("main", dev, number=number, repeat=n, min_repeat_ms=0)
         return [float(r) * 1e3 for r in timer(x).results]
 
-    return replace(run_protocol(sample, proto, min_samples), number=number)
+    return sample
+
+
+def time_vm(vm, dev, x, proto: Protocol, min_samples: int | None = None) -> Outcome:
+    """Run the protocol on ``vm["main"](x)`` with TVM's time evaluator (works through RPC too)."""
+    from dataclasses import replace
+
+    number = calibrate_number(vm, dev, x, proto)
+    return replace(run_protocol(sampler(vm, dev, x, number), proto, min_samples), number=number)
+
+
+@record("measure_window")
+@dataclass(frozen=True)
+class Window:
+    """One window of an interleaved measurement: the candidate's samples, then the reference's."""
+
+    a_ms: float                 # median of the candidate's samples
+    r_ms: float                 # median of the reference's samples
+    interference: Interference
+    discarded: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.a_ms / self.r_ms
+
+
+@record("reference_ratio")
+@dataclass(frozen=True)
+class ReferenceRatio:
+    """The candidate's time as a ratio to a fixed reference library measured in the same windows."""
+
+    library: str
+    library_sha256: str
+    ratio: float                    # median over the kept windows of candidate / reference
+    ratio_ci: tuple[float, float]   # distribution-free 95 % interval of that median
+    reference_ms: float             # the reference's median over the kept windows
+    windows: tuple[Window, ...]
+    discarded: int                  # windows dropped for interference (all kept when every one had some)
+
+
+def interfered(i: Interference, proto: Protocol) -> bool:
+    """A window is disturbed when preemptions could have moved a block's median (each one
+    inflates at most one of the window's ``2 * window_samples`` samples), or time was stolen."""
+    return ((i.preemptions or 0) > proto.max_preempted * 2 * proto.window_samples
+            or (i.steal_share or 0.0) > proto.max_steal)
+
+
+def time_interleaved(vm, ref_vm, dev, x, x_ref, proto: Protocol,
+                     watch: Callable[[], WindowWatch]) -> tuple[Outcome, list[Window]]:
+    """Candidate ``vm`` and reference ``ref_vm`` in alternating windows (A, R, A, R, …) until
+    ``min_windows`` clean windows give a ratio whose interval is within ``rel_ci`` of it, or
+    ``max_windows``. The outcome holds the candidate's samples of the kept windows."""
+    na, nr = calibrate_number(vm, dev, x, proto), calibrate_number(ref_vm, dev, x_ref, proto)
+    sa, sr = sampler(vm, dev, x, na), sampler(ref_vm, dev, x_ref, nr)
+    windows: list[Window] = []
+    samples: list[list[float]] = []
+    while len(windows) < proto.max_windows:
+        w = watch()
+        a, r = sa(proto.window_samples), sr(proto.window_samples)
+        seen = w.finish()
+        windows.append(Window(float(np.median(a)), float(np.median(r)), seen, interfered(seen, proto)))
+        samples.append(a)
+        kept = [w.ratio for w in windows if not w.discarded]
+        if len(kept) >= proto.min_windows:
+            lo, hi = median_ci(kept, proto.confidence)
+            if (hi - lo) / 2 <= proto.rel_ci * float(np.median(kept)):
+                break
+    if all(w.discarded for w in windows):   # every window disturbed: keep them all, and say so (not converged)
+        windows = [Window(w.a_ms, w.r_ms, w.interference, False) for w in windows]
+    keep = [s for s, w in zip(samples, windows) if not w.discarded]
+    ratios = [w.ratio for w in windows if not w.discarded]
+    lo, hi = median_ci(ratios, proto.confidence)
+    converged = len(ratios) >= proto.min_windows and (hi - lo) / 2 <= proto.rel_ci * float(np.median(ratios))
+    xs = [v for s in keep for v in s]
+    return Outcome(tuple(xs), median_ci(xs, proto.confidence), bool(converged), 0, na), windows
+
+
+def reference_ratio(ref_lib, windows: list[Window], proto: Protocol) -> ReferenceRatio:
+    from ..fsio import sha256_file
+
+    kept = [w for w in windows if not w.discarded]
+    ratios = [w.ratio for w in kept]
+    return ReferenceRatio(os.fspath(ref_lib), sha256_file(ref_lib), float(np.median(ratios)),
+                          median_ci(ratios, proto.confidence), float(np.median([w.r_ms for w in kept])),
+                          tuple(windows), len(windows) - len(kept))
 
 
 @record("measurement")
@@ -165,11 +263,14 @@ class Measurement:
     input_shape: tuple[int, ...]
     versions: dict[str, str]
     measured_at: float
+    cores: str = ""                           # the CPUs it ran on and held the lock of ("" when not known)
+    reference: ReferenceRatio | None = None   # interleaved with a reference library: the ratio to it
 
 
 def make_measurement(outcome: Outcome, *, proto: Protocol, target: str, key: str, tracker: str, device_id: str,
                      device: str, threads: int, pinning: str, library: str, input_shape,
-                     context: MachineLoad | None = None, emulated: bool = False) -> Measurement:
+                     context: MachineLoad | None = None, emulated: bool = False, cores: CoreSet | None = None,
+                     reference: ReferenceRatio | None = None) -> Measurement:
     from ..fsio import sha256_file
 
     stats = LatencyStats.from_samples(outcome.samples_ms, number=outcome.number, threads=threads,
@@ -177,7 +278,15 @@ def make_measurement(outcome: Outcome, *, proto: Protocol, target: str, key: str
                                       context=context, emulated=emulated)
     return Measurement(stats, outcome.ci_ms, outcome.converged, outcome.remeasured, proto, target, key, tracker,
                        device_id, threads, pinning, os.fspath(library), sha256_file(library),
-                       tuple(int(d) for d in input_shape), software_versions(), time.time())
+                       tuple(int(d) for d in input_shape), software_versions(), time.time(),
+                       cores.describe() if cores else "", reference)
+
+
+def input_tensor(shape, dev):
+    """The fixed random input every measurement times (latency does not depend on the values)."""
+    import tvm
+
+    return tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype("float32"), dev)
 
 
 def append_journal(path, m: Measurement) -> None:
@@ -195,8 +304,10 @@ def append_journal(path, m: Measurement) -> None:
 
 
 def measure_here(lib_path, input_shape, proto: Protocol | None = None, *, min_samples: int | None = None,
-                 target: str, journal=None) -> Measurement:
-    """Measure ``lib_path`` on this host with the protocol (the local twin of ``Farm.measurement``)."""
+                 target: str, journal=None, reference=None, reference_shape=None) -> Measurement:
+    """Measure ``lib_path`` on this host with the protocol (the local twin of ``Farm.measurement``),
+    interleaved with the library ``reference`` when one is given, holding the locks of the cores
+    TVM's pool runs on."""
     import socket
 
     import tvm
@@ -211,18 +322,27 @@ def measure_here(lib_path, input_shape, proto: Protocol | None = None, *, min_sa
     if hasattr(os, "sched_getaffinity"):
         pinning += f"; main thread on cores {sorted(os.sched_getaffinity(0))}"
     vm = relax.VirtualMachine(tvm.runtime.load_module(os.fspath(lib_path)), dev)
-    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape).astype("float32"), dev)
-    watch = LoadWatch()
-    out = time_vm(vm, dev, x, proto, min_samples)
-    load = watch.finish()
+    x = input_tensor(input_shape, dev)
+    cores, ratio = this_process_cores(threads), None
+    with core_lock(cores):
+        watch = LoadWatch()
+        if reference is None:
+            out = time_vm(vm, dev, x, proto, min_samples)
+        else:
+            ref_vm = relax.VirtualMachine(tvm.runtime.load_module(os.fspath(reference)), dev)
+            out, windows = time_interleaved(vm, ref_vm, dev, x, input_tensor(reference_shape or input_shape, dev), proto,
+                                            lambda: WindowWatch(cores.cpus, (os.getpid(),)))
+            ratio = reference_ratio(reference, windows, proto)
+        load = watch.finish()
     m = make_measurement(out, proto=proto, target=target, key="", tracker="", device_id=f"local:{socket.gethostname()}",
                          device=cpu_name(), threads=threads, pinning=pinning, library=lib_path, input_shape=input_shape,
-                         context=load)
+                         context=load, cores=cores, reference=ratio)
     warn_if_busy(load, os.path.basename(os.fspath(lib_path)))
     if journal is not None:
         append_journal(journal, m)
     return m
 
 
-__all__ = ["Protocol", "Outcome", "Measurement", "median_ci", "outlier_mask", "run_protocol", "time_vm",
-           "configure_threads", "measure_here", "make_measurement", "append_journal"]
+__all__ = ["Protocol", "Outcome", "Measurement", "Window", "ReferenceRatio", "median_ci", "outlier_mask", "run_protocol",
+           "time_vm", "time_interleaved", "reference_ratio", "configure_threads", "measure_here", "make_measurement",
+           "append_journal", "input_tensor"]

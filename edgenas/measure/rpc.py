@@ -30,7 +30,10 @@ import numpy as np
 
 from ..errors import EdgenasError
 from .farm_status import START_HINT, FarmStatus, TrackerClient, farm_status, parse_tracker, warn_if_exposed
-from .protocol import Measurement, Protocol, append_journal, configure_threads, make_measurement, time_vm
+from .context import WindowWatch
+from .cores import core_lock, local_server
+from .protocol import (Measurement, Protocol, append_journal, configure_threads, input_tensor, make_measurement,
+                       reference_ratio, time_interleaved, time_vm)
 from .stats import LatencyStats
 
 # Substrings of errors that mean "the server or the link went away", not "the library is bad".
@@ -180,29 +183,52 @@ class Farm:
 
     # -- measurement --------------------------------------------------------------------------
     def measurement(self, lib_path, input_shape, repeat: int | None = None, protocol: Protocol | None = None, *,
-                    journal: str | os.PathLike | None = None) -> Measurement:
-        """Measure ``lib_path`` on a server with the protocol; ``repeat`` = minimum samples. The
-        measurement is appended to ``journal`` when one is given."""
+                    journal: str | os.PathLike | None = None, reference=None, reference_shape=None) -> Measurement:
+        """Measure ``lib_path`` on a server with the protocol; ``repeat`` = minimum samples;
+        interleaved with the library ``reference`` when one is given. The measurement is appended to
+        ``journal`` when one is given.
+
+        A server on this host (loopback) is measured holding the locks of its physical cores, with
+        as many pool threads as it owns cores, and its windows are watched for run-queue wait and
+        steal (docs/measurement.md); a remote server's cores cannot be seen, so neither applies."""
         lib_path, proto = self._check_lib(lib_path), protocol or self.protocol
+        ref_path = self._check_lib(reference) if reference is not None else None
 
         def fn(sess, server):
-            import tvm
+            import contextlib
+            from dataclasses import replace
+
             from tvm import relax
 
-            remote_name = f"{uuid.uuid4().hex[:8]}_{lib_path.name}"   # dlopen caches by path
-            sess.upload(str(lib_path), remote_name)
+            host, port = server.rsplit(":", 1)
+            here = local_server(host, int(port))
+            p = replace(proto, threads=len(here.cores.cores)) if here and not proto.threads else proto
             dev = sess.cpu()
-            threads, pinning = configure_threads(sess.get_function, proto)
-            vm = relax.VirtualMachine(sess.load_module(remote_name), dev)
-            x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape).astype("float32"), dev)
-            out = time_vm(vm, dev, x, proto, repeat)
-            return out, threads, pinning, emulation(sess)
 
-        (out, threads, pinning, emulated), server = self._with_session(fn, f"measuring {lib_path.name}")
+            def load(path):
+                remote_name = f"{uuid.uuid4().hex[:8]}_{path.name}"   # dlopen caches by path
+                sess.upload(str(path), remote_name)
+                return relax.VirtualMachine(sess.load_module(remote_name), dev)
+
+            vm, ref_vm = load(lib_path), load(ref_path) if ref_path is not None else None
+            threads, pinning = configure_threads(sess.get_function, p)
+            x = input_tensor(input_shape, dev)
+            with core_lock(here.cores) if here else contextlib.nullcontext():
+                if ref_vm is None:
+                    return time_vm(vm, dev, x, p, repeat), None, threads, pinning, here, emulation(sess)
+                import psutil
+
+                pids = (here.pid, *(c.pid for c in psutil.Process(here.pid).children(recursive=True))) if here else ()
+                out, windows = time_interleaved(vm, ref_vm, dev, x, input_tensor(reference_shape or input_shape, dev),
+                                                p, lambda: WindowWatch(here.cores.cpus if here else None, pids))
+            return out, reference_ratio(ref_path, windows, p), threads, pinning, here, emulation(sess)
+
+        (out, ratio, threads, pinning, here, emulated), server = self._with_session(fn, f"measuring {lib_path.name}")
         device = f"rpc key {self.key}" + (f", emulated ({emulated})" if emulated else "")
         m = make_measurement(out, proto=proto, target=self.target, key=self.key, tracker=self.tracker,
                              device_id=server, device=device, threads=threads, pinning=pinning,
-                             library=lib_path, input_shape=input_shape, emulated=bool(emulated))
+                             library=lib_path, input_shape=input_shape, emulated=bool(emulated),
+                             cores=here.cores if here else None, reference=ratio)
         if journal is not None:
             append_journal(journal, m)
         return m

@@ -52,7 +52,9 @@ class Runner:
         return None
 
     def measure(self, lib, shape, *, min_samples: int | None = None, protocol: Protocol | None = None,
-                journal=None) -> Measurement:
+                journal=None, reference=None) -> Measurement:
+        """``lib`` timed with the protocol; with ``reference`` (a library of the same input shape)
+        interleaved with it, the ratio in ``Measurement.reference``."""
         raise UsageError(f"target {self.target!r} cannot be measured here ({self.where}): pass --tracker HOST:PORT "
                          f"--key KEY of a device farm that serves it")
 
@@ -77,10 +79,11 @@ class LocalRunner(Runner):
         lacking = [f for f in MCPU_FLAGS.get(mcpu, ()) if f not in host_flags()]
         return f"this CPU lacks {', '.join(lacking)} (needed by mcpu={mcpu})" if lacking else None
 
-    def measure(self, lib, shape, *, min_samples=None, protocol=None, journal=None) -> Measurement:
+    def measure(self, lib, shape, *, min_samples=None, protocol=None, journal=None, reference=None) -> Measurement:
         from .protocol import measure_here
 
-        return measure_here(lib, shape, protocol, min_samples=min_samples, target=self.target, journal=journal)
+        return measure_here(lib, shape, protocol, min_samples=min_samples, target=self.target, journal=journal,
+                            reference=reference)
 
     def run(self, lib, x):
         from .local import run_local
@@ -124,8 +127,8 @@ class FarmRunner(Runner):
         self.farm = farm
         self.where = f"rpc {farm.key}"
 
-    def measure(self, lib, shape, *, min_samples=None, protocol=None, journal=None) -> Measurement:
-        return self.farm.measurement(lib, shape, min_samples, protocol, journal=journal)
+    def measure(self, lib, shape, *, min_samples=None, protocol=None, journal=None, reference=None) -> Measurement:
+        return self.farm.measurement(lib, shape, min_samples, protocol, journal=journal, reference=reference)
 
     def run(self, lib, x):
         return self.farm.run(lib, x)

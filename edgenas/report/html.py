@@ -103,7 +103,7 @@ def rounds_table(view: RunView) -> str:
             _td(f"<code>{escape(str(arch))}</code>" if arch else '<span class="na">searching</span>', raw=True),
             _td(_ms(chosen.get("table_ms")), num=True, raw=True),
             _td(_ms(s.get("predicted_ms")), num=True, raw=True),
-            _td(_ms(s.get("measured_ms")), num=True, raw=True),
+            _td(_ms(s.get("calibrated_ms", s.get("measured_ms"))), num=True, raw=True),
             _td(f"{s['pred_err_pct']:.1f} %" if "pred_err_pct" in s else "-", num=True),
             _td(_ms(s.get("budget_ms")), num=True, raw=True),
             _td('<span class="na">-</span>' if met is None else ('<span class="ok">met</span>' if met else '<span class="bad">not met</span>'), raw=True),

@@ -107,7 +107,8 @@ def pareto(view: RunView) -> Figure | None:
 
 def rounds_scatter(view: RunView) -> Figure | None:
     """Predicted vs measured latency of every candidate, per round (the feedback loop at work)."""
-    pts = [(rv.index, row) for rv in view.rounds for row in rv.measured if row.get("measured_ms")]
+    pts = [(rv.index, {**row, "measured_ms": row.get("calibrated_ms") or row["measured_ms"]})   # what the predictor
+           for rv in view.rounds for row in rv.measured if row.get("measured_ms")]            # learns (docs/latency.md)
     if not pts:
         return None
     fig = Figure(figsize=(5.5, 4.5), layout="constrained")
@@ -119,7 +120,7 @@ def rounds_scatter(view: RunView) -> Figure | None:
         ax.plot([], [], "o", color=_round_color(rv.index), label=f"round {rv.index}")
     lim = max(max(p[1]["measured_ms"], p[1]["predicted_ms"]) for p in pts) * 1.1
     ax.plot([0, lim], [0, lim], "--", color="gray", lw=1, label="predicted = measured")
-    ax.set(xlim=(0, lim), ylim=(0, lim), xlabel="measured (ms)", ylabel="predicted by the round's model (ms)",
+    ax.set(xlim=(0, lim), ylim=(0, lim), xlabel="measured (ms, at the reference's calibrated speed)", ylabel="predicted by the round's model (ms)",
            title="Latency predictor per round (◆ chosen)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

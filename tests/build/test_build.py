@@ -65,6 +65,8 @@ def test_rounds_record_prediction_and_measurement(built_run):
 # line on stderr) or "round 2 │ predicted ... (error 2.7 %) ..." (the summary table on stdout)
 ROUND = re.compile(r"round (\d+)\W+predicted (\d+\.\d{3}) ms, measured (\d+\.\d{3}) ms \(error (\d+\.\d) %\), "
                    r"budget (\d+\.\d{3}) ms (met|NOT met)")
+# "...; held-out 3: error 12.0 % -> 4.1 % after the refit (ratio), within ±10 % 33 -> 100 %, ..."
+HELD = re.compile(r"round (\d+)\W+predicted [^\n]*?; held-out (\d+): error (\d+\.\d) % -> (\d+\.\d) % after the refit")
 
 
 def test_every_round_prints_prediction_measurement_error_and_budget(tmp_path, tiny_recipe):
@@ -83,14 +85,35 @@ def test_every_round_prints_prediction_measurement_error_and_budget(tmp_path, ti
     assert "compile + measure" not in resumed.stderr + resumed.stdout   # nothing measured again: the lines come from the run state
 
     m = records.load(out / "manifest.json", Manifest)
-    expected = {(r["round"], f"{r['predicted_ms']:.3f}", f"{r['measured_ms']:.3f}", f"{r['pred_err_pct']:.1f}",
+    expected = {(r["round"], f"{r['predicted_ms']:.3f}", f"{r['calibrated_ms']:.3f}", f"{r['pred_err_pct']:.1f}",
                  f"{r['budget_ms']:.3f}", "met" if r["budget_met"] else "NOT met") for r in m.rounds}
     assert sorted(r["round"] for r in m.rounds) == [1, 2, 3]
-    assert all(r["budget_met"] == (r["measured_ms"] <= r["budget_ms"]) for r in m.rounds)
+    assert all(r["budget_met"] == (r["calibrated_ms"] <= r["budget_ms"]) for r in m.rounds)
     for proc in (first, resumed):
         for stream in (proc.stderr, proc.stdout):
             found = [(int(g[0]), *g[1:]) for g in ROUND.findall(stream)]
             assert sorted(found) == sorted(expected), stream[-3000:]
+            held = {(int(g[0]), int(g[1]), g[2], g[3]) for g in HELD.findall(stream)}
+            assert held == {(r["round"], 3, f"{r['heldout_before']['mape']:.1f}", f"{r['heldout_after']['mape']:.1f}")
+                            for r in m.rounds}, stream[-3000:]
+
+
+def test_the_feedback_loop_keeps_a_held_out_set_and_scores_every_round_before_and_after_its_refit(built_run):
+    """Issue 18: the held-out candidates are measured once, never fitted, and every round's error on
+    them is in the manifest; every candidate is measured interleaved with the run's reference."""
+    out, _ = built_run
+    m = records.load(out / "manifest.json", Manifest)
+    held = json.loads((out / "heldout.json").read_text())
+    fitted = {row["arch"] for r in m.rounds for row in json.loads((out / f"rounds/r{r['round']}/measured.json").read_text())}
+    assert len(held) == 3 and not {h["arch"] for h in held} & fitted
+    ref = json.loads((out / "reference.json").read_text())
+    for row in held:
+        assert row["reference"] == ref["arch"] and row["calibrated_ms"] == pytest.approx(row["ratio"] * ref["calibrated_ms"])
+        assert 0 <= row["discarded"] <= row["windows"]
+    for r in m.rounds:
+        assert r["heldout_before"]["n"] == r["heldout_after"]["n"] == 3 and r["windows"] > 0
+        assert r["refit_kind"] in ("identity", "ratio", "affine", "ridge")
+    assert m.rounds[0]["predictor_kind"] == "identity"           # round 1 searched with the table sum
 
 
 def test_second_build_into_same_dir_refuses(built_run, tiny_recipe):
@@ -144,8 +167,9 @@ def test_measurements_are_kept_for_later_runs_and_reused_on_request(built_run, t
     x86 = get_target("x86-avx2")
     later = Build(dataclasses.replace(cfg, out=str(tmp_path / "later"), reuse_latency=True), x86, Reporter(), resume=False)
     later.run_dir.path.mkdir(parents=True)
-    points = later.earlier_runs(records.load(out / "op_table.json", LatencyTable))
+    ref = fsio.read_json(out / "reference.json")
+    points = later.earlier_runs(records.load(out / "op_table.json", LatencyTable), ref)
     assert {(p["arch"], p["measured_ms"]) for p in points} >= {(r["arch"], r["measured_ms"]) for r in rows}
     assert (tmp_path / "later" / "earlier_points.json").is_file()
     off = Build(dataclasses.replace(cfg, out=str(tmp_path / "off")), x86, Reporter(), resume=False)
-    assert off.earlier_runs(records.load(out / "op_table.json", LatencyTable)) == []
+    assert off.earlier_runs(records.load(out / "op_table.json", LatencyTable), ref) == []

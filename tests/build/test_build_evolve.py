@@ -22,7 +22,7 @@ TINY_EVOLVE = EvolveConfig(blocks=("mb", "dw"), n_widths=2, n_samples=2000, top_
 
 def test_build_with_evolved_space(tmp_path, tiny_recipe):
     out = tmp_path / "run"
-    cfg = BuildConfig(out=str(out), rounds=1, recipe=str(tiny_recipe), final_epochs=2, sampled_per_round=1,
+    cfg = BuildConfig(out=str(out), rounds=1, recipe=str(tiny_recipe), final_epochs=2, sampled_per_round=1, heldout=2,
                       space_mode="evolve", evolve=TINY_EVOLVE,
                       space=dataclasses.replace(SpaceConfig(), image_size=8),
                       search=SearchConfig(epochs=3, warmup=1, batch=32))
