@@ -95,6 +95,25 @@ def verify_bundle(bundle: str | os.PathLike, trusted_keys: list | None = None) -
     return v
 
 
+def verified_library(bundle: str | os.PathLike, trusted_keys: list | None = None) -> tuple[BundleManifest, Path]:
+    """The bundle's manifest and library, after ``verify_bundle`` passed: the one way to take a
+    library out of a bundle to measure it (``edgenas bench BUNDLE``), since sending it to a
+    device loads it there. Raises ``UsageError`` naming the bundle and the first failed check."""
+    from ..errors import UsageError
+
+    v = verify_bundle(bundle, trusted_keys)
+    bad = v.failures()
+    if bad or v.manifest is None:
+        why = f"{bad[0].name}: {bad[0].detail}" if bad else "no manifest"
+        raise UsageError(f"{v.bundle}: not benched, the bundle does not verify ({why})")
+    return v.manifest, v.bundle / v.manifest.library
+
+
+def is_bundle(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder ``edgenas package`` sealed (it has ``SHA256SUMS``)."""
+    return (Path(path) / SUMS).is_file()
+
+
 def _check_layout(v: Verification) -> bool:
     """Regular files and folders only: a symlink could make a hash check read one file and
     ``dlopen`` another, or point outside the bundle; a FIFO or device could hang the reader."""

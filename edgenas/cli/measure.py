@@ -14,15 +14,24 @@ from .app import app, handled
 @app.command()
 @handled
 def bench(
-    runs: Optional[List[Path]] = typer.Argument(None, help="Run directories to bench (their model_<target>.so). Default: the benchmark model set."),
+    runs: Optional[List[Path]] = typer.Argument(None, help="Bundles (edgenas package; verified before they are measured) "
+                                                "or run directories (their model_<target>.so). Default: the benchmark model set."),
     target: str = typer.Option("x86-avx2", "--target", "-t", help="Target name or TOML path."),
-    baseline: Path = typer.Option(..., "--baseline", help="Baseline JSON (e.g. tuning_logs/x86-avx2/baseline.json); missing: every model is new."),
+    baseline: Path = typer.Option(..., "--baseline", help="Baseline JSON (e.g. tuning_logs/x86-avx2/baseline.json); missing: "
+                                  "these measurements are recorded as the baseline, not gated."),
     tolerance: str = typer.Option("10%", "--tolerance", help="Allowed slow-down before a model counts as a regression, e.g. 10% or 0.1."),
     update_baseline: bool = typer.Option(False, "--update-baseline", help="Write these measurements as the new baseline (atomically)."),
     tracker: Optional[str] = typer.Option(None, "--tracker", help="Measure on a device farm: tracker HOST:PORT."),
     key: Optional[str] = typer.Option(None, "--key", help="Device key on the tracker (default: the target's rpc_key)."),
+    trusted_key: Optional[List[Path]] = typer.Option(None, "--trusted-key", help="Public key (PEM) a bundle must be "
+                                                     "signed with (repeatable); without, bundles are checked for integrity only."),
 ):
-    """Latency regression gate: measure artifacts and fail (exit 1) on slow-downs beyond --tolerance."""
+    """Latency regression gate: measure artifacts and fail (exit 1) on slow-downs beyond --tolerance.
+
+    Examples:\n
+      edgenas bench artifacts/bundles/x86-avx2 --target x86-avx2 --baseline tuning_logs/x86-avx2/baseline.json\n
+      edgenas bench artifacts/bundles/rpi4 --target rpi4 --baseline tuning_logs/rpi4/baseline.json --tracker H:P --key rpi4
+    """
     import tempfile
 
     from ..errors import EdgenasError
@@ -35,14 +44,37 @@ def bench(
     spec = get_target(target)
     farm = farm_from_options(tracker, key, spec)
     with tempfile.TemporaryDirectory(prefix="edgenas-bench-") as tmp:
-        items = list(runs) if runs else model_set(spec, Path(tmp))
-        report = run_bench(items, spec, baseline, tolerance=tol, farm=farm)
+        items = _bench_items(runs, spec, trusted_key) if runs else model_set(spec, Path(tmp))
+        report = run_bench(items, spec, baseline, tolerance=tol, farm=farm, record_missing=not update_baseline)
     out.print(bench_table(report))
     if update_baseline:
         typer.echo(f"baseline written: {write_baseline(report, baseline)}")
     elif not report.passed:
         names = ", ".join(r.name for r in report.regressions)
         raise EdgenasError(f"{len(report.regressions)} latency regression(s) beyond {tol:.0%}: {names}")
+
+
+def _bench_items(paths: List[Path], spec, trusted_key: Optional[List[Path]]) -> list:
+    """Bundles become ``BenchItem``s of their verified library (named by the bundle folder, so the
+    workflow's ``bundles/<target>`` is one baseline entry run after run); run directories pass on."""
+    from .. import records
+    from ..bundle.signing import load_public
+    from ..bundle.verify import is_bundle, verified_library
+    from ..errors import UsageError
+    from ..measure.gate import BenchItem
+    from ..space.arch import Arch
+
+    trusted = [load_public(p) for p in trusted_key] if trusted_key else []
+    items: list = []
+    for p in paths:
+        if not is_bundle(p):
+            items.append(p)
+            continue
+        manifest, lib = verified_library(p, trusted)
+        if manifest.target != spec.name:
+            raise UsageError(f"{p}: a bundle for target {manifest.target!r}, not {spec.name!r}")
+        items.append(BenchItem(p.resolve().name, str(lib), records.load(p / "arch.json", Arch).input_shape))
+    return items
 
 
 @app.command()

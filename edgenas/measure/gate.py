@@ -6,10 +6,16 @@ the baseline's. A model slower than ``baseline * (1 + tolerance)`` is re-measure
 faster of the two medians kept — noise on a shared machine only ever adds time — so a
 regression is reported only when it survives a second look. ``update_baseline`` writes the
 measured medians as the new baseline atomically.
+
+Without a baseline file nothing can be gated: ``bench(..., record_missing=True)`` (what
+``edgenas bench`` does) writes the measurements as the baseline and the report says "no
+baseline: recorded, not gated", never "within 10 %". Where the baseline lives so that a CI
+workflow keeps it between runs is docs/ci.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -68,6 +74,7 @@ class BenchReport:
     tolerance: float
     rows: tuple[BenchRow, ...]
     measurements: tuple[Measurement, ...]
+    recorded: bool = False     # no baseline was found, and these measurements were written as it
 
     @property
     def regressions(self) -> list[BenchRow]:
@@ -79,8 +86,18 @@ class BenchReport:
 
     def summary(self) -> str:
         """One line: what the gate says."""
+        if not self.baseline_found:
+            return (f"no baseline: recorded, not gated ({len(self.rows)} models written to {self.baseline_file}; "
+                    f"the next run is gated against it)" if self.recorded else "no baseline: not gated")
+        new = sum(r.status == "new" for r in self.rows)
+        if new:
+            return (f"{len(self.rows) - new} models within {self.tolerance:.0%} of {self.baseline_file}, "
+                    f"{new} new (not in the baseline: not gated)") if self.passed else self._failed()
         if self.passed:
             return f"{len(self.rows)} models within {self.tolerance:.0%} of {self.baseline_file}"
+        return self._failed()
+
+    def _failed(self) -> str:
         worst = ", ".join(f"{r.name} ({r.change_pct:+.1f} %)" for r in self.regressions)
         return f"{len(self.regressions)} of {len(self.rows)} models regressed beyond {self.tolerance:.0%}: {worst}"
 
@@ -118,9 +135,10 @@ def load_baseline(path, target_name: str) -> Baseline | None:
 
 
 def bench(run_dirs_or_models, target, baseline_file, tolerance: float = 0.10, farm=None,
-          protocol: Protocol | None = None, repeat: int = 30) -> BenchReport:
+          protocol: Protocol | None = None, repeat: int = 30, record_missing: bool = False) -> BenchReport:
     """Measure every artifact on ``target`` (a ``TargetSpec``; through ``farm`` when given) and
-    compare it with ``baseline_file`` (missing file: all "new")."""
+    compare it with ``baseline_file`` (missing file: all "new", and with ``record_missing`` the
+    measurements become the baseline)."""
     from .runners import runner_for
 
     spec = target
@@ -148,7 +166,11 @@ def bench(run_dirs_or_models, target, baseline_file, tolerance: float = 0.10, fa
             m = min(m, again, key=lambda x: x.stats.median_ms)
         kept.append(m)
         rows.append(_row(item.name, m, ref, tolerance))
-    return BenchReport(spec.name, os.fspath(baseline_file), base is not None, tolerance, tuple(rows), tuple(kept))
+    report = BenchReport(spec.name, os.fspath(baseline_file), base is not None, tolerance, tuple(rows), tuple(kept))
+    if base is None and record_missing:
+        update_baseline(report)
+        report = dataclasses.replace(report, recorded=True)
+    return report
 
 
 def _row(name: str, m: Measurement, ref: BaselineEntry | None, tol: float) -> BenchRow:

@@ -30,8 +30,20 @@ def test_workflow_runs_the_same_steps_and_gates_on_the_farm_only_when_configured
     assert "scripts/ci_artifacts" in steps("artifacts") and "upload-artifact" in steps("artifacts")
     gate = jobs["farm-gate"]
     assert "edgenas bench" in steps("farm-gate") and "--baseline" in steps("farm-gate")
+    assert 'edgenas bench "artifacts/bundles/' in steps("farm-gate")   # the bundles the workflow built
     assert "secrets.EDGENAS_TRACKER" in gate["env"]["EDGENAS_TRACKER"] and "farm-configured" in gate["if"]
     assert "secrets" not in gate["if"]  # secrets are not available in a job-level `if`
+
+
+def test_git_keeps_a_targets_latency_baseline_and_nothing_else_of_tuning_logs():
+    """The gate's baseline must be committable (docs/ci.md); tuning databases and op tables are per machine."""
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO, timeout=30).returncode == 0
+
+    if subprocess.run(["git", "rev-parse"], cwd=REPO, capture_output=True, timeout=30).returncode != 0:
+        pytest.skip("not a git checkout")
+    assert not ignored("tuning_logs/rpi4/baseline.json") and not ignored("tuning_logs/x86-avx2/baseline.json")
+    assert ignored("tuning_logs/rpi4/op_table.json") and ignored("tuning_logs/x86-avx2/database/records.json")
 
 
 @pytest.mark.slow

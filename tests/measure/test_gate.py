@@ -107,3 +107,59 @@ def test_the_benchmark_model_set_compiles_three_runnable_int8_models(tmp_path):
     for item in items:
         x = np.random.default_rng(0).standard_normal((2, *item.input_shape[1:])).astype("float32")
         assert run_local(item.library, x).shape == (2, 10)
+
+
+def _regressed_bundle(built_run, tmp_path):
+    """The x86 bundle of a build whose library regressed: the same int8 model compiled without the
+    target's ``-mcpu`` (generic x86-64: no AVX2, so no packed int8 GEMM; 2.4x slower measured on
+    the demo model), then packaged exactly as ``edgenas package`` does."""
+    import dataclasses
+    import shutil
+
+    from edgenas.build.manifest import Manifest
+    from edgenas.bundle import package
+    from edgenas.compile import compile_onnx
+    from edgenas.fsio import sha256_file
+
+    run = tmp_path / "regressed-run"
+    shutil.copytree(built_run, run)
+    lib = run / "model_x86-avx2.so"
+    generic = dataclasses.replace(X86, tvm_target={**X86.tvm_target, "mcpu": "x86-64"}, int8_dot="none")
+    compile_onnx(run / "model_int8.onnx", generic, lib, trials=0)
+    m = records.load(run / "manifest.json", Manifest)
+    records.save(run / "manifest.json", dataclasses.replace(m, files={**m.files, lib.name: sha256_file(lib)}))
+    return package(run, X86, tmp_path / "regressed")
+
+
+def test_the_gate_records_a_first_run_passes_an_equal_bundle_and_fails_a_regressed_one(x86_bundle, built_run, tmp_path):
+    """Issue 18, point 5, through the CLI on real bundles: no baseline is recorded, not gated; the
+    same bundle again passes; a slower build of the same model fails with one line (exit 1) and
+    leaves the baseline as it was. 30 % tolerance: the regression is ~2x, the machine is shared."""
+    from buildkit import run_cli
+
+    base = tmp_path / "tuning_logs" / "x86-avx2" / "baseline.json"
+
+    def gate(bundle):
+        return run_cli("bench", str(bundle), "--target", "x86-avx2", "--baseline", str(base), "--tolerance", "30%")
+
+    first = gate(x86_bundle)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "no baseline: recorded, not gated" in first.stdout and "within" not in first.stdout
+    recorded = records.load(base, Baseline).entries["x86-avx2"]
+    equal = gate(x86_bundle)
+    assert equal.returncode == 0 and "1 models within 30%" in equal.stdout, equal.stdout[-2000:] + equal.stderr[-2000:]
+    regressed = gate(_regressed_bundle(built_run, tmp_path))
+    lines = regressed.stderr.strip().splitlines()   # a busy machine adds "warning: ... busy machine" lines before
+    assert regressed.returncode == 1 and [ln for ln in lines if ln.startswith("error:")] == lines[-1:], regressed.stderr
+    assert "latency regression" in lines[-1] and "Traceback" not in regressed.stderr
+    assert "regression" in regressed.stdout and records.load(base, Baseline).entries["x86-avx2"] == recorded
+
+
+def test_a_bundle_that_does_not_verify_is_not_benched(bundle_copy, tmp_path):
+    from buildkit import run_cli
+
+    lib = next(bundle_copy.glob("*.so"))
+    lib.write_bytes(lib.read_bytes() + b"\0")    # one byte more than was packaged
+    proc = run_cli("bench", str(bundle_copy), "--target", "x86-avx2", "--baseline", str(tmp_path / "b.json"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "not benched, the bundle does not verify" in proc.stderr and not (tmp_path / "b.json").exists()
