@@ -25,7 +25,7 @@ class ScriptedFarm:
     def __init__(self, script: dict[str, list[float]]):
         self.script, self.calls = {k: list(v) for k, v in script.items()}, []
 
-    def measurement(self, lib, shape, repeat, proto, journal=None):
+    def measurement(self, lib, shape, repeat, proto, journal=None, reference=None):
         name = lib.rsplit("/", 1)[-1].split(".")[0]
         self.calls.append(name)
         med = self.script[name].pop(0)
