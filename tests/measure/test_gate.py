@@ -131,6 +131,7 @@ def _regressed_bundle(built_run, tmp_path):
     return package(run, X86, tmp_path / "regressed")
 
 
+@pytest.mark.slow  # a compile, a package and three CLI benches (~60 s quiet); the scripted-farm test above keeps the logic
 def test_the_gate_records_a_first_run_passes_an_equal_bundle_and_fails_a_regressed_one(x86_bundle, built_run, tmp_path):
     """Issue 18, point 5, through the CLI on real bundles: no baseline is recorded, not gated; the
     same bundle again passes; a slower build of the same model fails with one line (exit 1) and
