@@ -73,8 +73,9 @@ def _build_options(**given):
 
     from edgenas.cli import build as cli
 
+    wanted = inspect.signature(cli.build_config).parameters   # the options that shape the build itself
     opts = {name: p.default.default for name, p in inspect.signature(cli.build).parameters.items()
-            if name not in ("resume", "tracker", "key")}
+            if name in wanted and name != "spec"}
     return cli.build_config(**{**opts, **given})
 
 
