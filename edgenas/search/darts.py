@@ -175,11 +175,11 @@ def _search(space, data, table, budget_ms, cfg, seed, checkpoint, compute: Compu
         for xb, yb in batches(*data.weights, cfg.batch, rng, compute, shard=True):
             xb, yb = to_device(xb, yb, compute)
             if epoch >= cfg.warmup:
-                try:
-                    xa, ya = next(a_iter) if a_iter is not None else next(iter(()))
-                except StopIteration:
+                pair = next(a_iter, None) if a_iter is not None else None
+                if pair is None:   # first alpha step of the epoch, or the alpha split ran out: cycle it
                     a_iter = iter(batches(*data.alphas, cfg.batch, rng, compute, shard=True))
-                    xa, ya = next(a_iter)
+                    pair = next(a_iter)
+                xa, ya = pair
                 xa, ya = to_device(xa, ya, compute)
                 a_opt.zero_grad()
                 # the CE first, then the softmax: autograd then sums the alpha gradients in the order
