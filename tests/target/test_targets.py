@@ -5,7 +5,7 @@ import pytest
 from edgenas.errors import ConfigError, UsageError
 from edgenas.target import get_target, list_targets, load_target_file
 
-REQUIRED = {"x86-avx2", "x86-avx512-vnni", "rpi4", "rpi5", "jetson-orin", "cuda-sm80"}
+REQUIRED = {"x86-avx2", "x86-avx512-vnni", "rpi4", "rpi5", "jetson-orin", "cuda-sm80", "cuda-sm90"}
 
 
 def test_required_targets_exist():
