@@ -12,7 +12,10 @@ target's chosen model (int8 accuracy, latency) in both. Writes the table as JSON
         --out runs/bench_multi [--tracker 127.0.0.1:9190 --keys x86-avx2=local-cpu,rpi4=rpi4] \
         [-- BUILD OPTIONS...]
 
-Options after ``--`` go to every build unchanged (e.g. ``--image-size 8 --rounds 1``).
+Options after ``--`` go to every build unchanged (e.g. ``--image-size 8 --rounds 1``). With
+``--resume`` an interrupted bench continues in ``OUT/``: finished builds are kept, an interrupted
+one is resumed (``edgenas build --resume``, its own tuning store kept) and its wall time is the
+sum of its attempts (``OUT/walls.json``).
 """
 
 from __future__ import annotations
@@ -27,24 +30,31 @@ import time
 from pathlib import Path
 
 
-def run_build(args: list[str], tuning: Path, log: Path) -> float:
-    """One ``edgenas build`` with its own tuning store; its wall time in seconds."""
+def run_build(name: str, args: list[str], out: Path, src: Path | None) -> float:
+    """One ``edgenas build`` with its own tuning store ``OUT/tuning-NAME`` (a fresh copy of
+    ``src``, or the one an interrupted attempt left); its wall time in seconds, summed over the
+    attempts ``OUT/walls.json`` records."""
+    walls_file = out / "walls.json"
+    walls = json.loads(walls_file.read_text()) if walls_file.exists() else {}
+    rec = walls.setdefault(name, {"s": 0.0, "done": False})
+    if rec["done"]:
+        return rec["s"]
+    tuning = out / f"tuning-{name}"
+    if not tuning.exists():
+        shutil.copytree(src, tuning) if src is not None else tuning.mkdir(parents=True)
+    elif "--resume" not in args:
+        args = [*args, "--resume"]
     env = {**os.environ, "EDGENAS_TUNING_LOGS": str(tuning), "COLUMNS": "200"}
+    log = out / f"{name}.log"
     t = time.time()
-    with log.open("w") as f:
+    with log.open("a") as f:
         proc = subprocess.run([sys.executable, "-m", "edgenas.cli", "build", *args], stdout=f, stderr=subprocess.STDOUT,
                               env=env)
+    rec["s"], rec["done"] = rec["s"] + time.time() - t, proc.returncode == 0
+    walls_file.write_text(json.dumps(walls, indent=1))
     if proc.returncode != 0:
-        sys.exit(f"build failed ({log}): {log.read_text()[-2000:]}")
-    return time.time() - t
-
-
-def fresh_store(src: Path | None, dst: Path) -> Path:
-    if src is not None:
-        shutil.copytree(src, dst)
-    else:
-        dst.mkdir(parents=True)
-    return dst
+        sys.exit(f"build failed ({log}; rerun with --resume): {log.read_text()[-2000:]}")
+    return rec["s"]
 
 
 def chosen(run: Path) -> dict:
@@ -59,26 +69,27 @@ def main() -> None:
     ap.add_argument("--tracker", default=None)
     ap.add_argument("--keys", default=None, help="TARGET=KEY pairs for the farm (default: each target's rpc_key)")
     ap.add_argument("--tuning-from", type=Path, default=None, help="tuning store every build starts from (copied)")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted bench in --out")
     ap.add_argument("build_options", nargs="*", help="after --: options for every build")
     a = ap.parse_args()
     targets = a.targets.split(",")
     keys = dict(p.split("=", 1) for p in a.keys.split(",")) if a.keys else {}
-    if a.out.exists():
-        sys.exit(f"{a.out} exists; choose a new --out")
-    a.out.mkdir(parents=True)
+    if a.out.exists() and not a.resume:
+        sys.exit(f"{a.out} exists; choose a new --out (or --resume)")
+    a.out.mkdir(parents=True, exist_ok=True)
     load = [os.getloadavg()[0]]
 
     farm = ["--tracker", a.tracker] if a.tracker else []
     multi_args = ["--target", ",".join(targets), "--out", str(a.out / "multi"), *farm, *a.build_options]
     if a.tracker and keys:
         multi_args += ["--key", ",".join(f"{t}={k}" for t, k in keys.items())]
-    multi_s = run_build(multi_args, fresh_store(a.tuning_from, a.out / "tuning-multi"), a.out / "multi.log")
+    multi_s = run_build("multi", multi_args, a.out, a.tuning_from)
     load.append(os.getloadavg()[0])
     singles = {}
     for t in targets:
         key = ["--key", keys[t]] if a.tracker and t in keys else []
         args = ["--target", t, "--out", str(a.out / f"single-{t}"), *farm, *key, *a.build_options]
-        singles[t] = run_build(args, fresh_store(a.tuning_from, a.out / f"tuning-{t}"), a.out / f"single-{t}.log")
+        singles[t] = run_build(f"single-{t}", args, a.out, a.tuning_from)
         load.append(os.getloadavg()[0])
 
     total = sum(singles.values())
