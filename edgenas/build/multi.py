@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import fsio, records
+from ..compute import CPU, Compute
 from ..errors import UsageError
 from ..records import record
 from ..target import TargetSpec
@@ -73,16 +74,17 @@ class MultiConfig:
 class TargetBuild(Build):
     """One target's sub-run: the single-target stages, searching over the shared supernet."""
 
-    def __init__(self, cfg: BuildConfig, target: TargetSpec, reporter: Reporter, resume: bool, farm, supernet: Path):
-        super().__init__(cfg, target, reporter, resume, farm)
+    def __init__(self, cfg: BuildConfig, target: TargetSpec, reporter: Reporter, resume: bool, farm, supernet: Path,
+                 compute: Compute = CPU):
+        super().__init__(cfg, target, reporter, resume, farm, compute)
         self.supernet = supernet
 
     def search_strategy(self):
         from ..search.shared import search_alphas
 
-        def alphas_only(space, data, table, budget_ms, cfg, seed, checkpoint=None, on_step=None):
+        def alphas_only(space, data, table, budget_ms, cfg, seed, checkpoint=None, on_step=None, compute=None):
             return search_alphas(space, data, table, budget_ms, cfg, seed, self.supernet, checkpoint=checkpoint,
-                                 on_epoch=on_step)
+                                 on_epoch=on_step, compute=compute or self.compute)
         return alphas_only
 
     def search_label(self) -> str:
@@ -97,16 +99,17 @@ class TargetBuild(Build):
 
 class MultiBuild:
     """The build of ``cfg`` for ``targets`` (``TargetSpec``s resolved from ``cfg.targets``),
-    each measured through ``farms[name]`` when it is not ``None``."""
+    each measured through ``farms[name]`` when it is not ``None``, trained on ``compute``'s device."""
 
     def __init__(self, cfg: MultiConfig, targets: list[TargetSpec], reporter: Reporter, resume: bool,
-                 farms: dict[str, object]):
+                 farms: dict[str, object], compute: Compute = CPU):
         self.cfg, self.rep, self.resume = cfg, reporter, resume
         self.run_dir = RunDir(cfg.build.out)
         supernet = self.run_dir.path / rundir.SUPERNET
         # every sub-run is set up (prerequisites, farm, data) before any long work starts
-        self.builds = [TargetBuild(cfg.sub_config(t.name), t, reporter, resume, farms.get(t.name), supernet)
+        self.builds = [TargetBuild(cfg.sub_config(t.name), t, reporter, resume, farms.get(t.name), supernet, compute)
                        for t in targets]
+        self.compute = compute
         first = self.builds[0]
         self.space, self.data = first.space, first.data
 
@@ -130,7 +133,8 @@ class MultiBuild:
         with self.rep.stage(f"train the shared supernet ({len(self.builds)} targets)", total=b.search.epochs) as adv:
             self._timed("supernet", lambda: train_supernet(
                 self.space, self.data, b.search, b.seed, run.file(rundir.SUPERNET),
-                on_epoch=lambda e, h: adv(1, f"epoch {e} loss {h['w_loss']:.3f} val {h['val_acc']:.3f}")))
+                on_epoch=lambda e, h: adv(1, f"epoch {e} loss {h['w_loss']:.3f} val {h['val_acc']:.3f}"),
+                compute=self.compute))
         run.mark("supernet", epochs=b.search.epochs)
 
     def cross(self) -> list[dict]:
@@ -250,7 +254,7 @@ class MultiBuild:
 
 
 def build_multi(cfg: MultiConfig, targets: list[TargetSpec], reporter: Reporter | None = None, resume: bool = False,
-                farms: dict | None = None) -> dict:
+                farms: dict | None = None, compute: Compute = CPU) -> dict:
     """Run (or resume) the multi-target build ``cfg``; returns what ``OUT/multi.json`` holds."""
     cfg.validate()
-    return MultiBuild(cfg, targets, reporter or Reporter(), resume, farms or {}).run()
+    return MultiBuild(cfg, targets, reporter or Reporter(), resume, farms or {}, compute).run()

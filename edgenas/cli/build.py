@@ -83,6 +83,7 @@ def build(
             from ..errors import UsageError
             raise UsageError("--nproc with several targets is not supported yet: build with --nproc 1, or one target at a time")
         return _build_multi(names, tracker=tracker, key=key, finetune_epochs=finetune_epochs, resume=resume,
+                            train_device=train_device, data_workers=data_workers,
                             data=data, out=out, rounds=rounds, latency_budget=latency_budget, epochs=epochs,
                             search_epochs=search_epochs, samples=samples, trials=trials, recipe=recipe,
                             image_size=image_size, seed=seed, strategy=strategy, bits=bits, space=space, sparse=sparse,
@@ -120,10 +121,11 @@ def build_config(*, target: str, data: str, out: Path, rounds: int, latency_budg
 
 
 def _build_multi(names: list[str], *, tracker: Optional[str], key: Optional[str], finetune_epochs: int, resume: bool,
-                 **options):
+                 train_device: str, data_workers: int, **options):
     """``edgenas build --target A,B,...`` (``build.multi``): every target resolved and its farm
     checked before the shared training starts."""
     from ..build.multi import MultiConfig, build_multi
+    from ..compute import compute_group
     from ..errors import UsageError
     from ..target import get_target
     from .options import farm_from_options
@@ -139,7 +141,8 @@ def _build_multi(names: list[str], *, tracker: Optional[str], key: Optional[str]
     base = build_config(target=names[0], spec=specs[0], **options)
     cfg = MultiConfig(targets=tuple(s.name for s in specs), build=base, finetune_epochs=finetune_epochs)
     farms = {s.name: farm_from_options(tracker, keys.get(s.name), s) for s in specs}
-    result = build_multi(cfg, specs, reporter(), resume=resume, farms=farms)
+    with compute_group(train_device, 1, data_workers) as compute:
+        result = build_multi(cfg, specs, reporter(), resume=resume, farms=farms, compute=compute)
     console.print(multi_summary(result, options["out"]))
 
 

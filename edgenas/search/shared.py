@@ -15,6 +15,9 @@ only the cheap architecture step is repeated per device (docs/methods.md §8). H
 * ``path_accuracy`` / ``inherit``: a candidate's accuracy with the supernet's weights (BatchNorm
   statistics re-estimated for that path, as SPOS and OFA do) and those weights copied into the
   plain network ``freeze(arch)`` builds.
+
+Training runs on ``compute``'s device, in one process (``compute.alone()``): a multi-target
+build refuses several ranks (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -27,20 +30,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..compute import CPU, Compute
 from ..data import DataSplits
 from ..latency.table import LatencyTable
 from ..space.arch import Arch, SpaceConfig
 from ..space.ops import PARAMETER_FREE
 from ..space.supernet import Supernet
-from ..train import batches, evaluate, load_checkpoint, save_checkpoint
+from ..train import batches, evaluate, load_checkpoint, save_checkpoint, to_device
 from .darts import ArchObjective, SearchConfig, SearchResult, build_supernet
 from .select import supernet_score
 
 BN_BATCHES = 4   # batches that re-estimate a path's BatchNorm statistics before it is scored
 
 
-def _random_path(net: Supernet, rng: np.random.Generator) -> list[torch.Tensor]:
-    return [nn.functional.one_hot(torch.tensor(int(rng.integers(len(c.candidates)))), len(c.candidates)).float()
+def _random_path(net: Supernet, rng: np.random.Generator, device: str) -> list[torch.Tensor]:
+    return [nn.functional.one_hot(torch.tensor(int(rng.integers(len(c.candidates)))), len(c.candidates)).float().to(device)
             for c in net.cells]
 
 
@@ -54,12 +58,12 @@ def path_weights(net: Supernet, arch: Arch) -> list[torch.Tensor]:
 
 
 def train_supernet(space: SpaceConfig, data: DataSplits, cfg: SearchConfig, seed: int, checkpoint: Path,
-                   on_epoch: Callable[[int, dict], None] | None = None) -> Supernet:
+                   on_epoch: Callable[[int, dict], None] | None = None, compute: Compute = CPU) -> Supernet:
     """Train the supernet's weights for ``cfg.epochs`` (alphas untouched, at uniform) on the weight
     split, checkpointed every epoch in ``checkpoint`` (resumed from it when it exists)."""
-    data = data.subsample(cfg.subsample)
+    data, compute = data.subsample(cfg.subsample), compute.alone()
     torch.manual_seed(seed)
-    net = build_supernet(space, cfg)
+    net = build_supernet(space, cfg).to(compute.device)
     opt = torch.optim.Adam(net.weight_parameters(), lr=cfg.w_lr, weight_decay=3e-5)
     start, history = 0, []
     state = load_checkpoint(checkpoint)
@@ -74,24 +78,25 @@ def train_supernet(space: SpaceConfig, data: DataSplits, cfg: SearchConfig, seed
         torch.manual_seed(seed * 7919 + epoch)
         net.train()
         total, steps = 0.0, 0
-        for step, (xb, yb) in enumerate(batches(*data.weights, cfg.batch, rng)):
+        for step, (xb, yb) in enumerate(batches(*data.weights, cfg.batch, rng, compute)):
+            xb, yb = to_device(xb, yb, compute)
             opt.zero_grad()
-            loss = ce(net(xb, None if step % 2 == 0 else _random_path(net, rng)), yb)
+            loss = ce(net(xb, None if step % 2 == 0 else _random_path(net, rng, compute.device)), yb)
             loss.backward()
             nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
             total, steps = total + loss.item(), steps + 1
-        rec = {"epoch": epoch + 1, "w_loss": total / max(1, steps), "val_acc": evaluate(net, *data.val)}
+        rec = {"epoch": epoch + 1, "w_loss": total / max(1, steps), "val_acc": evaluate(net, *data.val, compute=compute)}
         history.append(rec)
         save_checkpoint(checkpoint, {"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
                                      "history": history})
         if on_epoch:
             on_epoch(epoch + 1, rec)
-    return net.eval()
+    return net.cpu().eval()
 
 
 def load_supernet(space: SpaceConfig, cfg: SearchConfig, checkpoint: Path) -> Supernet:
-    """The trained supernet of ``train_supernet``'s finished ``checkpoint``."""
+    """The trained supernet of ``train_supernet``'s finished ``checkpoint`` (on the CPU)."""
     net = build_supernet(space, cfg)
     net.load_state_dict(load_checkpoint(checkpoint)["net"])
     return net.eval()
@@ -99,17 +104,17 @@ def load_supernet(space: SpaceConfig, cfg: SearchConfig, checkpoint: Path) -> Su
 
 def search_alphas(space: SpaceConfig, data: DataSplits, table: LatencyTable, budget_ms: float, cfg: SearchConfig,
                   seed: int, supernet: Path, checkpoint: Path | None = None,
-                  on_epoch: Callable[[int, dict], None] | None = None) -> SearchResult:
+                  on_epoch: Callable[[int, dict], None] | None = None, compute: Compute = CPU) -> SearchResult:
     """The architecture step alone over the frozen shared weights of ``supernet`` (a finished
     ``train_supernet`` checkpoint): ``cfg.epochs - cfg.warmup`` epochs of alpha steps on the alpha
     split against ``table`` and ``budget_ms``. The per-epoch history has DARTS's keys, so the
     collapse check and the report read it alike."""
-    data = data.subsample(cfg.subsample)
+    data, compute = data.subsample(cfg.subsample), compute.alone()
     torch.manual_seed(seed)
-    net = load_supernet(space, cfg, supernet)
+    net = load_supernet(space, cfg, supernet).to(compute.device)
     for p in net.weight_parameters():
         p.requires_grad_(False)
-    objective = ArchObjective(net, table, budget_ms, cfg)
+    objective = ArchObjective(net, table, budget_ms, cfg, compute.device)
     opt = torch.optim.Adam(net.arch_parameters(), lr=cfg.a_lr, betas=(0.5, 0.999))
     start, history = 0, []
     state = load_checkpoint(checkpoint) if checkpoint else None
@@ -125,14 +130,16 @@ def search_alphas(space: SpaceConfig, data: DataSplits, table: LatencyTable, bud
         rng = np.random.default_rng(seed * 7919 + epoch)
         net.train()  # batch statistics, as DARTS's alpha step; the shared weights are never saved back
         total, steps = 0.0, 0
-        for xa, ya in batches(*data.alphas, cfg.batch, rng):
+        for xa, ya in batches(*data.alphas, cfg.batch, rng, compute):
+            xa, ya = to_device(xa, ya, compute)
             opt.zero_grad()
             loss = objective(ce(net(xa), ya), [torch.softmax(a, 0) for a in net.alphas], epoch + offset, list(net.alphas))
             loss.backward()
             opt.step()
             total, steps = total + loss.item(), steps + 1
         derived = net.derive()
-        rec = {"epoch": epoch + 1, "w_loss": None, "a_loss": total / max(1, steps), "val_acc": evaluate(net, *data.val),
+        rec = {"epoch": epoch + 1, "w_loss": None, "a_loss": total / max(1, steps),
+               "val_acc": evaluate(net, *data.val, compute=compute),
                **objective.report(net.probabilities()), "skip_share_probs": net.parameter_free_share(),
                "skip_share_arch": sum(layer.op in PARAMETER_FREE for layer in derived.layers) / max(1, len(derived.layers)),
                "probs": [p.tolist() for p in net.probabilities()], "arch": str(derived)}
