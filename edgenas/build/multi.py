@@ -161,8 +161,8 @@ class MultiBuild:
         return rows
 
     def fronts(self, cross: list[dict]) -> dict:
-        """Per target: every candidate measured on it (the rounds' candidates, its final model and
-        the other targets' chosen models; an architecture measured more than once at its lowest
+        """Per target: every candidate measured on it (the rounds' candidates, the feedback loop's
+        held-out samples, its final model and the other targets' chosen models; an architecture measured more than once at its lowest
         median, as the protocol's repeats are read), with its accuracy under the supernet's
         inherited weights, and which of them are on the accuracy-latency front."""
         from ..search.shared import load_supernet, path_accuracy
@@ -182,8 +182,12 @@ class MultiBuild:
                 name, m = b.target.name, b.run_dir.manifest()
                 pts: dict[str, dict] = {}
                 final = {"arch": m.arch, "measured_ms": (m.latency or {}).get("median_ms")}
-                for row in b.measured_so_far(b.cfg.rounds) + ([final] if final["measured_ms"] is not None else []):
-                    p = pts.setdefault(row["arch"], {"arch": row["arch"], "measured_ms": [], "source": "search"})
+                held = b.run_dir.join(rundir.HELDOUT)
+                rows = [(row, "search") for row in b.measured_so_far(b.cfg.rounds)]
+                rows += [(row, "held-out sample") for row in (fsio.read_json(held) if held.exists() else [])]
+                rows += [(final, "search")] if final["measured_ms"] is not None else []
+                for row, source in rows:
+                    p = pts.setdefault(row["arch"], {"arch": row["arch"], "measured_ms": [], "source": source})
                     p["measured_ms"].append(row["measured_ms"])
                 for row in cross:
                     if row["on"] == name:

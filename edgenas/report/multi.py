@@ -2,7 +2,7 @@
 
 Read from ``OUT/multi.json`` alone (``build.multi`` writes it), so that ``edgenas report OUT``
 regenerates it. Each panel is one target's front: the candidates measured on that target (its
-feedback rounds' candidates and the other targets' chosen models), at their accuracy with the
+feedback rounds' candidates and held-out samples, and the other targets' chosen models), at their accuracy with the
 supernet's inherited weights, the non-dominated ones joined; the target's chosen model is
 marked (its fine-tuned int8 test accuracy is in the table above the figure: a different split
 and training, so not on the same axis). The cross-target table sets each
@@ -31,9 +31,13 @@ def fronts_figure(multi: dict) -> Figure:
     for ax, name in zip(axes, names):
         f = multi["fronts"][name]
         own = [c for c in f["candidates"] if c["source"] == "search"]
-        other = [c for c in f["candidates"] if c["source"] != "search"]
+        held = [c for c in f["candidates"] if c["source"] == "held-out sample"]
+        other = [c for c in f["candidates"] if c["source"].startswith("chosen for")]
         ax.plot([c["measured_ms"] for c in own], [c["inherited_acc"] * 100 for c in own], "o", color="#1f77b4",
                 alpha=0.7, label="candidates of its search (inherited weights)")
+        if held:
+            ax.plot([c["measured_ms"] for c in held], [c["inherited_acc"] * 100 for c in held], "^", color="#2ca02c",
+                    alpha=0.7, label="held-out samples of its feedback loop")
         for c in other:
             ax.plot([c["measured_ms"]], [c["inherited_acc"] * 100], "s", color="#ff7f0e", ms=9,
                     label=f"model {c['source']} (inherited weights)")
