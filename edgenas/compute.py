@@ -295,6 +295,18 @@ def _spawned(rank: int, world: int, port: int, spec: str, data_workers: int) -> 
         dist.destroy_process_group()
 
 
+def _fix_cpu_threads() -> None:
+    """Fix torch's intra-op thread count when a command starts, from the cores this process may
+    use then (a user's ``taskset`` included). Left alone, torch sizes its pool at its first
+    parallel op from the affinity mask of that moment, and TVM's runtime binds the calling thread
+    to one core when it runs a library in this process (a local measurement, docs/measurement.md):
+    a build that measures before it trains would train with another thread count, its float
+    reductions in another order, and one seed would not give one search."""
+    import torch
+
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+
+
 @contextmanager
 def compute_group(spec: str = "cpu", nproc: int = 1, data_workers: int = 2) -> Iterator[Compute]:
     """The ``Compute`` of ``--train-device``/``--nproc``, for the duration of a command.
@@ -322,7 +334,10 @@ def compute_group(spec: str = "cpu", nproc: int = 1, data_workers: int = 2) -> I
             p.start()
         compute = init_distributed(spec, data_workers, 0, nproc, f"tcp://127.0.0.1:{port}")
     else:
-        yield resolve_compute(spec, data_workers)
+        compute = resolve_compute(spec, data_workers)
+        if compute.kind == "cpu":
+            _fix_cpu_threads()
+        yield compute
         return
     import torch.distributed as dist
 

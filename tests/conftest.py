@@ -33,6 +33,20 @@ def config_home(tmp_path_factory) -> Path:
     return home
 
 
+_AFFINITY = os.sched_getaffinity(0)
+
+
+@pytest.fixture(autouse=True)
+def _cores_back():
+    """TVM's runtime binds the calling thread to one core when a test runs a library in this
+    process; every build a later test starts as a subprocess would inherit that mask and train
+    with one torch thread instead of two (other float sums: the kill/resume equality tests
+    compare against a build made before). Give the main thread its cores back after each test."""
+    yield
+    if os.sched_getaffinity(0) != _AFFINITY:
+        os.sched_setaffinity(0, _AFFINITY)
+
+
 @pytest.fixture(scope="session")
 def tiny_recipe(tmp_path_factory) -> Path:
     """The default recipe with a one-epoch QAT, for fast builds."""

@@ -96,7 +96,8 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
         runner = farm.ms_runner() if farm is not None else None
         where = f" through {farm.tracker} key {farm.key!r}" if farm is not None else ""
         say(f"tuning{where}")
-        stats = tune.tune(fused, target, str(tuning_dir), trials, runner=runner, progress=say)
+        stats = tune.tune(fused, target, str(tuning_dir), trials, runner=runner,
+                          farm_alive=farm.has_servers if farm is not None else None, progress=say)
         new_trials, failed_runs = stats.trials, stats.run_errors
         say(f"tuning: {stats.trials} trials on {stats.tasks_tuned}/{stats.tasks} tasks in {stats.seconds:.0f} s"
             + (f", {stats.run_errors} failed to run" if stats.run_errors else ""))

@@ -127,7 +127,7 @@ def _error_line(msg: str) -> str:
 
 
 def _checkpoint_callback(total: int, task_names: list[str], progress: Callable[[str], None], counts: dict,
-                         abort_on_lost_batch: bool):
+                         farm_alive: Callable[[], bool] | None):
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
     from tvm.ir.utils import derived_object
 
@@ -148,10 +148,11 @@ def _checkpoint_callback(total: int, task_names: list[str], progress: Callable[[
             progress(f"tuned {counts['trials']}/{total} trials ({task_names[task_id]}{best}; "
                      f"{counts['build_errors']} build errors, {counts['run_errors']} run errors)")
             built = sum(b.error_msg is None for b in builder_results)
-            if abort_on_lost_batch and built and len(failed) == built:
-                # Every candidate of the batch failed on the farm: the servers are gone (one killed
-                # server fails only its own candidates). Stop instead of waiting out every
-                # remaining candidate; what was measured so far is already merged.
+            if farm_alive is not None and built and len(failed) == built and not farm_alive():
+                # Every candidate of the batch failed on the farm and the tracker lists no server
+                # for the key: the servers are gone. Stop instead of waiting out every remaining
+                # candidate; what was measured so far is already merged. (A batch lost with servers
+                # still registered, e.g. one candidate on the one server killed, goes on.)
                 counts["aborted"] = _error_line(failed[-1])
                 raise TuningAborted(counts["aborted"])
 
@@ -245,12 +246,14 @@ def _stderr_without(*markers: str):
 
 
 def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | None = None, runner=None,
-         progress: Callable[[str], None] | None = None, seed: int | None = 0) -> TuneStats:
+         farm_alive: Callable[[], bool] | None = None, progress: Callable[[str], None] | None = None,
+         seed: int | None = 0) -> TuneStats:
     """Tune the tasks of the fused module ``mod`` that have no record in ``tuning_dir``.
 
     ``target`` is a ``TargetSpec``; ``runner`` defaults to a ``LocalRunner`` (the caller decides
-    whether the target can be measured here); a remote runner (``Farm.ms_runner``) stops the
-    tuning with ``EdgenasError`` when a whole batch fails to run, i.e. the farm is gone. Returns
+    whether the target can be measured here); with a remote runner (``Farm.ms_runner``),
+    ``farm_alive`` (``Farm.has_servers``) is asked after a batch that failed to run whole, and the
+    tuning stops with ``EdgenasError`` when it says the farm is gone. Returns
     what was run; the records are in the shared DB when this returns (or, if it fails or is
     interrupted, up to the last measured trial, and a rerun runs only the trials left).
     """
@@ -291,7 +294,6 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
     except BaseException:
         shutil.rmtree(private, ignore_errors=True)
         raise
-    remote = runner is not None
     counts = {"trials": 0, "build_errors": 0, "run_errors": 0, "first_run_error": "", "aborted": ""}
     console, console_level = None, 0
     try:
@@ -312,7 +314,8 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
             timeout_sec=60, initializer=functools.partial(_runner_init, threads), evaluator_config=ms.runner.EvaluatorConfig(
                 number=3, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False)), sink)
         callbacks = ms.measure_callback.MeasureCallback.create("default") + [
-            _checkpoint_callback(left, [t.task_name for t in todo], progress, counts, remote)]
+            _checkpoint_callback(left, [t.task_name for t in todo], progress, counts,
+                                 farm_alive if runner is not None else None)]
         try:
             # ... and candidates of the pixel-vector GEMM whose sampled vectorization nests (dropped too)
             with _stderr_without("Tensorize failed", "Detect vectorize inside vectorized loop"):

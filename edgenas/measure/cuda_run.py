@@ -75,12 +75,16 @@ def build_runner() -> Path:
 
 
 def gpu_present() -> bool:
-    """A CUDA driver with at least one device (checked through libcuda itself, not torch)."""
+    """A CUDA driver with at least one device (checked through libcuda itself, not torch).
+
+    In a process that compiled for CUDA, ``libcuda.so.1`` resolves to the stub driver that
+    ``compile.cuda_env`` loads so that TVM's CUDA runtime links on a GPU-less host; the stub has no
+    ``cuInit``, which means no GPU."""
     try:
         cuda = ctypes.CDLL("libcuda.so.1")
         count = ctypes.c_int(0)
         return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
-    except OSError:
+    except (OSError, AttributeError):
         return False
 
 

@@ -308,6 +308,16 @@ def measure_here(lib_path, input_shape, proto: Protocol | None = None, *, min_sa
     """Measure ``lib_path`` on this host with the protocol (the local twin of ``Farm.measurement``),
     interleaved with the library ``reference`` when one is given, holding the locks of the cores
     TVM's pool runs on."""
+    mask = os.sched_getaffinity(0)   # TVM's bound pool pins this (main) thread: given back below
+    try:
+        return _measure_here(lib_path, input_shape, proto or Protocol(), min_samples, target, journal, reference,
+                             reference_shape)
+    finally:
+        if os.sched_getaffinity(0) != mask:   # else training after a measurement runs on one core
+            os.sched_setaffinity(0, mask)
+
+
+def _measure_here(lib_path, input_shape, proto, min_samples, target, journal, reference, reference_shape) -> Measurement:
     import socket
 
     import tvm
@@ -316,7 +326,6 @@ def measure_here(lib_path, input_shape, proto: Protocol | None = None, *, min_sa
 
     from .local import cpu_name
 
-    proto = proto or Protocol()
     dev = tvm.cpu()
     threads, pinning = configure_threads(tvm_ffi.get_global_func, proto)
     if hasattr(os, "sched_getaffinity"):

@@ -100,6 +100,13 @@ class Farm:
     def status(self) -> FarmStatus:
         return farm_status(self.tracker, timeout_s=min(self.timeout_s, 10.0))
 
+    def has_servers(self) -> bool:
+        """Whether the tracker answers and lists a server (free or busy) for the key."""
+        try:
+            return self.status().key(self.key).servers > 0
+        except EdgenasError:
+            return False
+
     def check(self) -> FarmStatus:
         """Fail before long work when the tracker is unreachable or has no server for the key."""
         st = self.status()

@@ -127,3 +127,13 @@ def test_measurement_records_the_load_and_warns_beside_a_cpu_hog(tiny_lib, tmp_p
 
     line = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[0])
     assert line["data"]["stats"]["context"]["other_cpu_share"] == load.other_cpu_share
+
+
+def test_measuring_here_gives_the_main_thread_its_cores_back(tiny_lib):
+    """TVM's bound pool pins the calling thread to one core; a build that trains after a local
+    measurement (and every process it starts) would otherwise train on that one core."""
+    import os
+
+    before = os.sched_getaffinity(0)
+    measure_here(tiny_lib, TINY_SHAPE, Protocol(min_samples=5, max_samples=10, threads=1), target="x86-avx2")
+    assert os.sched_getaffinity(0) == before
