@@ -33,7 +33,7 @@ from . import rundir
 from .config import BuildConfig
 from .progress import Reporter
 from .rundir import RunDir
-from .stages import Build
+from .stages import Build, add_seconds
 
 
 @record("multi_build_config")
@@ -116,10 +116,7 @@ class MultiBuild:
     def _timed(self, name: str, fn):
         t = time.time()
         out = fn()
-        path = self.run_dir.file(rundir.TIMING)
-        seconds = fsio.read_json(path) if path.exists() else {}
-        seconds[name] = round(seconds.get(name, 0.0) + time.time() - t, 3)
-        fsio.write_json(path, seconds)
+        add_seconds(self.run_dir, name, time.time() - t)
         return out
 
     # -- stages -------------------------------------------------------------------------------

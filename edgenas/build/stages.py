@@ -52,6 +52,14 @@ def _fit_ms(point: dict) -> float:
     return point.get("calibrated_ms") or point["measured_ms"]
 
 
+def add_seconds(run_dir: RunDir, name: str, seconds: float) -> None:
+    """Add ``seconds`` to stage ``name`` in the run's ``timing.json`` (summed across resumes)."""
+    path = run_dir.file(rundir.TIMING)
+    timing = fsio.read_json(path) if path.exists() else {}
+    timing[name] = round(timing.get(name, 0.0) + seconds, 3)
+    fsio.write_json(path, timing)
+
+
 class Build:
     """One build for ``target`` (the ``TargetSpec`` resolved from ``cfg.target`` by the caller),
     measured through ``farm`` (a ``measure.rpc.Farm``) when one is given, else on this host.
@@ -97,10 +105,7 @@ class Build:
         USAGE.take()
         t = time.time()
         out = fn()
-        path = self.run_dir.file(rundir.TIMING)
-        seconds = fsio.read_json(path) if path.exists() else {}
-        seconds[name] = round(seconds.get(name, 0.0) + time.time() - t, 3)
-        fsio.write_json(path, seconds)
+        add_seconds(self.run_dir, name, time.time() - t)
         train_wall, busy = USAGE.take()
         add_segment(self.run_dir.file(rundir.COMPUTE), name, time.time() - t, train_wall, busy,
                     self.compute.device_name(), self.compute.world, f"{self.target.name} ({self.runner.where})")

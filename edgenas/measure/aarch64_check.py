@@ -17,7 +17,6 @@ directory, keyed by the hash of its source, so editing ``run_vm.cc`` never runs 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -30,6 +29,7 @@ import numpy as np
 
 from ..errors import EdgenasError, UsageError
 from ..fsio import cache_root
+from .cpp_build import build_cached
 
 CACHE = cache_root() / "aarch64"
 RUNTIME = CACHE / "site"  # unpacked aarch64 wheels: tvm/lib, tvm_ffi/lib
@@ -68,22 +68,9 @@ def _ffi_include() -> Path:
 def build_runner() -> Path:
     """The aarch64 runner binary for the current ``run_vm.cc``, compiled if needed."""
     _require_tools()
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
-    out = CACHE / f"run_vm-{digest}"
-    if out.exists():
-        return out
-    fd, tmp = tempfile.mkstemp(prefix=".run_vm-", dir=CACHE)
-    os.close(fd)
-    cmd = [CXX, "-std=c++17", "-O2", str(SOURCE), f"-I{_ffi_include()}",
-           f"-L{RUNTIME / 'tvm' / 'lib'}", f"-L{RUNTIME / 'tvm_ffi' / 'lib'}",
-           "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-o", tmp]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        Path(tmp).unlink(missing_ok=True)
-        raise EdgenasError(f"building the aarch64 VM runner failed: {r.stderr.strip().splitlines()[-1:]}")
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, out)
-    return out
+    flags = ["-std=c++17", "-O2", f"-I{_ffi_include()}", f"-L{RUNTIME / 'tvm' / 'lib'}", f"-L{RUNTIME / 'tvm_ffi' / 'lib'}",
+             "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi"]
+    return build_cached(CXX, SOURCE, flags, CACHE, "run_vm", "the aarch64 VM runner")
 
 
 def run_aarch64_library(lib_path: str | os.PathLike, inputs: np.ndarray) -> np.ndarray:

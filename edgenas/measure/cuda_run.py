@@ -12,7 +12,6 @@ needs beside it.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..errors import EdgenasError, UsageError
 from ..fsio import cache_root
+from .cpp_build import build_cached
 
 CACHE = cache_root() / "cuda-runner"
 SOURCE = Path(__file__).with_name("cpp") / "run_cuda.cc"
@@ -57,21 +57,7 @@ def build_runner() -> Path:
     # rpath: the libraries next to the binary (a GPU host's copy), else the wheels it was built from
     flags = ["-std=c++17", "-O2", f"-I{ffi / 'include'}", f"-L{tvm_lib}", f"-L{ffi / 'lib'}", "-Wl,--no-as-needed",
              "-ltvm_runtime", "-ltvm_ffi", "-ldl", f"-Wl,-rpath,$ORIGIN:{tvm_lib}:{ffi / 'lib'}"]
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:12]
-    out = CACHE / f"run_cuda-{digest}"
-    if out.exists():
-        return out
-    CACHE.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".run_cuda-", dir=CACHE)
-    os.close(fd)
-    cmd = [CXX, str(SOURCE), *flags, "-o", tmp]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        Path(tmp).unlink(missing_ok=True)
-        raise EdgenasError(f"building the CUDA runner failed: {r.stderr.strip().splitlines()[-1:]}")
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, out)
-    return out
+    return build_cached(CXX, SOURCE, flags, CACHE, "run_cuda", "the CUDA runner")
 
 
 def gpu_present() -> bool:
