@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from . import fsio
+from . import batchnorm_sync, fsio
 from .compute import CPU, Compute
 
 
@@ -101,8 +101,18 @@ def load_checkpoint(path: Path, compute: Compute = CPU) -> dict | None:
     return compute.broadcast(state)
 
 
+def shard_loss(loss_fn, model: Callable[[torch.Tensor], torch.Tensor], xb: torch.Tensor, yb: torch.Tensor, compute: Compute) -> torch.Tensor | None:
+    """This rank's loss on its shard. In one process an empty batch has none. Under several
+    ranks every rank runs the forward pass, an empty shard too (a zero loss over the same
+    graph), because the synced BatchNorm's collectives must pair up (``batchnorm_sync``)."""
+    if len(yb):
+        return loss_fn(model(xb), yb)
+    return model(xb).sum() * 0.0 if compute.distributed else None
+
+
 def step(params: list, loss: torch.Tensor | None, n_local: int, compute: Compute) -> int:
-    """Backward (skipped for an empty shard) and the gradient all-reduce; the whole batch's size."""
+    """Backward (skipped for an empty shard in one process) and the gradient all-reduce; the
+    whole batch's size."""
     if loss is not None:
         loss.backward()
     return compute.reduce_gradients(params, n_local)
@@ -134,14 +144,15 @@ def _fit(model, train, epochs, lr, seed, batch, checkpoint, compute: Compute, on
         torch.manual_seed(seed * 1000 + epoch)
         model.train()
         total, n = 0.0, 0
-        for xb, yb in batches(*train, batch, rng, compute, shard=True):
-            xb, yb = to_device(xb, yb, compute)
-            opt.zero_grad()
-            loss = loss_fn(model(xb), yb) if len(yb) else None
-            step(params, loss, len(yb), compute)
-            nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-            total, n = total + (loss.item() * len(xb) if loss is not None else 0.0), n + len(xb)
+        with batchnorm_sync.synced(model, compute.distributed):
+            for xb, yb in batches(*train, batch, rng, compute, shard=True):
+                xb, yb = to_device(xb, yb, compute)
+                opt.zero_grad()
+                loss = shard_loss(loss_fn, model, xb, yb, compute)
+                step(params, loss, len(yb), compute)
+                nn.utils.clip_grad_norm_(params, 5.0)
+                opt.step()
+                total, n = total + (loss.item() * len(xb) if len(yb) else 0.0), n + len(xb)
         sched.step()
         compute.average_buffers(model)
         total, n = compute.all_sum([total, n])

@@ -10,7 +10,8 @@
 5. repeatability: the same library measured twice, as absolute medians and as ratios to the
    reference; goal >= 95 % of pairs within ±5 % of each other;
 6. the predictor as the build's feedback fits it (docs/latency.md): round 1 sees the first
-   --per-round archs, round 2 the first 2 x --per-round; every other arch is held out. Reported on
+   --per-round archs, round 2 the first 2 x --per-round (when they fit before the held-out ones);
+   the last --heldout archs are held out. Reported on
    the held-out archs, before and after each refit: share within ±10 %, mean abs % error, Kendall
    tau; goal after one round: >= 95 % within ±10 % and tau >= 0.9.
 
@@ -19,7 +20,10 @@ windows discarded for interference are printed beside the numbers. Compiles use 
 temporary tuning root unless --tuning-logs is given. Progress is checkpointed in --out, so an
 interrupted run continues with --resume.
 
-    flock /tmp/edgenas-bench.lock scripts/bench_latency.py --archs 40 --per-round 8 --out runs/bench_latency.json
+    flock /tmp/edgenas-bench.lock scripts/bench_latency.py --archs 42 --per-round 16 --heldout 10 --out runs/bench_latency.json
+
+With --resume and a larger --archs, a run measures more architectures of the same seeded sequence; with
+another --per-round or --heldout it re-fits the stored measurements without measuring again.
 """
 
 from __future__ import annotations
@@ -71,14 +75,16 @@ def main() -> int:
                                      "(each stage offers the family's variants and skip)")
     ap.add_argument("--image-size", type=int, default=16)
     ap.add_argument("--archs", type=int, default=40)
-    ap.add_argument("--per-round", type=int, default=8)
+    ap.add_argument("--per-round", type=int, default=16,
+                    help="points per feedback round (the build measures 16 per round by default)")
+    ap.add_argument("--heldout", type=int, default=10, help="the last HELDOUT archs are never fitted")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tuning-logs")
     ap.add_argument("--out", default=str(REPO / "runs" / "bench_latency.json"))
     ap.add_argument("--resume", action="store_true")
     a = ap.parse_args()
-    if a.archs < 2 * a.per_round + 3:
-        ap.error("--archs must leave at least 3 held-out archs after two rounds")
+    if a.heldout < 3 or a.archs < a.per_round + a.heldout:
+        ap.error("--archs must hold one round of --per-round archs and --heldout (>= 3) held-out archs")
     own_logs = None if a.tuning_logs or "EDGENAS_TUNING_LOGS" in os.environ else tempfile.mkdtemp(prefix="edgenas-bench-tl-")
     os.environ.setdefault("EDGENAS_TUNING_LOGS", a.tuning_logs or own_logs)
 
@@ -148,6 +154,7 @@ def main() -> int:
             if arch not in archs and arch != ref_arch:
                 archs.append(arch)
         rows = state.setdefault("archs", [])
+        measured_now = len(archs) > len(rows)
         for arch in archs[len(rows):]:
             twice = []
 
@@ -177,11 +184,12 @@ def main() -> int:
         y_abs = np.array([r["abs_ms"][0] for r in rows])
         y = np.array([r["ratio"][0] for r in rows]) * ref_ms           # reference-calibrated ms
         T = np.array([table.arch_sum(x) for x in A])
-        held = slice(2 * a.per_round, None)
+        held = slice(len(rows) - a.heldout, None)
+        rounds = [r for r in (1, 2) if r * a.per_round <= len(rows) - a.heldout]
         rep = {"absolute": repeatability(*zip(*[r["abs_ms"] for r in rows]), REPEAT_GOAL[1]),
                "ratio": repeatability(*zip(*[r["ratio"] for r in rows]), REPEAT_GOAL[1])}
         results = [{"model": "table sum (before feedback)", "round": 0, **quality(T[held], y[held])}]
-        for r in (1, 2):
+        for r in rounds:
             n = r * a.per_round
             pred = fit_arch_predictor(A[:n], y[:n], table)
             results.append({"model": f"after round {r} refit ({pred.kind}, {n} points)", "round": r,
@@ -201,11 +209,13 @@ def main() -> int:
             "predictor_round1": r1["within10"] >= PREDICTOR_GOAL[0] and r1["kendall_tau"] >= PREDICTOR_GOAL[2],
         }
         state.setdefault("farm", {"tracker": tracker, "key": key, "servers": status.key(key).servers})
+        now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        if measured_now or "date" not in state:   # a re-fit of stored measurements keeps when and how loaded they were
+            state.update(load_after=os.getloadavg()[0], date=now)
         state.update(results=results, repeatability=rep, per_round=a.per_round, held_out=len(y[held]), goals=goals,
                      target=target.name, space=a.stages or a.space or "default", windows=windows, discarded=discarded,
-                     load_after=os.getloadavg()[0], load_during=[min(load_seen), max(load_seen)],
-                     steal_mean=float(np.mean(steal)) if steal else None, reference=str(ref_arch),
-                     cpu=_cpu_name(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+                     load_during=[min(load_seen), max(load_seen)], summarised=now,
+                     steal_mean=float(np.mean(steal)) if steal else None, reference=str(ref_arch), cpu=_cpu_name())
         fsio.write_json(out, state)
 
         tab = Table(title=f"latency predictor on {target.name}, held-out {len(y[held])} of {len(y)} archs "

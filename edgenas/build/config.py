@@ -84,7 +84,7 @@ class BuildConfig:
     trials: int = 0                   # MetaSchedule trials for the final model (0: reuse tuning_logs only)
     final_epochs: int = 20
     final_subsample: int = 4000       # weight-split images final training and QAT see (+ half as many alpha images; 0: all)
-    sampled_per_round: int = 7        # extra architectures measured per round to fit the predictor (8 with the chosen one)
+    sampled_per_round: int = 15       # extra architectures measured per round to fit the predictor (16 with the chosen one; docs/latency.md)
     heldout: int = 6                  # architectures measured once, never fitted: the predictor's error is shown on them
     reuse_latency: bool = False       # fit round 1's predictor on measurements kept from earlier runs
     strategy: str = "darts"           # darts | random (edgenas.search.strategies)

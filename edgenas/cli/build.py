@@ -34,8 +34,9 @@ def build(
     latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="Target INT8 latency, e.g. 0.2ms or 150us (default: the predicted latency at uniform alphas, the space's average)."),
     epochs: int = typer.Option(20, "--epochs", help="Final training epochs (fp32, before QAT)."),
     search_epochs: int = typer.Option(10, "--search-epochs", help="DARTS epochs per round (the first 3 train weights only)."),
-    samples: int = typer.Option(7, "--samples", help="Extra architectures sampled from softmax(alpha) and measured per round "
-                                "(the predictor refits on them; latency needs no trained weights, so they are cheap)."),
+    samples: int = typer.Option(15, "--samples", help="Extra architectures sampled from softmax(alpha) and measured per round "
+                                "(16 with the chosen one: a per-op-class correction needs ~12-16 points to change the op table's ranking; "
+                                "latency needs no trained weights, so they are cheap)."),
     heldout: int = typer.Option(6, "--heldout", help="Architectures measured once and never fitted: the predictor's error on "
                                 "them is printed after every round, before and after its refit."),
     trials: int = typer.Option(0, "--trials", help="MetaSchedule trials to tune the final model (0 reuses tuning_logs/<target> only)."),

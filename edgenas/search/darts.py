@@ -44,7 +44,8 @@ from ..space.noise import QuantNoise
 from ..space.ops import PARAMETER_FREE
 from ..space.supernet import Supernet
 from ..compute import CPU, Compute
-from ..train import batches, evaluate, load_checkpoint, save_checkpoint, step, to_device
+from .. import batchnorm_sync
+from ..train import batches, evaluate, load_checkpoint, save_checkpoint, shard_loss, step, to_device
 from . import objective as obj
 
 
@@ -172,31 +173,34 @@ def _search(space, data, table, budget_ms, cfg, seed, checkpoint, compute: Compu
         # after the weight pass's, whether or not the loaders prefetch (worker processes)
         a_iter = None
         stats = {"w_loss": 0.0, "a_loss": 0.0, "steps": 0}
-        for xb, yb in batches(*data.weights, cfg.batch, rng, compute, shard=True):
-            xb, yb = to_device(xb, yb, compute)
-            if epoch >= cfg.warmup:
-                pair = next(a_iter, None) if a_iter is not None else None
-                if pair is None:   # first alpha step of the epoch, or the alpha split ran out: cycle it
-                    a_iter = iter(batches(*data.alphas, cfg.batch, rng, compute, shard=True))
-                    pair = next(a_iter)
-                xa, ya = pair
-                xa, ya = to_device(xa, ya, compute)
-                a_opt.zero_grad()
-                # the CE first, then the softmax: autograd then sums the alpha gradients in the order
-                # the single-process search always has (bit-identical results)
-                a_ce = ce(net(xa), ya) if len(ya) else torch.zeros((), device=compute.device)
-                a_loss = objective(a_ce, [torch.softmax(a, 0) for a in net.alphas], epoch, list(net.alphas))
-                n_a = step(alpha_params, a_loss, len(ya), compute)
-                a_opt.step()
-                stats["a_loss"] += a_loss.item() if not compute.distributed else a_loss.item() * len(ya) / max(1, n_a)
-            w_opt.zero_grad()
-            w_loss = ce(net(xb), yb) if len(yb) else None
-            n_w = step(trainable, w_loss, len(yb), compute)
-            nn.utils.clip_grad_norm_(trainable, 5.0)
-            w_opt.step()
-            if w_loss is not None:
-                stats["w_loss"] += w_loss.item() if not compute.distributed else w_loss.item() * len(yb) / max(1, n_w)
-            stats["steps"] += 1
+        with batchnorm_sync.synced(net, compute.distributed):
+            for xb, yb in batches(*data.weights, cfg.batch, rng, compute, shard=True):
+                xb, yb = to_device(xb, yb, compute)
+                if epoch >= cfg.warmup:
+                    pair = next(a_iter, None) if a_iter is not None else None
+                    if pair is None:   # first alpha step of the epoch, or the alpha split ran out: cycle it
+                        a_iter = iter(batches(*data.alphas, cfg.batch, rng, compute, shard=True))
+                        pair = next(a_iter)
+                    xa, ya = pair
+                    xa, ya = to_device(xa, ya, compute)
+                    a_opt.zero_grad()
+                    # the CE first, then the softmax: autograd then sums the alpha gradients in the order
+                    # the single-process search always has (bit-identical results)
+                    a_ce = shard_loss(ce, net, xa, ya, compute)
+                    if a_ce is None:
+                        a_ce = torch.zeros((), device=compute.device)
+                    a_loss = objective(a_ce, [torch.softmax(a, 0) for a in net.alphas], epoch, list(net.alphas))
+                    n_a = step(alpha_params, a_loss, len(ya), compute)
+                    a_opt.step()
+                    stats["a_loss"] += a_loss.item() if not compute.distributed else a_loss.item() * len(ya) / max(1, n_a)
+                w_opt.zero_grad()
+                w_loss = shard_loss(ce, net, xb, yb, compute)
+                n_w = step(trainable, w_loss, len(yb), compute)
+                nn.utils.clip_grad_norm_(trainable, 5.0)
+                w_opt.step()
+                if w_loss is not None:
+                    stats["w_loss"] += w_loss.item() if not compute.distributed else w_loss.item() * len(yb) / max(1, n_w)
+                stats["steps"] += 1
         compute.average_buffers(net)
         stats["w_loss"], stats["a_loss"] = compute.all_sum([stats["w_loss"], stats["a_loss"]])
         derived = net.derive()

@@ -22,7 +22,8 @@ from ..data import DataSplits
 from ..space.arch import Arch, arch_from_choices
 from ..space.supernet import Supernet
 from ..compute import CPU, Compute
-from ..train import batches, step, to_device
+from .. import batchnorm_sync
+from ..train import batches, shard_loss, step, to_device
 
 
 @torch.no_grad()
@@ -51,12 +52,13 @@ def _finetune(net: Supernet, data: DataSplits, weights: list[torch.Tensor], epoc
     weights = [w.to(compute.device) for w in weights]
     for e in range(epochs):
         net.train()
-        for xb, yb in batches(*data.weights, batch, np.random.default_rng(seed + e), compute, shard=True):
-            xb, yb = to_device(xb, yb, compute)
-            opt.zero_grad()
-            step(params, ce(net(xb, weights), yb) if len(yb) else None, len(yb), compute)
-            nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
+        with batchnorm_sync.synced(net, compute.distributed):
+            for xb, yb in batches(*data.weights, batch, np.random.default_rng(seed + e), compute, shard=True):
+                xb, yb = to_device(xb, yb, compute)
+                opt.zero_grad()
+                step(params, shard_loss(ce, lambda x: net(x, weights), xb, yb, compute), len(yb), compute)
+                nn.utils.clip_grad_norm_(params, 5.0)
+                opt.step()
         compute.average_buffers(net)
 
 

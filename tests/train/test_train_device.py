@@ -115,8 +115,8 @@ def _kill_after(epoch: int):
 
 def test_two_gloo_processes_search_like_one(tmp_path):
     """The data-parallel search (gloo, loopback) picks the architecture of one process, with
-    alphas within BatchNorm's per-shard noise; a one-process run killed after epoch 2 resumes
-    in two processes."""
+    alphas equal up to float summation order (BatchNorm uses the whole batch's statistics); a
+    one-process run killed after epoch 2 resumes in two processes."""
     data, table = _data(), _table(SPACE)
     one = search(SPACE, data, table, 0.3, CFG, seed=0)
     with pytest.raises(_Killed):
