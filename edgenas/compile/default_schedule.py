@@ -19,7 +19,11 @@ from __future__ import annotations
 import functools
 import logging
 
-LOCAL = "_local"  # suffix of the tensor intrinsics whose accumulator is "local" (packed_dot.register)
+# TVM's ``kMaxStackAlloca``: a buffer allocated inside a kernel is a stack array only when its
+# scope is "global" and it is smaller than this; anything else ("local" scope included) becomes a
+# ``TVMBackendAllocWorkspace``/``FreeWorkspace`` pair on every iteration of the parallel loop
+# around it (docs/int8_kernels.md, "Register block").
+STACK_BYTES = 1024
 
 _log = logging.getLogger(__name__)
 LANES = 32  # elements per vector loop of elementwise blocks (a 256-bit vector of bytes); LLVM splits wider ones
@@ -123,14 +127,12 @@ def schedule_gemm(sch, kernel) -> None:
     red, ci = loops[n_spatial:-1], loops[-1]  # (co) for a 1x1 conv / matmul, (rh, rw, co) for k x k
     *outer, px = pixels  # (r) or (b, i, j): tile the innermost (fusing first breaks tensorize's int64 check)
     width, n_oo = _extents(sch, (px, oo))
-    registers = 24 if kernel.lanes == 16 else 12  # accumulators: 32 zmm (AVX-512) / 16 ymm (AVX2) minus operands
-    rb = _divisor(width, (8, 6, 4, 7, 5, 3, 2))
-    ob = _divisor(n_oo, [c for c in (3, 2) if rb * c <= registers])
+    rb, ob = register_block(width, n_oo, kernel.lanes)
     p0, r1 = sch.split(px, factors=[None, rb])
     o0, o1 = sch.split(oo, factors=[None, ob])
     sch.reorder(*outer, p0, o0, *red, r1, o1, oi, ci)
     co = red[0]
-    acc = sch.cache_write(gemm, 0, "local")
+    acc = sch.cache_write(gemm, 0, "global")   # on the stack: smaller than STACK_BYTES (register_block)
     sch.reverse_compute_at(acc, o0)
     tile = sch.fuse(*outer, p0, o0)
     sch.parallel(tile)
@@ -139,6 +141,23 @@ def schedule_gemm(sch, kernel) -> None:
         _parallel_vectorize(sch, sch.get_sblock(name), LANES)
     if not _epilogue_in_register_block(sch, acc):
         _epilogue(sch, {"packed_dot", _name(sch, acc)} | inputs, 16)
+
+
+def register_block(width: int, n_groups: int, lanes: int) -> tuple[int, int]:
+    """(pixels, channel groups) of the GEMM's register block for a pixel row of ``width`` and
+    ``n_groups`` groups of ``lanes`` output channels.
+
+    The block is the int32 accumulator, so it must fit the vector registers (32 zmm on AVX-512,
+    16 ymm on AVX2, less the operands) and stay below ``STACK_BYTES``, or TVM allocates it from
+    the heap on every tile. Three channel groups are preferred (each broadcast input word feeds
+    three dot products), then the widest pixel count; 7 pixels before 8 because the 32->16
+    projection of MobileNetV2 at 112x112 ran 4x faster with 7 than with 8 or 4 (measured in
+    docs/int8_kernels.md, "Register block")."""
+    registers = 24 if lanes == 16 else 12
+    most = min(registers, (STACK_BYTES - 1) // (lanes * 4))
+    ob = _divisor(n_groups, [c for c in (3, 2) if 2 * c <= most])
+    rb = _divisor(width, [r for r in (7, 6, 5, 4, 8, 3, 2) if r * ob <= most])
+    return rb, ob
 
 
 def _epilogue_in_register_block(sch, acc) -> bool:
@@ -161,7 +180,7 @@ def _tensorize_register_block(sch, block, acc, reduce_loop, intrin_loop, intrin:
     the dot-product intrinsic (local-accumulator form) at ``intrin_loop``, the register block
     unrolled, and the init and write-back of the local accumulator vectorized."""
     init = sch.decompose_reduction(block, reduce_loop)
-    sch.tensorize(intrin_loop, intrin + LOCAL)
+    sch.tensorize(intrin_loop, intrin)
     for loop in unrolled:
         sch.unroll(loop)
     sch.vectorize(sch.get_loops(init)[-1])

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .default_schedule import LOCAL  # suffix of the intrinsics with a "local" accumulator
 
 
 @dataclass(frozen=True)
@@ -68,23 +67,18 @@ def kernel_for(spec) -> DotKernel | None:
 def register() -> None:
     """Register the tensor intrinsics (once per process: tuning and applying records need them).
 
-    Each comes twice: accumulating into a "global" buffer (what MetaSchedule's
-    ``MultiLevelTilingWithIntrin`` writes) and into a "local" one (``default_schedule``'s
-    register block: a global-scope cache inside a parallel loop would be a heap workspace
-    allocated per tile)."""
+    They accumulate into a "global"-scope buffer: what MetaSchedule's ``MultiLevelTilingWithIntrin``
+    writes, and ``default_schedule``'s register block, which TVM keeps on the stack when it is
+    smaller than ``default_schedule.STACK_BYTES`` (a "local" one is a heap workspace per tile).
+    The input word is broadcast inline: a named temporary in the intrinsic is a one-element
+    buffer, and TVM allocated it from the heap on every tile too (docs/int8_kernels.md)."""
     from tvm.s_tir import TensorIntrin
-
-    for scope, suffix in (("global", ""), ("local", LOCAL)):
-        _register(TensorIntrin, scope, suffix)
-
-
-def _register(TensorIntrin, scope: str, suffix: str) -> None:  # noqa: N803 - the tvm class
     from tvm.script import tirx as T
 
     def desc(L, K, wdt):
         @T.prim_func(s_tir=True)
         def f(A: T.Buffer((K,), "uint8", offset_factor=1), B: T.Buffer((L, K), wdt, offset_factor=1),
-              C: T.Buffer((L,), "int32", offset_factor=1, scope=scope)) -> None:
+              C: T.Buffer((L,), "int32", offset_factor=1, scope="global")) -> None:
             with T.sblock("root"):
                 T.reads(C[0:L], A[0:K], B[0:L, 0:K])
                 T.writes(C[0:L])
@@ -97,29 +91,29 @@ def _register(TensorIntrin, scope: str, suffix: str) -> None:  # noqa: N803 - th
 
     @T.prim_func(s_tir=True)
     def pmaddwd(A: T.Buffer((2,), "uint8", offset_factor=1), B: T.Buffer((8, 2), "int16", offset_factor=1),
-                C: T.Buffer((8,), "int32", offset_factor=1, scope=scope)) -> None:
+                C: T.Buffer((8,), "int32", offset_factor=1, scope="global")) -> None:
         with T.sblock("root"):
             T.reads(C[0:8], A[0:2], B[0:8, 0:2])
             T.writes(C[0:8])
-            a = T.reinterpret(T.cast(A.vload([0], "uint8x2"), "int16x2"), dtype="int32")
             C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + T.call_llvm_pure_intrin(
                 "int32x8", T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-                T.reinterpret(T.broadcast(a, 8), dtype="int16x16"), B.vload([0, 0], dtype="int16x16"))
+                T.reinterpret(T.broadcast(T.reinterpret(T.cast(A.vload([0], "uint8x2"), "int16x2"), dtype="int32"), 8),
+                              dtype="int16x16"), B.vload([0, 0], dtype="int16x16"))
 
     @T.prim_func(s_tir=True)
     def vpdpbusd(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-                 C: T.Buffer((16,), "int32", offset_factor=1, scope=scope)) -> None:
+                 C: T.Buffer((16,), "int32", offset_factor=1, scope="global")) -> None:
         with T.sblock("root"):
             T.reads(C[0:16], A[0:4], B[0:16, 0:4])
             T.writes(C[0:16])
-            a = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
             C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
                 "int32x16", T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], "int32x16"), T.reinterpret(T.broadcast(a, 16), dtype="uint8x64"),
+                C.vload([0], "int32x16"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="uint8x64"),
                 B.vload([0, 0], dtype="int8x64"))
 
     for k, impl in ((KERNELS["avx2"], pmaddwd), (KERNELS["vnni"], vpdpbusd)):
-        TensorIntrin.register(k.intrin + suffix, desc(k.lanes, k.depth, k.weight_dtype), impl, override=True)
+        TensorIntrin.register(k.intrin, desc(k.lanes, k.depth, k.weight_dtype), impl, override=True)
 
 
 def padded(n: int, multiple: int) -> int:
