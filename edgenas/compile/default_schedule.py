@@ -114,7 +114,7 @@ def schedule_gemm(sch, kernel) -> None:
     """``packed_dot_func``: blocks ``pack_x`` -> ``packed_dot`` -> (inlined epilogue) output.
 
     The GEMM's register block is ``rb`` pixels x ``ob`` groups of ``kernel.lanes`` output
-    channels, accumulated over the input channels (and taps, ``conv_dot_func``) in a local buffer (registers after LLVM's
+    channels, accumulated over the input channels (and taps, ``conv_dot_func``) in a stack buffer (registers after LLVM's
     promotion) and tensorized with the target's intrinsic; pixel tiles x channel groups are
     split over threads."""
     gemm = sch.get_sblock("packed_dot")
@@ -162,7 +162,7 @@ def register_block(width: int, n_groups: int, lanes: int) -> tuple[int, int]:
 
 def _epilogue_in_register_block(sch, acc) -> bool:
     """Requantize straight from the register block: the epilogue (the function's one output
-    block, inlined chain of requantize ops) moves into the write-back of the local accumulator,
+    block, inlined chain of requantize ops) moves into the write-back of the accumulator,
     so no int32 tensor is written to memory (docs/int8_kernels.md). False (nothing changed)
     when the kernel has no epilogue or it does not map onto the block's region."""
     outputs = sch.get_output_blocks(sch.get_sblock("root"))
@@ -177,8 +177,8 @@ def _epilogue_in_register_block(sch, acc) -> bool:
 
 def _tensorize_register_block(sch, block, acc, reduce_loop, intrin_loop, intrin: str, unrolled) -> None:
     """The common end of both GEMM schedules: the accumulator's init split off at ``reduce_loop``,
-    the dot-product intrinsic (local-accumulator form) at ``intrin_loop``, the register block
-    unrolled, and the init and write-back of the local accumulator vectorized."""
+    the dot-product intrinsic at ``intrin_loop``, the register block unrolled, and the init and
+    write-back of the stack-sized accumulator vectorized."""
     init = sch.decompose_reduction(block, reduce_loop)
     sch.tensorize(intrin_loop, intrin)
     for loop in unrolled:

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-
 @dataclass(frozen=True)
 class DotKernel:
     intrin: str         # tensor intrinsic name (registered by :func:`register`)
