@@ -9,7 +9,8 @@ untuned / tuned, and edgenas int8 untuned / tuned, and prints each as a ratio to
 
 Models (``--models``): a small CNN at 32x32, MobileNetV2-0.35 at 96x96, MobileNetV2-1.0 at
 224x224 and a ResNet-18 at 96x96 (dense 3x3 convs); ``--untuned-only`` skips the tuned builds of
-the named ones; ``--run DIR`` adds a searched model (``DIR/model_fp32.onnx``, ``DIR/model_int8.onnx``).
+the named ones, and ``--tune`` names the builds that are tuned (``fp32``, ``avx2``, ``vnni``: all by
+default; a 640-trial tuning of each of three builds of three models is hours on 2 cores); ``--run DIR`` adds a searched model (``DIR/model_fp32.onnx``, ``DIR/model_int8.onnx``).
 The JSON records the CPU, the ISA onnxruntime's MLAS uses on it, the load average before and after,
 and per build the trials, compile and tuning time and the int8 kernel classes.
 Tuning goes into ``--tuning-dir`` (default ``build/bench/tuning``, reused by later runs, so a
@@ -186,9 +187,13 @@ def vnni_spec():
     return dataclasses.replace(spec, tvm_target={**spec.tvm_target, "num-cores": os.cpu_count()})
 
 
-def compile_all(m: dict, work: Path, tuning_dir: Path, trials: int, log, vnni: bool, tune: bool = True) -> dict:
-    """The TVM libraries of a model; tuned ones record trials and tuning time (
-    ``tune=False``: only the untuned builds, for models too large to tune in the time at hand)."""
+BUILDS = {"fp32": "TVM fp32", "avx2": "edgenas int8", "vnni": "edgenas int8 VNNI"}  # --tune name -> engine label
+
+
+def compile_all(m: dict, work: Path, tuning_dir: Path, trials: int, log, vnni: bool,
+                tune: frozenset[str] = frozenset(BUILDS)) -> dict:
+    """The TVM libraries of a model; the builds named in ``tune`` are also tuned, and record
+    trials and tuning time (empty: only the untuned builds)."""
     from edgenas.compile import compile_onnx
     from edgenas.target import get_target
 
@@ -197,7 +202,8 @@ def compile_all(m: dict, work: Path, tuning_dir: Path, trials: int, log, vnni: b
     if vnni:
         builds.append(("edgenas int8 VNNI", m["qdq"], True, vnni_spec()))
     for label, src, int8, spec in builds:
-        for tuned in (False, True) if tune else (False,):
+        tuned_too = label in {BUILDS[b] for b in tune}
+        for tuned in (False, True) if tuned_too else (False,):
             engine = f"{label} {'tuned' if tuned else 'untuned'}"
             lib = work / m["name"] / f"{engine.replace(' ', '_')}.so"
             db = (tuning_dir / spec.name) if tuned else work / "no-tuning"
@@ -214,28 +220,46 @@ def compile_all(m: dict, work: Path, tuning_dir: Path, trials: int, log, vnni: b
 
 
 # ---------------------------------------------------------------- measurement (one process per thread count)
-def _blocked_ms(fns: dict, samples: int = 30, min_sample_s: float = 0.005) -> dict:
-    """Median/p90 per engine, one engine at a time with a pause between engines.
+def _blocked_ms(fns: dict, rounds: int = 5, samples: int = 10, min_sample_s: float = 0.005) -> dict:
+    """Median/p90 per engine over ``rounds`` rounds; in a round each engine runs ``samples`` timed
+    samples in one block, with a pause between engines, and the engine order rotates by one each round.
 
-    Not round-robin: with several runtimes in one process, each keeps its own thread pool, and
-    TVM's and onnxruntime's workers spin for a while after every call. Interleaving engines at 2
-    threads on 2 cores made them fight (TVM fp32 tuned read 7.6 ms interleaved vs 1.1 ms alone);
-    in blocks, each engine's pool has the cores to itself and the others' workers have parked."""
-    out = {}
+    Blocks, not round-robin per call: with several runtimes in one process, each keeps its own
+    thread pool, and TVM's and onnxruntime's workers spin for a while after every call.
+    Interleaving engines at 2 threads on 2 cores made them fight (TVM fp32 tuned read 7.6 ms
+    interleaved vs 1.1 ms alone); in blocks, each engine's pool has the cores to itself and the
+    others' workers have parked. Rounds, because this host's speed drifts over tens of seconds
+    (onnxruntime's own 2-thread time moved 46 % between two runs): every engine then samples
+    every stretch of the run, and the ratios compare like with like. ``spread`` is the
+    (max - min) / median of the per-round medians, the run's own noise figure."""
+    names = list(fns)
+    number = {}
     for e, fn in fns.items():
-        time.sleep(0.5)  # let the previous engine's spinning workers go to sleep
         for _ in range(5):
             fn()
         t0 = time.perf_counter()
         fn()
-        number = max(1, int(min_sample_s / max(time.perf_counter() - t0, 1e-7)))
-        times = []
-        for _ in range(samples):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            times.append((time.perf_counter() - t0) / number * 1e3)
-        out[e] = {"median": float(np.median(times)), "p90": float(np.percentile(times, 90)), "n": samples * number}
+        number[e] = max(1, int(min_sample_s / max(time.perf_counter() - t0, 1e-7)))
+    times = {e: [] for e in names}
+    per_round = {e: [] for e in names}
+    for r in range(rounds):
+        for e in names[r % len(names):] + names[:r % len(names)]:
+            fn = fns[e]
+            time.sleep(0.5)  # let the previous engine's spinning workers go to sleep
+            fn()
+            block = []
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                for _ in range(number[e]):
+                    fn()
+                block.append((time.perf_counter() - t0) / number[e] * 1e3)
+            times[e] += block
+            per_round[e].append(float(np.median(block)))
+    out = {}
+    for e in names:
+        med = float(np.median(times[e]))
+        out[e] = {"median": med, "p90": float(np.percentile(times[e], 90)), "n": len(times[e]) * number[e],
+                  "spread": (max(per_round[e]) - min(per_round[e])) / med}
     return out
 
 
@@ -298,6 +322,13 @@ def report(results: dict, threads: list[int]) -> None:
             table.add_row(*row)
         table.add_section()
     Console().print(table)
+    for name, res in results["models"].items():
+        for t in threads:
+            lat = res["latency_ms"][str(t)]
+            noisy = {e: v["spread"] for e, v in lat.items() if v.get("spread", 0) > 0.1}
+            if noisy:
+                print(f"{name} at {t} thread(s): per-round medians spread over "
+                      + ", ".join(f"{e} {v:.0%}" for e, v in noisy.items()) + " (read those ratios loosely)")
 
 
 def main(argv=None) -> None:
@@ -306,6 +337,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, of {', '.join(FIXED)}")
     ap.add_argument("--untuned-only", default="", help="models measured untuned only (no tuned builds), comma-separated")
+    ap.add_argument("--tune", default=",".join(BUILDS),
+                    help=f"builds that are tuned too, comma-separated, of {', '.join(BUILDS)} (default: all)")
     ap.add_argument("--no-vnni", action="store_true",
                     help="skip the x86-avx512-vnni build (on by default when this CPU has AVX-512 VNNI)")
     ap.add_argument("--run", type=Path, action="append", default=[], help="a run directory with model_fp32/int8.onnx")
@@ -325,6 +358,9 @@ def main(argv=None) -> None:
     if unknown:
         raise SystemExit(f"unknown model(s) {', '.join(unknown)}; expected some of {', '.join(FIXED)}")
     untuned_only = set(filter(None, args.untuned_only.split(",")))
+    tune_builds = frozenset(filter(None, args.tune.split(",")))
+    if tune_builds - set(BUILDS):
+        raise SystemExit(f"unknown --tune build(s) {', '.join(sorted(tune_builds - set(BUILDS)))}; expected some of {', '.join(BUILDS)}")
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -332,11 +368,11 @@ def main(argv=None) -> None:
     t_start = time.time()
     models = [prepare(n, args.work, None) for n in names]
     models += [prepare(f"run:{d.name}", args.work, d) for d in args.run]
-    results = {"cpu": _cpu(), "mlas_isa": mlas_isa(), "trials": args.trials, "threads": threads,
+    results = {"cpu": _cpu(), "mlas_isa": mlas_isa(), "trials": args.trials, "threads": threads, "tuned_builds": sorted(tune_builds),
                "tuning_dir": str(tuning_dir), "loadavg_start": _loadavg(), "models": {}}
     for m in models:
         log(f"compiling {m['name']}")
-        tuned = m["name"] not in untuned_only
+        tuned = frozenset() if m["name"] in untuned_only else tune_builds
         results["models"][m["name"]] = {"input_shape": m["shape"], "latency_ms": {}, "compile": compile_all(
             m, args.work, tuning_dir, args.trials, log, vnni=vnni_here() and not args.no_vnni, tune=tuned)}
     for t in threads:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 
 # TVM's ``kMaxStackAlloca``: a buffer allocated inside a kernel is a stack array only when its
 # scope is "global" and it is smaller than this; anything else ("local" scope included) becomes a
@@ -127,20 +128,38 @@ def schedule_gemm(sch, kernel) -> None:
     red, ci = loops[n_spatial:-1], loops[-1]  # (co) for a 1x1 conv / matmul, (rh, rw, co) for k x k
     *outer, px = pixels  # (r) or (b, i, j): tile the innermost (fusing first breaks tensorize's int64 check)
     width, n_oo = _extents(sch, (px, oo))
+    input_words = math.prod(_extents(sch, pixels)) * _extents(sch, [red[-1]])[0]  # each pixel's input row, once
+    weight_words = n_oo * kernel.lanes * math.prod(_extents(sch, red))
     rb, ob = register_block(width, n_oo, kernel.lanes)
     p0, r1 = sch.split(px, factors=[None, rb])
     o0, o1 = sch.split(oo, factors=[None, ob])
-    sch.reorder(*outer, p0, o0, *red, r1, o1, oi, ci)
+    tiles = ([o0, *outer, p0] if weights_outer(weight_words, input_words)
+             else [*outer, p0, o0])
+    sch.reorder(*tiles, *red, r1, o1, oi, ci)
     co = red[0]
     acc = sch.cache_write(gemm, 0, "global")   # on the stack: smaller than STACK_BYTES (register_block)
-    sch.reverse_compute_at(acc, o0)
-    tile = sch.fuse(*outer, p0, o0)
+    sch.reverse_compute_at(acc, tiles[-1])
+    tile = sch.fuse(*tiles)
     sch.parallel(tile)
     _tensorize_register_block(sch, gemm, acc, co, oi, kernel.intrin, unrolled=(r1, o1))
     for name in inputs:
         _parallel_vectorize(sch, sch.get_sblock(name), LANES)
     if not _epilogue_in_register_block(sch, acc):
         _epilogue(sch, {"packed_dot", _name(sch, acc)} | inputs, 16)
+
+
+def weights_outer(weight_words: int, input_words: int) -> bool:
+    """Walk the tiles channel block first (all pixels of one block of output channels, then the
+    next) when the weight is larger than the input, else pixel first.
+
+    A tile reads its channel block's whole weight slice (every tap and input word) and its
+    pixels' input rows. Pixel first keeps a pixel tile's input in L1 while consecutive tiles sweep
+    the weight: right for the large maps and small weights of early layers. On a small map with a
+    large weight (ResNet-18's 512-channel 3x3 convs at 3x3, 2.4 MB of weight for 4.6 KB of input)
+    that streamed the whole weight from memory once per pixel tile; channel block first reads
+    each weight slice once while it is in cache, and splits the weight between the threads
+    (docs/int8_kernels.md, "Tile order"). Both counts are in K-byte words."""
+    return weight_words > input_words
 
 
 def register_block(width: int, n_groups: int, lanes: int) -> tuple[int, int]:
@@ -345,3 +364,19 @@ def rules(kernel) -> list:
     from tvm.s_tir import dlight as dl
 
     return [_rule_class()(kernel), dl.cpu.Reduction()]
+
+
+def default_for(func, target, kernel):
+    """The schedule an untuned build gives ``func`` (a normalised task PrimFunc): the first of
+    ``rules(kernel)`` that applies, as ``tvm.s_tir.dlight.ApplyDefaultSchedule`` picks it, or
+    the unscheduled function when none does. Its trace replays that choice, so ``tune`` can
+    measure it as the first trial of every task (docs/tuning.md, "The default schedule is a trial")."""
+    from tvm import s_tir
+
+    for rule in rules(kernel):
+        sch = rule.apply(func, target, False)
+        if isinstance(sch, list):
+            sch = sch[0] if sch else None
+        if sch is not None:
+            return sch
+    return s_tir.Schedule(func)

@@ -65,8 +65,13 @@ class TrialSink:
         tuning_db.count_trial(self.shared, self.job)
 
 
-def wrap_strategy(inner, sink: TrialSink):
-    """``inner`` (a MetaSchedule search strategy) that tells ``sink`` each batch it generates."""
+def wrap_strategy(inner, sink: TrialSink, budget: list[int] | None = None):
+    """``inner`` (a MetaSchedule search strategy) that tells ``sink`` each batch it generates.
+
+    ``budget`` (one-element list, shared by the strategy's clones, i.e. by every task) is the
+    number of candidates all tasks together may still generate; a batch is cut to it. MetaSchedule
+    checks its global trial limit only between batches, so a 640-trial tuning measured up to one
+    batch more (648); with the budget it measures at most what was asked."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.search_strategy import PySearchStrategy
 
@@ -87,6 +92,11 @@ def wrap_strategy(inner, sink: TrialSink):
 
         def generate_measure_candidates(self):
             candidates = self.inner.generate_measure_candidates()
+            if candidates is not None and budget is not None:
+                candidates = list(candidates)[:max(0, budget[0])]
+                budget[0] -= len(candidates)
+                if not candidates:
+                    return None  # this task is done: the tuning's budget is spent
             sink.generated(self.context, candidates)
             return candidates
 

@@ -14,6 +14,11 @@ Why it looks like this (docs/architecture.md §3 "Tune the space, not the model"
   shared DB's ledger until it finishes; a rerun of the same tasks takes over a dead job and runs
   only the trials it had left. The private dir is removed on every exit, and one left by a
   killed tuner (its name carries the pid) is removed by the next tuning.
+* Every task's first trial is its default schedule (``default_schedule``), measured by the same
+  builder and runner as the candidates and stored as an ordinary record. The database then
+  picks a MetaSchedule schedule only where it measured faster than the default, so a tuned
+  library is never slower than the untuned one by more than the measurement noise
+  (docs/tuning.md, "The default schedule is a trial").
 * ``WarmBuilder`` keeps its build workers alive across batches. MetaSchedule's ``LocalBuilder``
   starts fresh workers for every batch, and each one pays the ``tvm.s_tir.tensor_intrin`` import
   (20–45 s here, 2–3 s with ``fastinspect``); warm workers pay it once, outside the build timeout.
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import EdgenasError
-from . import fastinspect, packed_dot, pipeline, trial_sink, tuning_db
+from . import default_schedule, fastinspect, packed_dot, pipeline, trial_sink, tuning_db
 
 MODULE_EQUALITY = "anchor-block"
 BUILD_TIMEOUT_S = 60.0
@@ -245,6 +250,41 @@ def _stderr_without(*markers: str):
         os.close(saved)
 
 
+def _measure_defaults(contexts, target, builder, runner, sink, progress, counts: dict,
+                      farm_alive: Callable[[], bool] | None) -> None:
+    """Build and run each task's default schedule through ``sink`` (so it lands in the shared
+    DB as a record, like any trial). A default that fails to build or run is recorded as failed
+    and the tuned candidates decide alone; one that failed because the farm has no server left
+    stops the tuning as a lost batch does (``TuningAborted``). Each counts as a trial in ``counts``."""
+    from tvm.runtime import Device
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+    from tvm.s_tir.meta_schedule.search_strategy import MeasureCandidate
+
+    kernel = packed_dot.kernel_for(target)
+    tgt = target.tvm()
+    device = Device._DEVICE_TYPE_TO_NAME[tgt.get_target_device_type()]  # "cpu", as the runner expects
+    progress(f"measuring the default schedule of {len(contexts)} tasks")
+    for ctx in contexts:
+        with tgt:
+            sch = default_schedule.default_for(ctx.mod["main"], tgt, kernel)
+        cand = MeasureCandidate(sch, ArgInfo.from_entry_func(sch.mod, remove_preproc=True))
+        sink.generated(ctx, [cand])
+        (built,) = builder.build([BuilderInput(sch.mod, tgt)])
+        counts["trials"] += 1
+        error = built.error_msg
+        if error is None:
+            (future,) = runner.run([RunnerInput(built.artifact_path, device, cand.args_info)])
+            error = future.result().error_msg  # reading the result commits the trial (trial_sink.wrap_runner)
+            if error is not None and farm_alive is not None and not farm_alive():
+                counts["aborted"] = _error_line(error)
+                raise TuningAborted(counts["aborted"])
+        if error is not None:
+            counts["build_errors" if built.error_msg else "run_errors"] += 1
+            progress(f"warning: the default schedule of {ctx.task_name} failed to measure ({_error_line(error)})")
+
+
 def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | None = None, runner=None,
          farm_alive: Callable[[], bool] | None = None, progress: Callable[[str], None] | None = None,
          seed: int | None = 0) -> TuneStats:
@@ -300,8 +340,9 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
         # Evolutionary search dominates a round's cost on 2 cores (10–20 s at MetaSchedule's default
         # population of 512); a population of ~8x the batch measured per round keeps quality.
         population = min(256, max(64, 8 * per_iter))
+        budget = [max(0, left - len(todo))]  # what MetaSchedule may generate once the defaults are measured
         strategy = trial_sink.wrap_strategy(
-            ms.search_strategy.EvolutionarySearch(population_size=population, genetic_num_iters=2), sink)
+            ms.search_strategy.EvolutionarySearch(population_size=population, genetic_num_iters=2), sink, budget)
         with _foreign_handlers_detached():
             contexts, weights = extracted_tasks_to_tune_contexts(
                 todo, private, space=packed_dot.space_generator(packed_dot.kernel_for(target)), strategy=strategy, seed=seed)
@@ -317,13 +358,17 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
             _checkpoint_callback(left, [t.task_name for t in todo], progress, counts,
                                  farm_alive if runner is not None else None)]
         try:
+            # the defaults are trials of the budget: ``trials`` stays the number of measurements
+            _measure_defaults(contexts[:left], target, builder, runner, sink, progress, counts, farm_alive)
             # ... and candidates of the pixel-vector GEMM whose sampled vectorization nests (dropped too)
             with _stderr_without("Tensorize failed", "Detect vectorize inside vectorized loop"):
-                ms.tune.tune_tasks(
-                    tasks=contexts, task_weights=weights, work_dir=private, max_trials_global=left,
-                    num_trials_per_iter=per_iter, builder=builder, runner=runner,
-                    database=ms.database.JSONDatabase(work_dir=private, module_equality=MODULE_EQUALITY),
-                    measure_callbacks=callbacks, module_equality=MODULE_EQUALITY)
+                if left > counts["trials"]:
+                    ms.tune.tune_tasks(
+                        tasks=contexts, task_weights=weights, work_dir=private,
+                        max_trials_global=left - counts["trials"], num_trials_per_iter=per_iter,
+                        builder=builder, runner=runner,
+                        database=ms.database.JSONDatabase(work_dir=private, module_equality=MODULE_EQUALITY),
+                        measure_callbacks=callbacks, module_equality=MODULE_EQUALITY)
         except Exception:  # the abort crosses TVM's FFI as a generic error: recognise it by our flag
             if not counts["aborted"]:
                 raise

@@ -71,7 +71,11 @@ def test_packed_gemm_default_schedule_is_exact(kernel, shape, dtype, out):
     ((1, 8, 5, 5), "uint8", 3, (1, 1), (2, 2), (0, 0, 0, 0)),      # a strided 1x1 (ResNet's shortcut)
     ((1, 16, 3, 5), "uint8", 9, (1, 1), (1, 1), (0, 0, 0, 0)),     # a 1x1 reading its input as it is
     ((1, 8, 4, 4), "int8", -5, (1, 1), (1, 1), (0, 0, 0, 0)),      # int8: only the + 128 pass
-], ids=["3x3-int8", "7x7-s2-stem", "1x1-s2", "1x1-direct", "1x1-int8"])
+    # the maps above are small beside their weights (tiles channel block first: weights_outer);
+    # these two are large beside them (pixel first)
+    ((1, 4, 20, 20), "uint8", 7, (3, 3), (1, 1), (1, 1, 1, 1)),
+    ((1, 4, 9, 10), "uint8", 250, (1, 1), (1, 1), (0, 0, 0, 0)),
+], ids=["3x3-int8", "7x7-s2-stem", "1x1-s2", "1x1-direct", "1x1-int8", "3x3-wide-map", "1x1-wide-map"])
 def test_dense_conv_gemm_default_schedule_is_exact(kernel, shape, dtype, zero, k, stride, pad):
     """``conv_dot_func`` channels-last (x NHWC in, NHWC out) against a numpy NCHW conv."""
     kern = packed_dot.KERNELS[kernel]

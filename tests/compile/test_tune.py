@@ -64,6 +64,30 @@ def test_all_builds_succeed_and_second_compile_reuses_db(tmp_path):
     np.testing.assert_allclose(_tvm(res.library, x), ref, atol=1e-5)
 
 
+def test_the_first_trial_of_every_task_is_its_default_schedule(tmp_path):
+    """A budget of one trial per task measures only the defaults: the record replays exactly the
+    schedule an untuned build gives the kernel, so the database's best is never worse than it."""
+    import tvm_ffi
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
+
+    from edgenas.compile import default_schedule, packed_dot
+
+    spec, db_dir = get_target("x86-avx2"), tmp_path / "tl"
+    fused = pipeline.fuse(frontend.import_onnx(_conv_onnx(tmp_path / "conv.onnx", 8)), spec)
+    (task,) = [t for t in extract_tasks(fused, spec.tvm(), module_equality=tune.MODULE_EQUALITY)]
+    stats = tune.tune(fused, spec, str(db_dir), trials=1)
+    assert stats.trials == 1 and stats.run_errors == 0, stats
+    database, n = tuning_db.load(db_dir, tune.MODULE_EQUALITY)
+    assert n == 1
+    tgt = spec.tvm()
+    replayed, _ = pipeline.tuned_schedule(task.dispatched[0], database, tgt)
+    with tgt:
+        packed_dot.register()
+        default = default_schedule.default_for(task.dispatched[0]["main"], tgt, packed_dot.kernel_for(spec))
+    assert len(default.trace.insts) > 3  # really scheduled, not the bare function
+    assert tvm_ffi.structural_equal(replayed.mod, default.mod)
+
+
 _TUNER = textwrap.dedent("""
     import sys
     from edgenas.compile import frontend, pipeline, tune
