@@ -10,7 +10,8 @@ untuned / tuned, and edgenas int8 untuned / tuned, and prints each as a ratio to
 Models (``--models``): a small CNN at 32x32, MobileNetV2-0.35 at 96x96, MobileNetV2-1.0 at
 224x224 and a ResNet-18 at 96x96 (dense 3x3 convs); ``--untuned-only`` skips the tuned builds of
 the named ones, and ``--tune`` names the builds that are tuned (``fp32``, ``avx2``, ``vnni``: all by
-default; a 640-trial tuning of each of three builds of three models is hours on 2 cores); ``--run DIR`` adds a searched model (``DIR/model_fp32.onnx``, ``DIR/model_int8.onnx``).
+default; a 640-trial tuning of each of three builds of three models is hours on 2 cores);
+``--run DIR`` adds a searched model (``DIR/model_fp32.onnx``, ``DIR/model_int8.onnx``).
 The JSON records the CPU, the ISA onnxruntime's MLAS uses on it, the load average before and after,
 and per build the trials, compile and tuning time and the int8 kernel classes.
 Tuning goes into ``--tuning-dir`` (default ``build/bench/tuning``, reused by later runs, so a

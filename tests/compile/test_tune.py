@@ -74,7 +74,7 @@ def test_the_first_trial_of_every_task_is_its_default_schedule(tmp_path):
 
     spec, db_dir = get_target("x86-avx2"), tmp_path / "tl"
     fused = pipeline.fuse(frontend.import_onnx(_conv_onnx(tmp_path / "conv.onnx", 8)), spec)
-    (task,) = [t for t in extract_tasks(fused, spec.tvm(), module_equality=tune.MODULE_EQUALITY)]
+    (task,) = extract_tasks(fused, spec.tvm(), module_equality=tune.MODULE_EQUALITY)
     stats = tune.tune(fused, spec, str(db_dir), trials=1)
     assert stats.trials == 1 and stats.run_errors == 0, stats
     database, n = tuning_db.load(db_dir, tune.MODULE_EQUALITY)
