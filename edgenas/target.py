@@ -4,7 +4,9 @@ A target names the TVM target dict, the host target, the cross compiler (if any)
 is reached (local CPU, TVM RPC key, or compile-only), its INT8 capabilities, and the search
 defaults that suit it (``[search] bits``: the per-layer bit widths ``edgenas build`` searches
 when ``--bits`` is not given; ``[8]`` for INT8 targets, issue 4's default: a narrower width
-lowers BitOps but is only faster on a device with kernels for it). Validation is strict so that
+lowers BitOps but is only faster on a device with kernels for it) and ``[int8] weight_bits``, the
+widest weights its fast int8 kernels take exactly (default 8; x86-avx2 asks for 7, so that
+``vpmaddubsw``'s saturating int16 pair sums are exact: docs/quantization.md). Validation is strict so that
 a typo fails here, naming the file and the field, not halfway through a tune.
 """
 
@@ -29,6 +31,7 @@ INT8_DOT = ("none", "avx2", "vnni", "avx512", "neon", "sdot", "i8mm", "dp4a")
 ARCHES = ("x86_64", "aarch64")
 BIT_WIDTHS = range(2, 9)            # the widths quantization recipes support (quantize/recipe.py: 2..8)
 DEFAULT_SEARCH_BITS = (8,)          # a target file without [search] searches INT8 only
+DEFAULT_WEIGHT_BITS = 8             # a target file without [int8] weight_bits: full int8 weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +50,9 @@ class TargetSpec:
     path: str
     search_bits: tuple[int, ...] = DEFAULT_SEARCH_BITS   # [search] bits: build's default --bits
     local_if_cpu_has: tuple[str, ...] = ()   # [runner] local_if_cpu_has: /proc/cpuinfo flags
+    # [int8] weight_bits: the widest weights edgenas trains for this target (quantize.recipe.for_target
+    # caps the recipe and every layer's searched width at it); 7 on x86-avx2 (vpmaddubsw, see the file)
+    int8_weight_bits: int = DEFAULT_WEIGHT_BITS
 
     @property
     def is_cuda(self) -> bool:
@@ -125,7 +131,7 @@ _SCHEMA: dict[str, dict[str, type | tuple]] = {
     "tvm": {"target": dict, "host": dict},
     "build": {"cross_compiler": str},
     "runner": {"kind": str, "rpc_key": str, "local_if_cpu_has": list},
-    "int8": {"dot_product": str},
+    "int8": {"dot_product": str, "weight_bits": int},
     "search": {"bits": list},
 }
 _REQUIRED = {"": ("name", "description", "arch", "tvm", "runner", "int8"), "tvm": ("target",), "runner": ("kind",), "int8": ("dot_product",)}
@@ -158,6 +164,14 @@ def _bits(path: Path, field: str, value: list) -> tuple[int, ...]:
         raise ConfigError(path, field, f"expected a non-empty list of distinct bit widths between {BIT_WIDTHS[0]} "
                                        f"and {BIT_WIDTHS[-1]}, e.g. [8] or [4, 8]; got {value!r}")
     return tuple(sorted(value))
+
+
+def _weight_bits(path: Path, field: str, value: int) -> int:
+    """One bit width in ``BIT_WIDTHS`` (a TOML ``true`` is an int to ``isinstance``, so refused here)."""
+    if isinstance(value, bool) or value not in BIT_WIDTHS:
+        raise ConfigError(path, field, f"expected a bit width between {BIT_WIDTHS[0]} and {BIT_WIDTHS[-1]}, "
+                                       f"e.g. 8 or 7; got {value!r}")
+    return value
 
 
 def _flags(path: Path, field: str, value: list) -> tuple[str, ...]:
@@ -206,6 +220,7 @@ def load_target_file(path: str | os.PathLike) -> TargetSpec:
         path=str(path),
         search_bits=_bits(path, "search.bits", raw["search"]["bits"]) if "bits" in raw.get("search", {}) else DEFAULT_SEARCH_BITS,
         local_if_cpu_has=_flags(path, "runner.local_if_cpu_has", runner.get("local_if_cpu_has", [])),
+        int8_weight_bits=_weight_bits(path, "int8.weight_bits", raw["int8"].get("weight_bits", DEFAULT_WEIGHT_BITS)),
     )
 
 

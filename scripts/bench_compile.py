@@ -122,14 +122,16 @@ def torch_model(name):
 
 
 # ---------------------------------------------------------------- ONNX preparation
-def _quantize(fp32: Path, out: Path, fmt: str, shape) -> Path:
+def _quantize(fp32: Path, out: Path, fmt: str, shape, weight_bits: int) -> Path:
     from edgenas.quantize.ort_static import quantize_static_onnx
 
-    return quantize_static_onnx(fp32, out, shape, fmt, samples=16)
+    return quantize_static_onnx(fp32, out, shape, fmt, samples=16, reduce_range=weight_bits < 8)
 
 
-def prepare(name: str, work: Path, run_dir: Path | None) -> dict:
-    """fp32 / QDQ / QOperator ONNX files of one model (and whether PyTorch can run it)."""
+def prepare(name: str, work: Path, run_dir: Path | None, weight_bits: int = 8) -> dict:
+    """fp32 / QDQ / QOperator ONNX files of one model (and whether PyTorch can run it), the
+    int8 files with ``weight_bits``-bit weights (7: onnxruntime's ``reduce_range``, [-64, 64]).
+    A run directory's ``model_int8.onnx`` is taken as the build exported it."""
     import onnx
     import torch
 
@@ -145,12 +147,13 @@ def prepare(name: str, work: Path, run_dir: Path | None) -> dict:
         fp32 = run_dir / "model_fp32.onnx"
         dims = onnx.load(str(fp32)).graph.input[0].type.tensor_type.shape.dim
         shape = tuple(x.dim_value for x in dims)
-    qdq = run_dir / "model_int8.onnx" if run_dir else d / "qdq.onnx"
+    tag = "" if weight_bits == 8 else f"-w{weight_bits}"
+    qdq = run_dir / "model_int8.onnx" if run_dir else d / f"qdq{tag}.onnx"
     if not qdq.exists():
-        _quantize(fp32, qdq, "QDQ", shape)
-    qop = d / "qop.onnx"
+        _quantize(fp32, qdq, "QDQ", shape, weight_bits)
+    qop = d / f"qop{tag}.onnx"
     if not qop.exists():
-        _quantize(fp32, qop, "QOperator", shape)
+        _quantize(fp32, qop, "QOperator", shape, weight_bits)
     return {"name": name, "shape": list(shape), "fp32": str(fp32), "qdq": str(qdq), "qop": str(qop),
             "torch": run_dir is None, "libs": {}}
 
@@ -306,7 +309,7 @@ def report(results: dict, threads: list[int]) -> None:
     from rich.table import Table
 
     table = Table(title=f"median latency (ms) and ratio to {REFERENCE} (lower is better); {results['cpu']}, "
-                        f"MLAS int8: {results['mlas_isa']}, load {results['loadavg_start']} -> {results['loadavg_end']}")
+                        f"MLAS int8: {results['mlas_isa']}, {results.get('weight_bits', 8)}-bit weights, load {results['loadavg_start']} -> {results['loadavg_end']}")
     table.add_column("model", no_wrap=True)
     table.add_column("engine", no_wrap=True)
     for t in threads:
@@ -343,6 +346,10 @@ def main(argv=None) -> None:
     ap.add_argument("--no-vnni", action="store_true",
                     help="skip the x86-avx512-vnni build (on by default when this CPU has AVX-512 VNNI)")
     ap.add_argument("--run", type=Path, action="append", default=[], help="a run directory with model_fp32/int8.onnx")
+    ap.add_argument("--weight-bits", type=int, choices=(7, 8), default=None,
+                    help="weight width of the quantize_static models, for every engine (default: the x86-avx2 "
+                         "target's [int8] weight_bits, 7: the width edgenas trains for AVX2, where pmaddubsw is exact; "
+                         "8 measures a bring-your-own 8-bit model, which edgenas runs with pmaddwd on AVX2)")
     ap.add_argument("--work", type=Path, default=REPO / "build" / "bench")
     ap.add_argument("--tuning-dir", type=Path, default=None, help="default: WORK/tuning (reused across runs)")
     ap.add_argument("--json", type=Path, default=None, help="default: WORK/bench_compile.json")
@@ -366,10 +373,14 @@ def main(argv=None) -> None:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    from edgenas.target import get_target
+
+    weight_bits = args.weight_bits or get_target("x86-avx2").int8_weight_bits
     t_start = time.time()
-    models = [prepare(n, args.work, None) for n in names]
+    models = [prepare(n, args.work, None, weight_bits) for n in names]
     models += [prepare(f"run:{d.name}", args.work, d) for d in args.run]
     results = {"cpu": _cpu(), "mlas_isa": mlas_isa(), "trials": args.trials, "threads": threads, "tuned_builds": sorted(tune_builds),
+               "weight_bits": weight_bits,
                "tuning_dir": str(tuning_dir), "loadavg_start": _loadavg(), "models": {}}
     for m in models:
         log(f"compiling {m['name']}")

@@ -76,7 +76,7 @@ from edgenas.latency.profile import measure_arch, profile_space
 from edgenas.latency.table import LatencyTable
 from edgenas.measure.protocol import measure_here
 from edgenas.quantize.convert import calibrate, to_brevitas
-from edgenas.quantize.recipe import get_recipe
+from edgenas.quantize.recipe import for_target, get_recipe
 from edgenas.report.ablation import ARM_LABELS, baselines, comparisons, goal_lines, goals, summarize, summary_table
 from edgenas.search.darts import SearchConfig
 from edgenas.search.objective import default_budget
@@ -229,7 +229,8 @@ def run_job(job: dict) -> list[dict]:
     search without the noise transform does not depend on the bit width)."""
     a, size = _W["args"], SIZES[_W["args"].size]
     data, seed, name = _data(job["seed"]), job["seed"], job["arm"]
-    recipe = dataclasses.replace(get_recipe(a.recipe), qat_epochs=size["qat_epochs"])
+    # the build's QAT: capped at the target's weight width ([int8] weight_bits, 7 on x86-avx2)
+    recipe = for_target(dataclasses.replace(get_recipe(a.recipe), qat_epochs=size["qat_epochs"]), get_target(a.target))
     info: dict = {}
     t = time.time()
     if "arch" in job:
@@ -268,8 +269,8 @@ class Bench:
         self.out.mkdir(parents=True, exist_ok=True)
         self.data = load_data(args.data, args.image_size, 0)
         self.base = SpaceConfig(image_size=args.image_size, in_channels=self.data.channels, num_classes=self.data.classes)
-        self.recipe = dataclasses.replace(get_recipe(args.recipe), qat_epochs=self.size["qat_epochs"])
         self.target = get_target(args.target)
+        self.recipe = for_target(dataclasses.replace(get_recipe(args.recipe), qat_epochs=self.size["qat_epochs"]), self.target)
         self.cache = self.out / "op_latency.json"
         self.table = records.load(self.cache, LatencyTable) if self.cache.exists() else LatencyTable(self.target.name)
         self.seeds = list(range(args.seed, args.seed + args.seeds))

@@ -25,7 +25,7 @@ from ..search.objective import default_budget
 from ..measure.stats import LatencyStats
 from ..quantize.convert import calibrate, to_brevitas
 from ..quantize.export import compare, export_float, export_int8, run_ort, run_torch
-from ..quantize.recipe import get_recipe
+from ..quantize.recipe import for_target, get_recipe
 from ..search.darts import SearchResult
 from ..search.strategies import STRATEGIES
 from ..space.arch import Arch, arch_from_choices
@@ -76,7 +76,9 @@ class Build:
                 f"target {self.target.name!r} is measured on a device: pass --tracker HOST:PORT --key "
                 f"{self.target.rpc_key or self.target.name}, or build for x86-avx2 and compile the result with "
                 f"`edgenas compile RUN/model_int8.onnx --target {self.target.name}`")
-        self.recipe = get_recipe(cfg.recipe)
+        # capped at the target's weight width ([int8] weight_bits: 7 on x86-avx2, docs/quantization.md):
+        # the op table, the feedback libraries and the QAT all quantize through this one recipe
+        self.recipe = for_target(get_recipe(cfg.recipe), target)
         self.data = load_data(cfg.data, cfg.space.image_size, cfg.seed)
         # Fashion-MNIST's 45,000 training images x 20 epochs would take an hour on two cores;
         # digits (1,078) are far under the cap. The search has its own (SearchConfig.subsample).

@@ -49,6 +49,7 @@ def fused_module(onnx_path, target, *, int8: bool = True, progress: Callable[[st
     if int8:
         mod, report = fold_qdq(mod, dot=packed_dot.kernel_for(target), nodes=compute_nodes(onnx_path))
         packed = f", {report.packed} on the packed dot-product kernel" if report.packed else ""
+        packed += f" ({report.narrow} of them pmaddubsw: weights fit)" if report.narrow else ""
         packed += f", {report.depthwise} on the depthwise kernel" if report.depthwise else ""
         say(f"int8: {sum(report.int8_ops.values())} integer ops {dict(report.int8_ops)}{packed}, "
             f"{len(report.fallbacks)} float fallbacks")

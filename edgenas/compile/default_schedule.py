@@ -122,6 +122,7 @@ def schedule_gemm(sch, kernel) -> None:
     inputs = {_name(sch, b) for b in sch.get_producers(gemm)}  # pack_x, or a fused producer: own stages
     _inline_all_but(sch, {"packed_dot"} | inputs)
     gemm = sch.get_sblock("packed_dot")
+    kernel = kernel.member(_weight_dtype(sch, gemm))  # the form the rewrite chose for this weight
     loops = sch.get_loops(gemm)
     n_spatial = sum(1 for iv in sch.get(gemm).iter_vars if int(iv.iter_type) == 0)
     *pixels, oo, oi = loops[:n_spatial]
@@ -130,7 +131,7 @@ def schedule_gemm(sch, kernel) -> None:
     width, n_oo = _extents(sch, (px, oo))
     input_words = math.prod(_extents(sch, pixels)) * _extents(sch, [red[-1]])[0]  # each pixel's input row, once
     weight_words = n_oo * kernel.lanes * math.prod(_extents(sch, red))
-    rb, ob = register_block(width, n_oo, kernel.lanes)
+    rb, ob = register_block(width, n_oo, kernel)
     p0, r1 = sch.split(px, factors=[None, rb])
     o0, o1 = sch.split(oo, factors=[None, ob])
     tiles = ([o0, *outer, p0] if weights_outer(weight_words, input_words)
@@ -162,19 +163,25 @@ def weights_outer(weight_words: int, input_words: int) -> bool:
     return weight_words > input_words
 
 
-def register_block(width: int, n_groups: int, lanes: int) -> tuple[int, int]:
-    """(pixels, channel groups) of the GEMM's register block for a pixel row of ``width`` and
-    ``n_groups`` groups of ``lanes`` output channels.
+def _weight_dtype(sch, gemm) -> str:
+    """The packed weight's dtype: the GEMM reads uint8 activations, its int32 accumulator and
+    the weight (int16 for ``pmaddwd``, int8 for the byte forms)."""
+    return next(str(r.source.dtype) for r in sch.get(gemm).reads if str(r.source.dtype) not in ("uint8", "int32"))
 
-    The block is the int32 accumulator, so it must fit the vector registers (32 zmm on AVX-512,
-    16 ymm on AVX2, less the operands) and stay below ``STACK_BYTES``, or TVM allocates it from
-    the heap on every tile. Three channel groups are preferred (each broadcast input word feeds
-    three dot products), then the widest pixel count; 7 pixels before 8 because the 32->16
-    projection of MobileNetV2 at 112x112 ran 4x faster with 7 than with 8 or 4 (measured in
+
+def register_block(width: int, n_groups: int, kernel) -> tuple[int, int]:
+    """(pixels, channel groups) of the GEMM's register block for a pixel row of ``width`` and
+    ``n_groups`` groups of ``kernel.lanes`` output channels.
+
+    The block is the int32 accumulator, so it must fit the vector registers the kernel leaves
+    for it (``kernel.accumulators``: 32 zmm on AVX-512, 16 ymm on AVX2, less the operands) and
+    stay below ``STACK_BYTES``, or TVM allocates it from the heap on every tile. Three channel
+    groups are preferred (each broadcast input word feeds three dot products) where three pixels
+    of them fit, then the widest pixel count; 7 pixels before 8 because the 32->16 projection of
+    MobileNetV2 at 112x112 ran 4x faster with 7 than with 8 or 4 (measured in
     docs/int8_kernels.md, "Register block")."""
-    registers = 24 if lanes == 16 else 12
-    most = min(registers, (STACK_BYTES - 1) // (lanes * 4))
-    ob = _divisor(n_groups, [c for c in (3, 2) if 2 * c <= most])
+    most = min(kernel.accumulators, (STACK_BYTES - 1) // (kernel.lanes * 4))
+    ob = _divisor(n_groups, [c for c in (3, 2) if 3 * c <= most])
     rb = _divisor(width, [r for r in (7, 6, 5, 4, 8, 3, 2) if r * ob <= most])
     return rb, ob
 

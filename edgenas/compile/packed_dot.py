@@ -18,7 +18,14 @@ the register block, requantized there (``default_schedule``). Each tensor intrin
 ``C[0:L] += A[0:K] . B[0:L, 0:K]``:
 
 * ``avx2`` (``pmaddwd``, L=8, K=2): the weights are stored as int16, so the intrinsic is exact
-  (``pmaddubsw`` would be 2x denser but saturates its int16 pair sums).
+  for any int8 weight.
+* its narrow form (``pmaddubsw`` + ``pmaddwd`` by ones, L=8, K=4, int8 weights): twice as dense,
+  onnxruntime's AVX2 kernel. ``pmaddubsw`` adds two u8 x s8 products into a *saturating* int16,
+  so it is used only for a weight whose every pair of adjacent input channels has
+  ``|w0| + |w1| <= 128`` (then ``255 * 128 = 32640`` fits): checked on the actual weight of
+  each op (:func:`fitting`). 7-bit weights always fit, which is why the ``x86-avx2`` target asks
+  the QAT for 7 bits (``[int8] weight_bits``); a bring-your-own 8-bit model keeps ``pmaddwd``
+  (docs/int8_kernels.md, "Narrow weights on AVX2").
 * ``vnni`` (``vpdpbusd``, L=16, K=4): u8 x i8 into int32, exact.
 
 Both intrinsics need unsigned activations. An int8 activation with zero point z is the same
@@ -43,12 +50,27 @@ class DotKernel:
     lanes: int          # int32 outputs per instruction (L)
     depth: int          # reduction elements summed into each lane (K)
     weight_dtype: str   # how the packed weight is stored
+    accumulators: int   # vector registers the GEMM's register block may hold (``default_schedule``)
+    pair_bound: int | None = None      # |w0| + |w1| limit of adjacent weights (saturating pair sums)
+    narrow: DotKernel | None = None    # the denser form used for a weight that fits its pair bound
+
+    def members(self) -> tuple[DotKernel, ...]:
+        """This kernel and its narrow form: every intrinsic a target with it may use."""
+        return (self,) if self.narrow is None else (self, *self.narrow.members())
+
+    def member(self, weight_dtype: str) -> DotKernel:
+        """The member whose packed weight is stored as ``weight_dtype`` (how a schedule tells,
+        from a kernel's buffers, which form the rewrite chose for it)."""
+        return next(k for k in self.members() if k.weight_dtype == weight_dtype)
 
 
 # A target's [int8] dot_product -> its kernel: lanes are output channels.
 KERNELS = {
-    "avx2": DotKernel("edgenas_dot_8x2_avx2", 8, 2, "int16"),
-    "vnni": DotKernel("edgenas_dot_16x4_vnni", 16, 4, "int8"),
+    # 16 ymm: 12 accumulators + 3 weights + the broadcast word (pmaddwd); the narrow form also
+    # needs the vector of ones and a product temporary, so 8 (MLAS's AVX2 block: 4 pixels x 16).
+    "avx2": DotKernel("edgenas_dot_8x2_avx2", 8, 2, "int16", 12,
+                      narrow=DotKernel("edgenas_dot_8x4_avx2_u8s8", 8, 4, "int8", 8, pair_bound=128)),
+    "vnni": DotKernel("edgenas_dot_16x4_vnni", 16, 4, "int8", 24),
 }
 
 
@@ -58,6 +80,24 @@ def kernel_for(spec) -> DotKernel | None:
     from .pipeline import backend
 
     return KERNELS.get(spec.int8_dot) if backend(spec).packed_int8 else None
+
+
+def fits(w: np.ndarray, k: DotKernel) -> bool:
+    """Whether ``k``'s saturating pair sums are exact for ``w`` (int, input channels on axis 1):
+    every pair of adjacent input channels ``(2j, 2j + 1)`` has ``|w0| + |w1| <= k.pair_bound``
+    (u8 activations are at most 255; ``255 * 128 = 32640 <= 32767``). Pairs never straddle a
+    K-group, because K is even and the channels are zero-padded to a multiple of it."""
+    if k.pair_bound is None:
+        return True
+    a = np.abs(w.astype(np.int32))
+    if a.shape[1] % 2:
+        a = np.concatenate([a, np.zeros_like(a[:, :1])], axis=1)
+    return bool((a[:, 0::2] + a[:, 1::2]).max(initial=0) <= k.pair_bound)
+
+
+def fitting(k: DotKernel, w: np.ndarray) -> DotKernel:
+    """The densest member of ``k`` that is exact for the weight ``w`` (see :func:`fits`)."""
+    return next((m for m in reversed(k.members()) if fits(w, m)), k)
 
 
 
@@ -111,7 +151,22 @@ def register() -> None:
                 T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="uint8x64"),
                 B.vload([0, 0], dtype="int8x64"))
 
-    for k, impl in ((KERNELS["avx2"], pmaddwd), (KERNELS["vnni"], vpdpbusd)):
+    @T.prim_func(s_tir=True)
+    def pmaddubsw(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8", offset_factor=1),
+                  C: T.Buffer((8,), "int32", offset_factor=1, scope="global")) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+            T.writes(C[0:8])
+            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + T.call_llvm_pure_intrin(
+                "int32x8", T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                T.call_llvm_pure_intrin(
+                    "int16x16", T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
+                    T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8), dtype="uint8x32"),
+                    B.vload([0, 0], dtype="int8x32")),
+                T.broadcast(T.int16(1), 16))
+
+    avx2 = KERNELS["avx2"]
+    for k, impl in ((avx2, pmaddwd), (avx2.narrow, pmaddubsw), (KERNELS["vnni"], vpdpbusd)):
         TensorIntrin.register(k.intrin, desc(k.lanes, k.depth, k.weight_dtype), impl, override=True)
 
 
@@ -253,9 +308,11 @@ def space_generator(k: DotKernel | None):
     register()
     rules = list(ms.schedule_rule.ScheduleRule.create("llvm"))
     at = next(i for i, r in enumerate(rules) if type(r).__name__ == "MultiLevelTiling")
-    rules.insert(at, ms.schedule_rule.MultiLevelTilingWithIntrin(
-        k.intrin, structure="SSRSRS", tile_binds=None, max_innermost_factor=64, vector_load_lens=None,
-        reuse_read=None, reuse_write=ms.schedule_rule.ReuseType(req="may", levels=[1, 2], scope="global")))
+    # one rule per member: each applies only to the GEMMs whose weight dtype its intrinsic takes
+    rules[at:at] = [ms.schedule_rule.MultiLevelTilingWithIntrin(
+        m.intrin, structure="SSRSRS", tile_binds=None, max_innermost_factor=64, vector_load_lens=None,
+        reuse_read=None, reuse_write=ms.schedule_rule.ReuseType(req="may", levels=[1, 2], scope="global"))
+        for m in k.members()]
     posts = list(ms.postproc.Postproc.create("llvm"))
     posts.insert(len(posts) - 1, ms.postproc.RewriteTensorize(vectorize_init_loop=True))  # before RewriteLayout
     return ms.space_generator.PostOrderApply(sch_rules=rules, postprocs=posts, mutator_probs="llvm")

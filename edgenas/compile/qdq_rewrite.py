@@ -28,7 +28,8 @@ layer's int8, no float tensor in between.
 On x86 targets with an integer dot-product kernel (``fold_qdq(mod, dot=...)``):
 
 * convolutions (groups 1) and 2-D matmuls with a constant weight accumulate through a
-  packed-weight GEMM (``packed_dot``: AVX2 ``pmaddwd``, AVX-512 VNNI ``vpdpbusd``), convs
+  packed-weight GEMM (``packed_dot``: AVX2 ``pmaddwd``, or ``pmaddubsw`` for a weight whose
+  pair sums fit int16, AVX-512 VNNI ``vpdpbusd``), convs
   channels-last with the taps in the GEMM's reduction;
 * depthwise convs run ``depthwise``'s kernel: int8 in memory, int16 operands in registers,
   channels-last.
@@ -74,6 +75,7 @@ class FoldReport:
     int8_ops: dict[str, int]
     fallbacks: tuple[str, ...]
     packed: int = 0          # of the integer ops, those running on the packed dot-product kernel
+    narrow: int = 0          # ... of which on its narrow form (AVX2 pmaddubsw: the weight fits, packed_dot.fits)
     depthwise: int = 0       # ... and those running on the int16-operand depthwise kernel
     requantized: int = 0     # ... and those whose activation + output quantize folded in (OutputQuant)
 
@@ -82,7 +84,8 @@ class FoldReport:
         the integer ops (dilated or grouped convs, matmuls without a constant weight) run TVM's own
         int8 conv2d / matmul."""
         n = sum(self.int8_ops.values())
-        classes = {"packed GEMM (conv, matmul)": self.packed, "depthwise": self.depthwise,
+        classes = {"packed GEMM (conv, matmul)": self.packed - self.narrow,
+                   "packed GEMM, pmaddubsw (weight pairs fit int16)": self.narrow, "depthwise": self.depthwise,
                    "TVM int8 conv/matmul": n - self.packed - self.depthwise}
         return {k: v for k, v in classes.items() if v}
 
@@ -158,17 +161,20 @@ def _packed_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel, bb) 
                 or any(int(v) != 1 for v in at.dilation)):
             return None
         n, c, h, w = shape
+        dot = packed_dot.fitting(kernel := dot, value)
         func, out_shape = packed_dot.conv_dot_func(
             (n, h, w, c), dtype, value.shape[0], dot, value.shape[2:], tuple(int(v) for v in at.strides),
             tuple(int(p) for p in at.padding), a.x_zero)
-        acc = relax.call_tir(bb.add_func(func, "packed_dot"),
+        acc = relax.call_tir(bb.add_func(func, "packed_dot_narrow" if dot is not kernel else "packed_dot"),
                              [layout.to_nhwc(a.x_q), relax.const(packed_dot.pack_conv_weight(value, dot))],
                              relax.TensorType(out_shape, "int32"))
         return acc, zero, True
     if len(shape) != 2:
         return None
     weight = value if a.transposed else value.T  # (out, in)
-    gv = bb.add_func(packed_dot.packed_dot_func(tuple(shape), dtype, weight.shape[0], dot), "packed_dot")
+    dot = packed_dot.fitting(kernel := dot, weight)
+    gv = bb.add_func(packed_dot.packed_dot_func(tuple(shape), dtype, weight.shape[0], dot),
+                     "packed_dot_narrow" if dot is not kernel else "packed_dot")
     acc = relax.call_tir(gv, [a.x_q, relax.const(packed_dot.pack_weight(weight, dot))],
                          relax.TensorType((shape[0], weight.shape[0]), "int32"))
     return acc, zero, False
@@ -299,6 +305,7 @@ def _fold_function(mod, func: relax.Function, counts: Counter, fallbacks: list[s
                       if isinstance(bd.value, relax.Call) and bd.value.op == Op.get("relax.call_tir"))
     for name, n in kernels.items():
         counts["packed" if name.startswith("packed_dot") else "depthwise_kernel" if name.startswith("depthwise") else ""] += n
+        counts["narrow" if name.startswith("packed_dot_narrow") else ""] += n
     counts.pop("", None)
     return new, added
 
@@ -331,8 +338,8 @@ def fold_qdq(mod: tvm.IRModule, dot: packed_dot.DotKernel | None = None,
     if dot is not None:  # the x86 kernels are channels-last: drop the transposes between them
         out = layout.sink_transposes(dce(out))
     out = dce(relax.transform.FoldConstant()(dce(out)))  # DCE first: no time spent on dead chains
-    packed, dw, requantized = (counts.pop(k, 0) for k in ("packed", "depthwise_kernel", "requantized"))
-    return out, FoldReport(dict(sorted(counts.items())), tuple(fallbacks), packed, dw, requantized)
+    packed, narrow, dw, requantized = (counts.pop(k, 0) for k in ("packed", "narrow", "depthwise_kernel", "requantized"))
+    return out, FoldReport(dict(sorted(counts.items())), tuple(fallbacks), packed, narrow, dw, requantized)
 
 
 @tvm.transform.module_pass(opt_level=0, name="FoldQDQ")

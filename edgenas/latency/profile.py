@@ -4,6 +4,12 @@ An op is measured as the network users get: the op wrapped in its brevitas quant
 QCDQ, folded to integer kernels by the compile stage (with the target's tuning database applied)
 and timed by the measure stage (locally or through the farm). Latency does not depend on trained
 weights, so random, calibrated weights are used.
+
+Every function here that is given the target caps the recipe at the target's weight width
+(``quantize.recipe.for_target``) before it builds anything, so an op is timed at the width the
+final model is trained at (an 8-bit op on x86-avx2 is built with 7-bit weights: the compiler may
+choose a denser kernel for it). The table keys keep the searched width (``w8``): the key names the
+search's choice, the cap is the target's, and a target's table is only ever read for that target.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from torch import nn
 
 from ..quantize.convert import calibrate, to_brevitas
 from ..quantize.export import export_int8
-from ..quantize.recipe import QuantRecipe
+from ..quantize.recipe import QuantRecipe, for_target
 from ..space.arch import Arch, SpaceConfig
 from ..space.ops import create_op
 from ..space.supernet import FrozenNet, _head, _stem
@@ -51,10 +57,11 @@ def export_op(module: nn.Module, recipe: QuantRecipe, input_shape: tuple[int, ..
 def int8_latency(module: nn.Module, recipe: QuantRecipe, input_shape: tuple[int, ...], target, work: Path,
                  measure_lib: Callable[[str, tuple[int, ...]], float], tuning_dir: str | None = None):
     """Quantize ``module`` (random calibrated weights), compile for ``target``, return what
-    ``measure_lib`` returns for the library (the median ms when profiling)."""
+    ``measure_lib`` returns for the library (the median ms when profiling). The weights are
+    capped at the target's width (``for_target``)."""
     from ..compile import compile_onnx
 
-    onnx_path = export_op(module, recipe, input_shape, work)
+    onnx_path = export_op(module, for_target(recipe, target), input_shape, work)
     res = compile_onnx(onnx_path, target, onnx_path.with_suffix(".so"), int8=True, trials=0, tuning_dir=tuning_dir)
     return measure_lib(res.library, input_shape)
 
@@ -92,7 +99,7 @@ def compile_arch(arch: Arch, recipe: QuantRecipe, target, library: Path, tuning_
     from ..compile import compile_onnx
 
     with tempfile.TemporaryDirectory(prefix="edgenas-arch-") as tmp:
-        onnx_path = export_op(FrozenNet(arch), recipe, arch.input_shape, Path(tmp))
+        onnx_path = export_op(FrozenNet(arch), for_target(recipe, target), arch.input_shape, Path(tmp))
         return Path(compile_onnx(onnx_path, target, library, int8=True, trials=0, tuning_dir=tuning_dir).library)
 
 
@@ -105,7 +112,9 @@ def measure_arch(arch: Arch, recipe: QuantRecipe, target, measure_lib, tuning_di
 
 
 def space_modules(space: SpaceConfig, recipe: QuantRecipe):
-    """Every op configuration of ``space`` (and its stem and head) as ``(key, module, recipe, shape)``."""
+    """Every op configuration of ``space`` (and its stem and head) as ``(key, module, recipe, shape)``.
+    Each op's recipe is ``recipe`` at the key's widths; ``replace`` keeps ``recipe``'s weight cap
+    (``max_weight_bits``), so a ``w8`` key of a recipe capped at 7 is built at 7."""
     for op, bits, cin, cout, stride, hw in LatencyTable("").missing(space):
         yield (op_key(op, bits, cin, cout, stride, hw), _Seq(create_op(op, cin, cout, stride)),
                dataclasses.replace(recipe, weight_bits=bits, act_bits=bits), (1, cin, hw, hw))
@@ -124,7 +133,7 @@ def tune_space(space: SpaceConfig, recipe: QuantRecipe, target, trials_per_op: i
     number of new trials."""
     from ..compile import compile_onnx
 
-    items = list(space_modules(space, recipe))
+    items = list(space_modules(space, for_target(recipe, target)))
     trials = 0
     with tempfile.TemporaryDirectory(prefix="edgenas-tune-") as tmp:
         for i, (key, module, r, shape) in enumerate(items):

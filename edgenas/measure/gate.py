@@ -214,12 +214,12 @@ def model_set(target, work_dir, recipe: str = "int8-per-channel") -> list[BenchI
     change shows up here."""
     from ..compile import compile_onnx
     from ..latency.profile import export_op
-    from ..quantize.recipe import get_recipe
+    from ..quantize.recipe import for_target, get_recipe
     from ..space.arch import SpaceConfig, arch_from_choices
     from ..space.cost import op_cost
     from ..space.supernet import FrozenNet
 
-    space, work, rec = SpaceConfig(), Path(work_dir), get_recipe(recipe)
+    space, work, rec = SpaceConfig(), Path(work_dir), for_target(get_recipe(recipe), target)  # the build's weight width
     work.mkdir(parents=True, exist_ok=True)
     ranked = []
     for i, ((cin, cout, stride), hw) in enumerate(zip(space.positions(), space.spatial_sizes())):

@@ -154,14 +154,17 @@ def to_brevitas(net: nn.Module, recipe: QuantRecipe) -> nn.Module:
     """A quantized deep copy of a frozen net (which must be in eval mode for BN folding).
 
     Per-layer bit widths come from the net's ``arch`` (``LayerChoice.w_bits``/``a_bits``) where it
-    has one; the stem, head and classifier use the recipe's widths.
+    has one; the stem, head and classifier use the recipe's widths. Every weight width is capped
+    at ``recipe.max_weight_bits`` (the target's ``[int8] weight_bits``: ``recipe.for_target``), so
+    a layer searched at 8 bits is built at 7 for x86-avx2 while its arch (and latency-table key)
+    still says 8.
     """
     body = copy.deepcopy(net).eval()
-    default = _quants(recipe, recipe.weight_bits, recipe.act_bits)
+    default = _quants(recipe, recipe.capped(recipe.weight_bits), recipe.act_bits)
     arch = getattr(net, "arch", None)
     if arch is not None and hasattr(body, "layers"):
         for layer, choice in zip(body.layers, arch.layers):
-            _convert_children(layer, _quants(recipe, choice.w_bits, choice.a_bits), recipe.float_layers, "")
+            _convert_children(layer, _quants(recipe, recipe.capped(choice.w_bits), choice.a_bits), recipe.float_layers, "")
     _convert_children(body, default, recipe.float_layers, "")
     return QuantNet(body, default)
 

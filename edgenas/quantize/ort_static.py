@@ -14,8 +14,10 @@ import numpy as np
 
 
 def quantize_static_onnx(fp32: str | Path, out: str | Path, shape: tuple[int, ...], fmt: str = "QDQ",
-                         samples: int = 8, input_name: str = "input") -> Path:
-    """Quantize ``fp32`` into ``out`` (``fmt``: ``QDQ`` or ``QOperator``); returns ``out``."""
+                         samples: int = 8, input_name: str = "input", reduce_range: bool = False) -> Path:
+    """Quantize ``fp32`` into ``out`` (``fmt``: ``QDQ`` or ``QOperator``); returns ``out``.
+    ``reduce_range``: 7-bit weights ([-64, 64]; onnxruntime's option for CPUs without VNNI,
+    and the width edgenas trains for x86-avx2: docs/int8_kernels.md)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -32,5 +34,5 @@ def quantize_static_onnx(fp32: str | Path, out: str | Path, shape: tuple[int, ..
             return next(self.it, None)
 
     quantize_static(str(pre), str(out), Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range)
     return out

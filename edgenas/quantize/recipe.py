@@ -3,10 +3,15 @@
 A recipe says bit widths, granularity and symmetry for weights and activations, the QAT
 schedule, and which layers stay float. Validation mirrors the target loader: unknown keys and
 wrong types fail naming the file and field.
+
+A target may cap the weight width (``[int8] weight_bits``, 7 on x86-avx2): :func:`for_target`
+applies the cap to a recipe once, where a build resolves it, and ``to_brevitas`` applies the
+recipe's cap to every layer it builds (docs/quantization.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass
@@ -41,6 +46,26 @@ class QuantRecipe:
     qat_epochs: int = 6
     qat_lr: float = 5e-4
     float_layers: tuple[str, ...] = ()
+    # the widest weights any layer gets, whatever the recipe or the searched architecture asks for
+    # (the target's [int8] weight_bits, set by for_target; 8 means no cap)
+    max_weight_bits: int = 8
+
+    def capped(self, w_bits: int) -> int:
+        """The weight width a layer asking for ``w_bits`` is really quantized at."""
+        return min(w_bits, self.max_weight_bits)
+
+
+def for_target(recipe: QuantRecipe, target) -> QuantRecipe:
+    """``recipe`` capped at ``target``'s weight width (``TargetSpec.int8_weight_bits``, the
+    ``[int8] weight_bits`` of its TOML): the recipe's own width and every per-layer width
+    (``LayerChoice.w_bits``, applied by ``to_brevitas`` through :meth:`QuantRecipe.capped`)
+    become at most that, so an 8-bit layer is trained and exported at 7 bits for x86-avx2 and a
+    4-bit layer stays 4. Pure and idempotent (capping twice, or at a wider target, changes
+    nothing); the name is kept, so runs and bundles still name the recipe file they used."""
+    cap = min(recipe.max_weight_bits, target.int8_weight_bits)
+    if cap == recipe.max_weight_bits and recipe.weight_bits <= cap:
+        return recipe
+    return dataclasses.replace(recipe, weight_bits=min(recipe.weight_bits, cap), max_weight_bits=cap)
 
 
 def load_recipe_file(path: str | os.PathLike) -> QuantRecipe:

@@ -67,6 +67,15 @@ def test_targets_list_shows_every_target():
         assert name in out
 
 
+def test_targets_show_gives_the_weight_bits():
+    """``[int8] weight_bits``: the QAT's weight width cap (7 on x86-avx2, 8 where the file has none)."""
+    import re
+
+    for name, bits in (("x86-avx2", 7), ("rpi4", 8)):
+        out = run("targets", "show", name).stdout
+        assert re.search(rf"weight bits \(QAT cap\)\W+{bits}\W*$", out, re.M), out
+
+
 def _build_options(**given):
     """``edgenas build``'s defaults (read from the command itself) with ``given`` on top."""
     import inspect

@@ -15,11 +15,30 @@ from edgenas.compile import default_schedule, depthwise, packed_dot
 
 R = np.random.RandomState(7)
 HAS_VNNI = "avx512_vnni" in Path("/proc/cpuinfo").read_text()
-MCPU = {"avx2": "haswell", "vnni": "cascadelake"}
+MCPU = {"avx2": "haswell", "narrow": "haswell", "vnni": "cascadelake"}
 VNNI = pytest.param("vnni", marks=pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI"))
 
 
-INTRIN = {"avx2": "llvm.x86.avx2.pmadd.wd", "vnni": "llvm.x86.avx512.vpdpbusd.512"}
+INTRIN = {"avx2": "llvm.x86.avx2.pmadd.wd", "narrow": "llvm.x86.avx2.pmadd.ub.sw", "vnni": "llvm.x86.avx512.vpdpbusd.512"}
+# "narrow": the AVX2 target's pmaddubsw form, which the rewrite picks for a weight that fits it
+FAMILY = {"avx2": "avx2", "narrow": "avx2", "vnni": "vnni"}
+
+
+def _kernel(name: str) -> packed_dot.DotKernel:
+    return packed_dot.KERNELS["avx2"].narrow if name == "narrow" else packed_dot.KERNELS[name]
+
+
+def _weight(shape, kernel: str):
+    """Symmetric int8 weights with the extremes planted; for the narrow form the extremes of
+    the range it is exact on (+-64: every pair sum at its bound)."""
+    w = _extreme(shape, "int8")
+    w[w == -128] = -127
+    if kernel == "narrow":
+        w = np.clip(w, -64, 64)
+        w.reshape(-1)[::3] = -64
+        w.reshape(-1)[1::5] = 64
+        assert packed_dot.fits(w, _kernel(kernel))
+    return w
 
 
 def _build(func, kernel: str, tensorized: bool = True):
@@ -29,7 +48,7 @@ def _build(func, kernel: str, tensorized: bool = True):
     tgt = tvm.target.Target({"kind": "llvm", "mcpu": MCPU[kernel], "num-cores": 2})
     mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
     with tgt:
-        mod = dl.ApplyDefaultSchedule(*default_schedule.rules(packed_dot.KERNELS[kernel]))(mod)
+        mod = dl.ApplyDefaultSchedule(*default_schedule.rules(packed_dot.KERNELS[FAMILY[kernel]]))(mod)
     script = mod["main"].script()
     assert mod["main"].attrs.get("tirx.is_scheduled", False) and "T.parallel" in script
     assert (INTRIN[kernel] in script) == tensorized
@@ -51,20 +70,19 @@ def _extreme(shape, dtype):
     return x
 
 
-@pytest.mark.parametrize("kernel", ["avx2", VNNI])
+@pytest.mark.parametrize("kernel", ["avx2", "narrow", VNNI])
 @pytest.mark.parametrize("shape, dtype, out", [((35, 6), "int8", 20), ((9, 16), "uint8", 48), ((9, 12), "uint8", 10)],
                          ids=["odd-int8", "uint8", "matmul"])
 def test_packed_gemm_default_schedule_is_exact(kernel, shape, dtype, out):
-    k = packed_dot.KERNELS[kernel]
-    x, w = _extreme(shape, dtype), _extreme((out, shape[1]), "int8")
-    w[w == -128] = -127  # symmetric weights
+    k = _kernel(kernel)
+    x, w = _extreme(shape, dtype), _weight((out, shape[1]), kernel)
     lib = _build(packed_dot.packed_dot_func(shape, dtype, out, k), kernel)
     got = _call(lib, x, packed_dot.pack_weight(w, k), out_shape=(shape[0], out))
     xu = x.astype(np.int64) + (128 if dtype == "int8" else 0)  # the kernel's uint8 operand
     assert np.array_equal(got, xu @ w.T.astype(np.int64))
 
 
-@pytest.mark.parametrize("kernel", ["avx2", VNNI])
+@pytest.mark.parametrize("kernel", ["avx2", "narrow", VNNI])
 @pytest.mark.parametrize("shape, dtype, zero, k, stride, pad", [
     ((1, 5, 7, 6), "int8", -128, (3, 3), (1, 1), (1, 1, 1, 1)),
     ((1, 3, 11, 9), "uint8", 201, (7, 7), (2, 2), (3, 3, 3, 3)),   # a stem: 3 channels padded to K
@@ -78,11 +96,10 @@ def test_packed_gemm_default_schedule_is_exact(kernel, shape, dtype, out):
 ], ids=["3x3-int8", "7x7-s2-stem", "1x1-s2", "1x1-direct", "1x1-int8", "3x3-wide-map", "1x1-wide-map"])
 def test_dense_conv_gemm_default_schedule_is_exact(kernel, shape, dtype, zero, k, stride, pad):
     """``conv_dot_func`` channels-last (x NHWC in, NHWC out) against a numpy NCHW conv."""
-    kern = packed_dot.KERNELS[kernel]
+    kern = _kernel(kernel)
     n, ch, h, wd = shape
     func, out_shape = packed_dot.conv_dot_func((n, h, wd, ch), dtype, 20, kern, k, stride, pad, zero)
-    x, w = _extreme(shape, dtype), _extreme((20, ch, *k), "int8")
-    w[w == -128] = -127
+    x, w = _extreme(shape, dtype), _weight((20, ch, *k), kernel)
     got = _call(_build(func, kernel), x.transpose(0, 2, 3, 1).copy(), packed_dot.pack_conv_weight(w, kern),
                 out_shape=out_shape)
     zu = packed_dot.gemm_zero(dtype, zero)

@@ -1,4 +1,4 @@
-"""The x86 integer kernels: the packed dot-product GEMM (AVX2 pmaddwd, AVX-512 VNNI vpdpbusd) of
+"""The x86 integer kernels: the packed dot-product GEMM (AVX2 pmaddwd or pmaddubsw, AVX-512 VNNI vpdpbusd) of
 convs and matmuls and the int16-operand depthwise conv, channels-last. Exact numerics against
 the float simulation, no transposes between kernels, and MetaSchedule really tensorizing the GEMM."""
 
@@ -150,6 +150,45 @@ def test_depthwise_kernel_is_exact_in_integers():
     assert np.array_equal(out.numpy().transpose(0, 3, 1, 2), ref)
 
 
+def test_pair_bound_decides_the_narrow_form():
+    """``pmaddubsw`` sums two u8 x s8 products into a saturating int16: exact iff every adjacent
+    pair of input channels has |w0| + |w1| <= 128 (255 * 128 fits, 255 * 129 does not)."""
+    avx2 = packed_dot.KERNELS["avx2"]
+    ok = np.array([[64, -64, 1, 127], [-64, 64, 0, 0]], "int8")      # pairs (64, -64), (1, 127): 128 each
+    over = np.array([[64, -65, 0, 0]], "int8")                        # 129
+    odd = np.array([[0, 0, 127]], "int8")                             # an unpaired last channel: 127 + padding 0
+    assert packed_dot.fits(ok, avx2.narrow) and packed_dot.fitting(avx2, ok) is avx2.narrow
+    assert not packed_dot.fits(over, avx2.narrow) and packed_dot.fitting(avx2, over) is avx2
+    assert packed_dot.fitting(avx2, odd) is avx2.narrow
+    vnni = packed_dot.KERNELS["vnni"]
+    assert packed_dot.fitting(vnni, over) is vnni and vnni.members() == (vnni,)
+
+
+def seven_bit_pointwise(cin, cout, bound):
+    w = R.randint(-bound, bound + 1, (cout, cin, 3, 3)).astype("int8")
+    w.reshape(-1)[::4] = bound
+
+    def body(bb, x):
+        wd = bb.emit(relax.op.dequantize(c(w), c(R.uniform(0.001, 0.01, cout), "float32"), c(np.zeros(cout), "int8"), axis=0))
+        return bb.emit(relax.op.nn.conv2d(_quant(bb, x, 255, "uint8"), wd, padding=(1, 1), strides=(2, 2)))
+    return (1, cin, 9, 7), body
+
+
+@pytest.mark.parametrize("bound, narrow", [(64, True), (127, False)], ids=["7-bit", "8-bit"])
+def test_avx2_uses_pmaddubsw_only_where_the_weight_fits(bound, narrow):
+    """A 7-bit weight (QAT for x86-avx2, or onnxruntime's ``reduce_range``) goes to the narrow
+    form, an 8-bit one to ``pmaddwd``; both equal the float simulation (zero point 255: every
+    padded tap reads the activation's extreme)."""
+    shape, body = seven_bit_pointwise(10, 12, bound)
+    mod = _module(shape, body)
+    folded, report = fold_qdq(mod, dot=packed_dot.KERNELS["avx2"])
+    assert report.packed == 1 and report.narrow == int(narrow)
+    assert ("packed GEMM, pmaddubsw (weight pairs fit int16)" in report.kernel_classes()) == narrow
+    x = np.random.RandomState(4).uniform(-3, 20, shape).astype("float32")
+    ref, out = _run(mod, x, "haswell"), _run(folded, x, "haswell")
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
 def test_weight_packing_round_trips():
     k = packed_dot.KERNELS["vnni"]
     w = R.randint(-127, 128, (20, 6)).astype("int8")
@@ -161,21 +200,23 @@ def test_weight_packing_round_trips():
 
 # matmul is slow (~50 s): the conv form tunes the same intrinsic, and the default-schedule tests
 # check the matmul GEMM's exactness; together they kept the default run over 20 minutes
-@pytest.mark.parametrize("form", [pytest.param("matmul", marks=pytest.mark.slow), "conv"])
+@pytest.mark.parametrize("form", [pytest.param("matmul", marks=pytest.mark.slow), "conv", "conv-narrow"])
 def test_metaschedule_tensorizes_the_packed_gemm(tmp_path, form):
-    """A few trials of the AVX2 space: the best record uses the intrinsic and stays exact (a
-    matmul, and a channels-last 1x1 conv whose GEMM reads its input as it is)."""
+    """A few trials of the AVX2 space: the best record uses the intrinsic of the GEMM's form and
+    stays exact (a matmul, and a channels-last 1x1 conv whose GEMM reads its input as it is; with
+    a 7-bit weight, the narrow ``pmaddubsw`` form, whose rule shares the space)."""
     from tvm.s_tir import meta_schedule as ms
 
     from edgenas.compile import fastinspect
     from edgenas.compile.tune import _foreign_handlers_detached
 
     fastinspect.install(warm=False)
-    k = packed_dot.KERNELS["avx2"]
+    family = packed_dot.KERNELS["avx2"]
+    k = family.narrow if form == "conv-narrow" else family
     x = R.randint(0, 256, (1, 8, 8, 32)).astype("uint8")
-    w = R.randint(-127, 128, (16, 32)).astype("int8")
+    w = R.randint(-64, 65, (16, 32)).astype("int8") if k is family.narrow else R.randint(-127, 128, (16, 32)).astype("int8")
     ref = np.einsum("oc,nhwc->nhwo", w.astype(np.int64), x.astype(np.int64))
-    if form == "conv":
+    if form.startswith("conv"):
         func, _ = packed_dot.conv_dot_func((1, 8, 8, 32), "uint8", 16, k, (1, 1), (1, 1), (0, 0, 0, 0), 0)
         wp, out = packed_dot.pack_conv_weight(w[:, :, None, None], k), np.zeros((1, 8, 8, 16), "int32")
     else:
@@ -185,7 +226,7 @@ def test_metaschedule_tensorizes_the_packed_gemm(tmp_path, form):
     tgt = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 1})
     with _foreign_handlers_detached():  # MetaSchedule's second logging setup in a process trips on pytest's
         db = ms.tir_integration.tune_tir(
-            func, tgt, str(tmp_path), max_trials_global=16, num_trials_per_iter=8, space=packed_dot.space_generator(k),
+            func, tgt, str(tmp_path), max_trials_global=16, num_trials_per_iter=8, space=packed_dot.space_generator(family),
             builder=ms.builder.LocalBuilder(max_workers=2, initializer=fastinspect.install))
     sch = ms.tir_integration.compile_tir(db, func, tgt)
     assert sch is not None and k.intrin in str(sch.trace)

@@ -103,3 +103,25 @@ def test_device_target_is_measured_here_when_this_cpu_has_its_isa(tmp_path):
     p.write_text(RPC.format(flags="['']"))
     with pytest.raises(ConfigError, match="runner.local_if_cpu_has"):
         load_target_file(p)
+
+
+def test_weight_bits_default_to_8_and_x86_avx2_asks_for_7(tmp_path):
+    """``[int8] weight_bits``: optional (8); x86-avx2 trains 7-bit weights (vpmaddubsw pair sums
+    exact), every other target keeps full int8 weights."""
+    p = tmp_path / "t.toml"
+    p.write_text(VALID)
+    assert load_target_file(p).int8_weight_bits == 8
+    p.write_text(VALID + "weight_bits = 4\n")              # VALID ends inside [int8]
+    assert load_target_file(p).int8_weight_bits == 4
+    assert {n: get_target(n).int8_weight_bits for n in list_targets() if n in REQUIRED} == \
+           {n: 7 if n == "x86-avx2" else 8 for n in REQUIRED}
+
+
+@pytest.mark.parametrize("value", ["1", "9", "16", "0", "-8", "true", "'7'", "7.0", "[7]"])
+def test_bad_weight_bits_name_file_and_field(tmp_path, value):
+    p = tmp_path / "t.toml"
+    p.write_text(VALID + f"weight_bits = {value}\n")
+    with pytest.raises(ConfigError) as e:
+        load_target_file(p)
+    msg = str(e.value)
+    assert str(p) in msg and "int8.weight_bits" in msg and "\n" not in msg
