@@ -31,7 +31,7 @@ On x86 targets with an integer dot-product kernel (``fold_qdq(mod, dot=...)``):
   packed-weight GEMM (``packed_dot``: AVX2 ``pmaddwd``, or ``pmaddubsw`` for a weight whose
   pair sums fit int16, AVX-512 VNNI ``vpdpbusd``), convs
   channels-last with the taps in the GEMM's reduction;
-* depthwise convs run ``depthwise``'s kernel: int8 in memory, int16 operands in registers,
+* depthwise convs run ``depthwise``'s kernel: uint8 in memory, ``vpmaddwd`` on zero-extended bytes,
   channels-last.
 
 Each conv kernel is wrapped in transposes to NHWC and back; ``layout.sink_transposes`` then
@@ -76,7 +76,7 @@ class FoldReport:
     fallbacks: tuple[str, ...]
     packed: int = 0          # of the integer ops, those running on the packed dot-product kernel
     narrow: int = 0          # ... of which on its narrow form (AVX2 pmaddubsw: the weight fits, packed_dot.fits)
-    depthwise: int = 0       # ... and those running on the int16-operand depthwise kernel
+    depthwise: int = 0       # ... and those running on the channels-last depthwise kernel
     requantized: int = 0     # ... and those whose activation + output quantize folded in (OutputQuant)
 
     def kernel_classes(self) -> dict[str, int]:
@@ -181,8 +181,8 @@ def _packed_accumulate(a: Anchor, ev: ConstEval, dot: packed_dot.DotKernel, bb) 
 
 
 def _depthwise_accumulate(a: Anchor, ev: ConstEval, bb) -> relax.Expr | None:
-    """The int32 NHWC accumulator of a depthwise conv through ``depthwise`` (zero point already
-    removed inside it), or None when the op is not one it covers or has no constant weight."""
+    """The int32 NHWC accumulator of a depthwise conv through ``depthwise`` (zero point removed
+    by its bias), or None when the op is not one it covers or has no constant weight."""
     value, shape = ev(a.w_q), _static_shape(a.x_q)
     if a.kind != "conv2d" or value is None or not depthwise.applies(a.call.attrs, shape, value.shape):
         return None
@@ -192,7 +192,8 @@ def _depthwise_accumulate(a: Anchor, ev: ConstEval, bb) -> relax.Expr | None:
                                                tuple(int(s) for s in at.strides), tuple(int(p) for p in at.padding),
                                                a.x_zero)
     gv = bb.add_func(func, "depthwise_conv2d")
-    return relax.call_tir(gv, [layout.to_nhwc(a.x_q), relax.const(depthwise.weight(value))],
+    return relax.call_tir(gv, [layout.to_nhwc(a.x_q), relax.const(depthwise.weight(value)),
+                               relax.const(depthwise.bias(value, str(a.x_q.ty.dtype), a.x_zero))],
                           relax.TensorType(out_shape, "int32"))
 
 

@@ -118,13 +118,16 @@ def test_dense_conv_gemm_default_schedule_is_exact(kernel, shape, dtype, zero, k
     ((1, 3, 9, 5), (5, 5), (1, 2), (2, 2, 2, 2), 0),
     ((1, 32, 12, 12), (3, 3), (2, 2), (1, 1, 1, 1), -128),  # whole vectors, stride 2 on a wide map
 ], ids=["3x3-s1", "3x3-s2-asym", "5x5-s12", "3x3-s2-wide"])
-def test_depthwise_default_schedule_is_exact(kernel, shape, k, stride, pad, zero):
-    """``depthwise_func`` channels-last against a numpy NCHW depthwise conv."""
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_depthwise_default_schedule_is_exact(kernel, shape, k, stride, pad, zero, dtype):
+    """``depthwise_func`` channels-last against a numpy NCHW depthwise conv of ``x - z``, with
+    padding taps zero (the kernel reads z there and its bias removes ``z * sum(w)``)."""
     n, ch, h, wd = shape
-    func, out_shape = depthwise.depthwise_func((n, h, wd, ch), "int8", k, stride, pad, zero)
-    x, w = _extreme(shape, "int8"), _extreme((ch, 1, *k), "int8")
+    zero += 128 if dtype == "uint8" else 0
+    func, out_shape = depthwise.depthwise_func((n, h, wd, ch), dtype, k, stride, pad, zero)
+    x, w = _extreme(shape, dtype), _extreme((ch, 1, *k), "int8")
     got = _call(_build(func, kernel, tensorized=False), x.transpose(0, 2, 3, 1).copy(), depthwise.weight(w),
-                out_shape=out_shape)
+                depthwise.bias(w, dtype, zero), out_shape=out_shape)
     xp = np.pad(x.astype(np.int64) - zero, ((0, 0), (0, 0), (pad[0], pad[2]), (pad[1], pad[3])))
     oh, ow = out_shape[1:3]
     ref = sum(xp[:, :, i:i + stride[0] * oh:stride[0], j:j + stride[1] * ow:stride[1]] * w[None, :, 0, i, j, None, None]

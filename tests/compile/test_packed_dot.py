@@ -143,7 +143,8 @@ def test_depthwise_kernel_is_exact_in_integers():
     x[0, 1] = R.randint(-128, 128, (5, 5))
     w = np.full((4, 1, 3, 3), -127, "int8")
     out = tvm.runtime.tensor(np.zeros(out_shape, "int32"))
-    lib["main"](tvm.runtime.tensor(x.transpose(0, 2, 3, 1).copy()), tvm.runtime.tensor(depthwise.weight(w)), out)
+    lib["main"](tvm.runtime.tensor(x.transpose(0, 2, 3, 1).copy()), tvm.runtime.tensor(depthwise.weight(w)),
+                tvm.runtime.tensor(depthwise.bias(w, "int8", 127)), out)
     xp = np.pad(x.astype(np.int64) - 127, ((0, 0), (0, 0), (1, 1), (1, 1)))
     ref = sum(xp[:, :, i:i + 5, j:j + 5] * w[None, :, 0, i, j, None, None] for i in range(3) for j in range(3))
     assert ref[0, 0, 2, 2] == 255 * 127 * 9  # an interior pixel: every tap at the extremes
