@@ -9,6 +9,8 @@ against random search at the same compute and a MobileNetV2-style width sweep.
     python scripts/bench_search.py --arms a,bd,m,pt,random --seeds 5
     python scripts/bench_search.py --data cifar10:/data/cifar --image-size 32
     python scripts/bench_search.py --from-results runs/bench_search/results.json   # re-summarise, re-plot
+    python scripts/bench_search.py --data fashion-mnist --image-size 14 --out runs/bench_fashion --resume
+                                                   # finish an interrupted run: only its unfinished (arm, seed) jobs
 
 Arms (per seed: same data split, latency budget and final-training recipe for every arm; every
 DARTS arm uses the search defaults: hinge latency term and beta-DARTS, docs/search.md):
@@ -320,6 +322,26 @@ class Bench:
             jobs += [dict(arm=f"mbv2_{mult}", seed=s, arch=str(arch)) for s in self.seeds]
         return jobs
 
+    def finished_rows(self, settings: dict) -> list[dict]:
+        """With ``--resume``: the rows an interrupted run of the same settings left in
+        ``results.json`` (each (arm, seed) job is seeded and independent, so finishing the rest
+        gives what one uninterrupted run gives). Without it, an unfinished run is not overwritten."""
+        path = self.out / "results.json"
+        if not path.exists():
+            return []
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"{path}: unreadable ({e}); move it away to start again") from None
+        if not old.get("partial"):
+            return []  # a finished run: this one replaces it
+        if not self.args.resume:
+            raise SystemExit(f"{path}: an unfinished run; pass --resume to finish it, or choose another --out")
+        if old.get("settings") != settings:
+            raise SystemExit(f"{path}: the unfinished run had other settings ({old.get('settings')}); "
+                             "rerun with those or choose another --out")
+        return old["rows"]
+
     def run(self) -> None:
         t0 = time.time()
         self.profiled(self.base)
@@ -327,8 +349,13 @@ class Bench:
         budget = self.args.budget_ms or budget
         print(f"budget {budget:.3f} ms ({'--budget-ms' if self.args.budget_ms else how}); seeds {self.seeds}", flush=True)
         jobs = self.jobs(budget)
-        print(f"{len(jobs)} (arm, seed) jobs on {self.args.jobs} worker(s)", flush=True)
-        rows = []
+        settings = {k: getattr(self.args, k) for k in ("data", "image_size", "size", "arms", "target", "recipe")}
+        settings.update(budget_ms=round(budget, 6), seeds=self.seeds)
+        rows = self.finished_rows(settings)
+        done = {(r["arm"], r["seed"]) for r in rows}
+        jobs = [j for j in jobs if (j["arm"], j["seed"]) not in done]
+        print(f"{len(jobs)} (arm, seed) jobs on {self.args.jobs} worker(s)"
+              + (f", {len(done)} finished by an earlier run (--resume)" if done else ""), flush=True)
         ctx = mp.get_context("spawn")
         with ctx.Pool(self.args.jobs, initializer=_worker_init, initargs=(vars(self.args),)) as pool:
             # longest first (searches before sweep trainings) keeps both workers busy to the end
@@ -338,7 +365,7 @@ class Bench:
                     rows.append(row)
                     print(f"  {row['arm']} seed {row['seed']}: fp32 {row['fp32_acc']:.4f} quant {row['quant_acc']:.4f} "
                           f"skip {row['skip_share']:.0%} search {row.get('search_s', 0):.0f} s  {row['arch']}", flush=True)
-                fsio.write_json(self.out / "results.json", {"rows": rows, "partial": True})
+                fsio.write_json(self.out / "results.json", {"rows": rows, "partial": True, "settings": settings})
         train_s = time.time() - t0
         unique = sorted({r["arch"] for r in rows})
         print(f"measuring {len(unique)} unique architectures INT8 on {self.target.name} (workers finished)", flush=True)
@@ -448,6 +475,8 @@ def main() -> None:
                     help="search / training sizes (default: quick with --quick, fashion for fashion-mnist, else default)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per arm (seed, seed+1, ...)")
     ap.add_argument("--seed", type=int, default=0, help="first seed")
+    ap.add_argument("--resume", action="store_true", help="finish an interrupted run in --out (same settings): "
+                    "only the (arm, seed) jobs it had not finished run")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes for searches and trainings")
     ap.add_argument("--train-device", default="cpu", help="auto | cpu | cuda[:N]: where searches and trainings run "
                     "(cpu keeps results bit-identical; with cuda use --jobs 1, see `edgenas build --help`)")
