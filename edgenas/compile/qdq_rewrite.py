@@ -38,6 +38,11 @@ Each conv kernel is wrapped in transposes to NHWC and back; ``layout.sink_transp
 removes those between kernels, so the integer graph is channels-last from the input's quantize
 to the classifier (docs/int8_kernels.md).
 
+Activations quantized per channel fold where that is exact (``qdq_patterns``): a depthwise
+conv takes each channel's scale into its requantize; another conv or matmul whose scales are
+integer multiples of the smallest gets those multiples in its weight (:func:`_scale_weight`: the
+weight must be a constant and the products must fit int8); otherwise it stays float.
+
 Residual adds and average pooling are not rewritten: FuseOps already puts ``dequantize -> add
 -> quantize`` into the producer's kernel, which reads and writes integers. An integer
 ``sum(astype(x_q, int32))`` for the pool was tried and dropped: FuseOps fuses the cast into the
@@ -113,6 +118,20 @@ def _describe(var, call, node: tuple[str, str] | None) -> str:
         return f"{op} {var.name} [{shape}]"
     name, op_type = node
     return f"{op_type} {name or '(unnamed)'!r} ({op} [{shape}])"
+
+
+def _scale_weight(a: Anchor, ev: ConstEval) -> Anchor | str:
+    """The anchor with its per-channel activation scale ratios multiplied into the weight
+    (``w_q * x_factors``, see ``qdq_patterns.Anchor``), or why that cannot be done exactly."""
+    value = ev(a.w_q)
+    if value is None:
+        return ("activation scales are per channel and the weight is not a constant; an integer weight cannot "
+                "absorb them")
+    scaled = value.astype("int64") * a.x_factors
+    if scaled.min() < -128 or scaled.max() > 127:
+        return (f"activation scales per channel differ by up to {int(a.x_factors.max())}x; the weight times those "
+                f"ratios ({int(scaled.min())}..{int(scaled.max())}) does not fit int8")
+    return dataclasses.replace(a, w_q=relax.const(scaled.astype("int8")), x_factors=None)
 
 
 def _weight(a: Anchor, ev: ConstEval):
@@ -284,6 +303,8 @@ def _fold_function(mod, func: relax.Function, counts: Counter, fallbacks: list[s
         if not any(_is_float(arg) for arg in call.args[:2]):
             continue  # already integer
         anchor = match_anchor(call, var2val)
+        if isinstance(anchor, Anchor) and anchor.x_factors is not None:
+            anchor = _scale_weight(anchor, ev)
         if isinstance(anchor, str):
             fallbacks.append(f"{_describe(var, call, node)}: {anchor}")
             continue
