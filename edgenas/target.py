@@ -27,7 +27,7 @@ TARGETS_DIR = Path(os.environ.get("EDGENAS_TARGETS_DIR", REPO_ROOT / "targets"))
 
 TVM_KINDS = ("llvm", "cuda")
 RUNNERS = ("local", "rpc", "none")
-INT8_DOT = ("none", "avx2", "vnni", "avx512", "neon", "sdot", "i8mm", "dp4a")
+INT8_DOT = ("none", "avx2", "vnni", "avxvnni", "avx512", "neon", "sdot", "i8mm", "dp4a")
 ARCHES = ("x86_64", "aarch64")
 BIT_WIDTHS = range(2, 9)            # the widths quantization recipes support (quantize/recipe.py: 2..8)
 DEFAULT_SEARCH_BITS = (8,)          # a target file without [search] searches INT8 only

@@ -128,7 +128,8 @@ def kv_table(title: str, rows: list[tuple[str, str]]) -> Table:
 
 def targets_table(specs) -> Table:
     t = Table(title="edgenas targets (targets/*.toml)", title_justify="left")
-    for col in ("name", "kind", "cpu / gpu", "arch", "cross compiler", "reached by", "int8"):
+    t.add_column("name", no_wrap=True)  # whole at 80 columns too (x86-avx512-vnni): the others fold
+    for col in ("kind", "cpu / gpu", "arch", "cross compiler", "reached by", "int8"):
         t.add_column(col, overflow="fold")
     for s in specs:
         reach = "local CPU" if s.runner == "local" else (f"RPC key {s.rpc_key}" if s.runner == "rpc" else "compile only")

@@ -27,8 +27,13 @@ the register block, requantized there (``default_schedule``). Each tensor intrin
   the QAT for 7 bits (``[int8] weight_bits``); a bring-your-own 8-bit model keeps ``pmaddwd``
   (docs/int8_kernels.md, "Narrow weights on AVX2").
 * ``vnni`` (``vpdpbusd``, L=16, K=4): u8 x i8 into int32, exact.
+* ``avxvnni`` (``vpdpbusd`` on ymm, L=8, K=4): the same instruction at 256 bits, for the client
+  CPUs with AVX-VNNI and no AVX-512 (``x86-avx-vnni``, mcpu alderlake). TVM has no such
+  intrinsic (its rule maps AVX-VNNI to the 512-bit one, which those CPUs cannot run). LLVM's
+  ``llvm.x86.avx512.vpdpbusd.256`` becomes the VEX-encoded ``{vex} vpdpbusd`` with ``+avxvnni``
+  and the EVEX ymm form on AVX-512 VNNI + VL, which is how it is checked on a host without AVX-VNNI.
 
-Both intrinsics need unsigned activations. An int8 activation with zero point z is the same
+All intrinsics need unsigned activations. An int8 activation with zero point z is the same
 number as ``uint8(x + 128)`` with zero point z + 128. The rewrite's ``z * sum(w)`` correction
 already removes that.
 
@@ -71,6 +76,10 @@ KERNELS = {
     "avx2": DotKernel("edgenas_dot_8x2_avx2", 8, 2, "int16", 12,
                       narrow=DotKernel("edgenas_dot_8x4_avx2_u8s8", 8, 4, "int8", 8, pair_bound=128)),
     "vnni": DotKernel("edgenas_dot_16x4_vnni", 16, 4, "int8", 24),
+    # AVX-VNNI (client CPUs without AVX-512): vpdpbusd on ymm, VEX-encoded. 16 ymm: 12 accumulators
+    # (4 pixels x 3 groups) + 3 weights + the broadcast word; MLAS's AVX-VNNI block, 6 pixels x 16
+    # channels, also holds 12
+    "avxvnni": DotKernel("edgenas_dot_8x4_avxvnni", 8, 4, "int8", 12),
 }
 
 
@@ -139,17 +148,22 @@ def register() -> None:
                 T.reinterpret(T.broadcast(T.reinterpret(T.cast(A.vload([0], "uint8x2"), "int16x2"), dtype="int32"), 8),
                               dtype="int16x16"), B.vload([0, 0], dtype="int16x16"))
 
-    @T.prim_func(s_tir=True)
-    def vpdpbusd(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-                 C: T.Buffer((16,), "int32", offset_factor=1, scope="global")) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                "int32x16", T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], "int32x16"),
-                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="uint8x64"),
-                B.vload([0, 0], dtype="int8x64"))
+    def vpdpbusd(L):
+        """``vpdpbusd`` on L int32 lanes: ``llvm.x86.avx512.vpdpbusd.512`` (zmm, L=16) or ``.256``
+        (ymm, L=8). Since LLVM 21 both take their byte operands as ``<4L x i8>`` vectors."""
+        @T.prim_func(s_tir=True)
+        def f(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((L, 4), "int8", offset_factor=1),
+              C: T.Buffer((L,), "int32", offset_factor=1, scope="global")) -> None:
+            with T.sblock("root"):
+                T.reads(C[0:L], A[0:4], B[0:L, 0:4])
+                T.writes(C[0:L])
+                C[T.ramp(T.int32(0), 1, L)] = T.call_llvm_pure_intrin(
+                    f"int32x{L}", T.llvm_lookup_intrinsic_id(f"llvm.x86.avx512.vpdpbusd.{32 * L}"),
+                    C.vload([0], f"int32x{L}"),
+                    T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), L),
+                                  dtype=f"uint8x{4 * L}"),
+                    B.vload([0, 0], dtype=f"int8x{4 * L}"))
+        return f
 
     @T.prim_func(s_tir=True)
     def pmaddubsw(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8", offset_factor=1),
@@ -166,7 +180,8 @@ def register() -> None:
                 T.broadcast(T.int16(1), 16))
 
     avx2 = KERNELS["avx2"]
-    for k, impl in ((avx2, pmaddwd), (avx2.narrow, pmaddubsw), (KERNELS["vnni"], vpdpbusd)):
+    for k, impl in ((avx2, pmaddwd), (avx2.narrow, pmaddubsw), (KERNELS["vnni"], vpdpbusd(16)),
+                    (KERNELS["avxvnni"], vpdpbusd(8))):
         TensorIntrin.register(k.intrin, desc(k.lanes, k.depth, k.weight_dtype), impl, override=True)
 
 

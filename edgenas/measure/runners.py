@@ -30,7 +30,10 @@ from .protocol import Measurement, Protocol
 # CPU flags (/proc/cpuinfo) a library built for this -mcpu needs; unknown CPUs are assumed to run.
 MCPU_FLAGS = {"haswell": ("avx2", "fma"), "skylake": ("avx2", "fma"), "znver3": ("avx2", "fma"),
               "skylake-avx512": ("avx512f",), "cascadelake": ("avx512f", "avx512_vnni"),
-              "icelake-server": ("avx512f", "avx512_vnni"), "sapphirerapids": ("avx512f", "amx_int8")}
+              "icelake-server": ("avx512f", "avx512_vnni"), "sapphirerapids": ("avx512f", "amx_int8"),
+              # AVX-VNNI client CPUs (x86-avx-vnni): their {vex} vpdpbusd faults on an AVX-512 VNNI CPU without it
+              "alderlake": ("avx2", "fma", "avx_vnni"), "raptorlake": ("avx2", "fma", "avx_vnni"),
+              "meteorlake": ("avx2", "fma", "avx_vnni")}
 
 
 def host_flags() -> set[str]:

@@ -13,15 +13,23 @@ from tvm.s_tir import dlight as dl
 
 from edgenas.compile import default_schedule, depthwise, packed_dot
 
+from .irkit import NO_YMM_VNNI, avxvnni_mcpu
+
 R = np.random.RandomState(7)
 HAS_VNNI = "avx512_vnni" in Path("/proc/cpuinfo").read_text()
-MCPU = {"avx2": "haswell", "narrow": "haswell", "vnni": "cascadelake"}
+# x86-avx-vnni's ymm vpdpbusd runs here as the real target (alderlake, VEX) on an AVX-VNNI CPU, or
+# in its EVEX form (the same LLVM intrinsic on ymm) for a CPU with AVX-512 VNNI + VL: the kernel,
+# its packing and its register block are the same; only the instruction's encoding differs
+AVXVNNI_MCPU = avxvnni_mcpu()
+MCPU = {"avx2": "haswell", "narrow": "haswell", "vnni": "cascadelake", "avxvnni": AVXVNNI_MCPU}
 VNNI = pytest.param("vnni", marks=pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI"))
+AVXVNNI = pytest.param("avxvnni", marks=pytest.mark.skipif(AVXVNNI_MCPU is None, reason=NO_YMM_VNNI))
 
 
-INTRIN = {"avx2": "llvm.x86.avx2.pmadd.wd", "narrow": "llvm.x86.avx2.pmadd.ub.sw", "vnni": "llvm.x86.avx512.vpdpbusd.512"}
+INTRIN = {"avx2": "llvm.x86.avx2.pmadd.wd", "narrow": "llvm.x86.avx2.pmadd.ub.sw",
+          "vnni": "llvm.x86.avx512.vpdpbusd.512", "avxvnni": "llvm.x86.avx512.vpdpbusd.256"}
 # "narrow": the AVX2 target's pmaddubsw form, which the rewrite picks for a weight that fits it
-FAMILY = {"avx2": "avx2", "narrow": "avx2", "vnni": "vnni"}
+FAMILY = {"avx2": "avx2", "narrow": "avx2", "vnni": "vnni", "avxvnni": "avxvnni"}
 
 
 def _kernel(name: str) -> packed_dot.DotKernel:
@@ -70,7 +78,7 @@ def _extreme(shape, dtype):
     return x
 
 
-@pytest.mark.parametrize("kernel", ["avx2", "narrow", VNNI])
+@pytest.mark.parametrize("kernel", ["avx2", "narrow", VNNI, AVXVNNI])
 @pytest.mark.parametrize("shape, dtype, out", [((35, 6), "int8", 20), ((9, 16), "uint8", 48), ((9, 12), "uint8", 10)],
                          ids=["odd-int8", "uint8", "matmul"])
 def test_packed_gemm_default_schedule_is_exact(kernel, shape, dtype, out):
@@ -82,7 +90,7 @@ def test_packed_gemm_default_schedule_is_exact(kernel, shape, dtype, out):
     assert np.array_equal(got, xu @ w.T.astype(np.int64))
 
 
-@pytest.mark.parametrize("kernel", ["avx2", "narrow", VNNI])
+@pytest.mark.parametrize("kernel", ["avx2", "narrow", VNNI, AVXVNNI])
 @pytest.mark.parametrize("shape, dtype, zero, k, stride, pad", [
     ((1, 5, 7, 6), "int8", -128, (3, 3), (1, 1), (1, 1, 1, 1)),
     ((1, 3, 11, 9), "uint8", 201, (7, 7), (2, 2), (3, 3, 3, 3)),   # a stem: 3 channels padded to K
@@ -133,3 +141,14 @@ def test_depthwise_default_schedule_is_exact(kernel, shape, k, stride, pad, zero
     ref = sum(xp[:, :, i:i + stride[0] * oh:stride[0], j:j + stride[1] * ow:stride[1]] * w[None, :, 0, i, j, None, None]
               for i in range(k[0]) for j in range(k[1]))
     assert np.array_equal(got, ref.transpose(0, 2, 3, 1))
+
+
+def test_avx_vnni_register_block_fits_16_ymm():
+    """x86-avx-vnni has no AVX-512, so 16 ymm registers: at most 12 accumulators (4 pixels x 3
+    groups of 8 channels), which leaves one per weight vector and one for the broadcast word."""
+    k = packed_dot.KERNELS["avxvnni"]
+    assert default_schedule.register_block(28, 12, k) == (4, 3)
+    for width in range(1, 60):
+        for groups in range(1, 13):
+            rb, ob = default_schedule.register_block(width, groups, k)
+            assert rb * ob <= k.accumulators == 12 and 1 + ob + rb * ob <= 16

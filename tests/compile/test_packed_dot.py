@@ -1,9 +1,11 @@
-"""The x86 integer kernels: the packed dot-product GEMM (AVX2 pmaddwd or pmaddubsw, AVX-512 VNNI vpdpbusd) of
-convs and matmuls and the int16-operand depthwise conv, channels-last. Exact numerics against
-the float simulation, no transposes between kernels, and MetaSchedule really tensorizing the GEMM."""
+"""The x86 integer kernels: the packed dot-product GEMM (AVX2 pmaddwd or pmaddubsw, AVX-512 VNNI vpdpbusd,
+AVX-VNNI vpdpbusd on ymm) of convs and matmuls and the int16-operand depthwise conv, channels-last.
+Exact numerics against the float simulation, no transposes between kernels, and MetaSchedule
+really tensorizing the GEMM."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +15,15 @@ from tvm import relax
 
 from edgenas.compile import depthwise, packed_dot
 from edgenas.compile.qdq_rewrite import fold_qdq, float_compute_ops
+from edgenas.target import get_target
 
-from .irkit import c, module as _module
+from .irkit import NO_YMM_VNNI, avxvnni_mcpu, c, module as _module
 
 R = np.random.RandomState(3)
 HAS_VNNI = "avx512_vnni" in Path("/proc/cpuinfo").read_text()
-MCPU = {"avx2": "haswell", "vnni": "cascadelake"}
+AVXVNNI_MCPU = avxvnni_mcpu()   # alderlake on an AVX-VNNI CPU, cascadelake (EVEX ymm) on AVX-512 VNNI + VL
+MCPU = {"avx2": "haswell", "vnni": "cascadelake", "avxvnni": AVXVNNI_MCPU}
+AVXVNNI = pytest.param("avxvnni", marks=pytest.mark.skipif(AVXVNNI_MCPU is None, reason=NO_YMM_VNNI))
 
 
 def _quant(bb, x, zero, xdtype):
@@ -75,7 +80,7 @@ DEPTHWISE = {  # zero points at the range ends: x - z must stay exact in int16
 
 
 @pytest.mark.parametrize("kernel", ["avx2", pytest.param("vnni", marks=pytest.mark.skipif(
-    not HAS_VNNI, reason="this CPU has no AVX-512 VNNI to run vpdpbusd (compiling it needs none)"))])
+    not HAS_VNNI, reason="this CPU has no AVX-512 VNNI to run vpdpbusd (compiling it needs none)")), AVXVNNI])
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_packed_ops_equal_the_float_simulation(case, kernel):
     shape, body = CASES[case]
@@ -190,29 +195,139 @@ def test_avx2_uses_pmaddubsw_only_where_the_weight_fits(bound, narrow):
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
-def test_weight_packing_round_trips():
-    k = packed_dot.KERNELS["vnni"]
+@pytest.mark.parametrize("kernel, packed", [("vnni", (2, 2, 16, 4)), ("avxvnni", (3, 2, 8, 4))])
+def test_weight_packing_round_trips(kernel, packed):
+    k = packed_dot.KERNELS[kernel]
     w = R.randint(-127, 128, (20, 6)).astype("int8")
     p = packed_dot.pack_weight(w, k)
-    assert p.shape == (2, 2, 16, 4) and p.dtype == np.int8
-    back = p.transpose(0, 2, 1, 3).reshape(32, 8)
+    assert p.shape == packed and p.dtype == np.int8
+    back = p.transpose(0, 2, 1, 3).reshape(packed[0] * packed[2], packed[1] * packed[3])
     assert np.array_equal(back[:20, :6], w) and not back[20:].any() and not back[:, 6:].any()
+
+
+# x86-avx-vnni through edgenas' own pipeline (rewrite, fuse, default schedules): a padded int8 1x1
+# conv, a matmul, and a strided padded 3x3 conv whose zero point 255 fills every padded tap
+AVXVNNI_CASES = {"pw-int8-padded": CASES["pw-int8-padded"], "gemm-uint8": CASES["gemm-uint8"],
+                 "3x3-s2-zp255": seven_bit_pointwise(10, 12, 127)}
+
+
+def _edgenas_build(mod, spec):
+    """``mod`` as ``compile_onnx`` builds it untuned for ``spec``: the int8 rewrite with the
+    target's kernel, fuse, then the default schedules (the GEMM tensorized) and lowering."""
+    from edgenas.compile import pipeline
+
+    kernel = packed_dot.kernel_for(spec)
+    folded, report = fold_qdq(mod, dot=kernel)
+    assert report.packed == 1 and not float_compute_ops(folded)
+    packed_dot.register()
+    tgt = spec.tvm()
+    with tgt, tvm.transform.PassContext(opt_level=3):
+        return tvm.compile(pipeline.fuse(folded, spec), target=tgt,
+                           relax_pipeline=pipeline.schedule_and_lower(spec, kernel=kernel))
+
+
+def _dot_instructions(ex) -> tuple[list[str], str]:
+    """The ``vpdpbusd`` lines of the library's assembly, and the whole assembly."""
+    asm = "\n".join(m.inspect_source("asm") for m in ex.mod.imports if m.kind == "llvm")
+    return [" ".join(ln.split()) for ln in asm.splitlines() if "vpdpbusd" in ln], asm
+
+
+def test_x86_avx_vnni_target_uses_the_ymm_kernel():
+    spec = get_target("x86-avx-vnni")
+    k = packed_dot.kernel_for(spec)
+    assert k is packed_dot.KERNELS["avxvnni"]
+    assert (k.lanes, k.depth, k.weight_dtype, k.members()) == (8, 4, "int8", (k,))
+    assert spec.int8_weight_bits == 8 and spec.local_if_cpu_has == ("avx_vnni",)
+
+
+@pytest.mark.parametrize("case", list(AVXVNNI_CASES), ids=list(AVXVNNI_CASES))
+def test_x86_avx_vnni_target_compiles_to_vex_ymm_vpdpbusd(case):
+    """The real target (mcpu alderlake: AVX-VNNI, no AVX-512), compiled only: every dot product is
+    the VEX-encoded ``vpdpbusd`` on ymm registers, and no zmm register appears in the library
+    (an AVX-512 instruction would fault on the client CPUs it is for). Running it needs AVX-VNNI:
+    ``test_x86_avx_vnni_library_equals_the_float_simulation`` does that on such a CPU."""
+    shape, body = AVXVNNI_CASES[case]
+    dots, asm = _dot_instructions(_edgenas_build(_module(shape, body), get_target("x86-avx-vnni")))
+    assert dots and all(d.startswith("{vex} vpdpbusd %ymm") and d.count("%ymm") == 3 for d in dots), dots[:4]
+    assert "zmm" not in asm
+
+
+@pytest.mark.skipif(AVXVNNI_MCPU is None, reason=NO_YMM_VNNI)
+@pytest.mark.parametrize("case", list(AVXVNNI_CASES), ids=list(AVXVNNI_CASES))
+def test_x86_avx_vnni_library_equals_the_float_simulation(case):
+    """x86-avx-vnni's library run here: as itself on an AVX-VNNI CPU, else with mcpu cascadelake,
+    whose AVX-512 VNNI + VL encode the same ymm ``vpdpbusd`` (EVEX): the same kernel, packing and
+    register block, only the instruction's encoding differs."""
+    spec = get_target("x86-avx-vnni")
+    spec = dataclasses.replace(spec, tvm_target={**spec.tvm_target, "mcpu": AVXVNNI_MCPU, "num-cores": 2})
+    shape, body = AVXVNNI_CASES[case]
+    mod = _module(shape, body)
+    ex = _edgenas_build(mod, spec)
+    dots, _ = _dot_instructions(ex)
+    assert dots and all("%ymm" in d and "%zmm" not in d for d in dots), dots[:4]
+    x = np.random.RandomState(6).uniform(-3, 20, shape).astype("float32")
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    ref = _run(mod, x, "haswell")
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_x86_avx_vnni_space_tensorizes_with_its_intrinsic():
+    """x86-avx-vnni's MetaSchedule space (``space_generator`` of its kernel) without measuring:
+    every design space of a 1x1 conv's GEMM, its postprocessors applied, calls the ymm
+    ``vpdpbusd`` through the target's intrinsic, compiles for alderlake to its VEX form, and is
+    exact where this CPU runs it. The ``conv-avxvnni`` tune below runs real trials (slow)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgenas.compile import fastinspect
+
+    fastinspect.install(warm=False)
+    spec = get_target("x86-avx-vnni")
+    k = packed_dot.kernel_for(spec)
+    func, _ = packed_dot.conv_dot_func((1, 8, 8, 32), "uint8", 16, k, (1, 1), (1, 1), (0, 0, 0, 0), 0)
+    ctx = ms.TuneContext(mod=tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=spec.tvm(),
+                         space_generator=packed_dot.space_generator(k), task_name="pw", num_threads=1)
+    spaces = ctx.generate_design_space()
+    assert spaces and all(k.intrin in str(s.trace) for s in spaces)
+    x = R.randint(0, 256, (1, 8, 8, 32)).astype("uint8")
+    w = R.randint(-128, 128, (16, 32)).astype("int8")
+    x.reshape(-1)[::3], w.reshape(-1)[::3] = 255, -128   # the extremes: 255 * -128 * 4 per instruction
+    ref = np.einsum("oc,nhwc->nhwo", w.astype(np.int64), x.astype(np.int64))
+    wp = packed_dot.pack_conv_weight(w[:, :, None, None], k)
+    for space in spaces:
+        sch = space.copy()
+        assert all(p.apply(sch) for p in ctx.space_generator.postprocs)
+        assert "llvm.x86.avx512.vpdpbusd.256" in sch.mod.script()
+        asm = tvm.compile(sch.mod, target=spec.tvm()).mod.inspect_source("asm")
+        dots = [ln.split() for ln in asm.splitlines() if "vpdpbusd" in ln]
+        assert dots and all(d[:2] == ["{vex}", "vpdpbusd"] and d[2].startswith("%ymm") for d in dots)
+        if AVXVNNI_MCPU is not None:
+            out = tvm.runtime.tensor(np.zeros((1, 8, 8, 16), "int32"))
+            lib = tvm.compile(sch.mod, target=tvm.target.Target({"kind": "llvm", "mcpu": AVXVNNI_MCPU, "num-cores": 1}))
+            lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(wp), out)
+            assert np.array_equal(out.numpy(), ref)
 
 
 # matmul is slow (~50 s): the conv form tunes the same intrinsic, and the default-schedule tests
 # check the matmul GEMM's exactness; together they kept the default run over 20 minutes
-@pytest.mark.parametrize("form", [pytest.param("matmul", marks=pytest.mark.slow), "conv", "conv-narrow"])
+# conv-avxvnni (~90 s here) too: test_x86_avx_vnni_space_tensorizes_with_its_intrinsic checks its space quickly
+@pytest.mark.parametrize("form", [pytest.param("matmul", marks=pytest.mark.slow), "conv", "conv-narrow",
+                                  pytest.param("conv-avxvnni", marks=[pytest.mark.slow, pytest.mark.skipif(
+                                      AVXVNNI_MCPU is None, reason=NO_YMM_VNNI)])])
 def test_metaschedule_tensorizes_the_packed_gemm(tmp_path, form):
     """A few trials of the AVX2 space: the best record uses the intrinsic of the GEMM's form and
     stays exact (a matmul, and a channels-last 1x1 conv whose GEMM reads its input as it is; with
-    a 7-bit weight, the narrow ``pmaddubsw`` form, whose rule shares the space)."""
+    a 7-bit weight, the narrow ``pmaddubsw`` form, whose rule shares the space). The same conv in
+    x86-avx-vnni's space (its ymm ``vpdpbusd``), measured on a CPU that runs it (``AVXVNNI_MCPU``)."""
     from tvm.s_tir import meta_schedule as ms
 
     from edgenas.compile import fastinspect
     from edgenas.compile.tune import _foreign_handlers_detached
 
     fastinspect.install(warm=False)
-    family = packed_dot.KERNELS["avx2"]
+    if form == "conv-avxvnni":
+        family, mcpu = packed_dot.kernel_for(get_target("x86-avx-vnni")), AVXVNNI_MCPU
+    else:
+        family, mcpu = packed_dot.KERNELS["avx2"], "haswell"
     k = family.narrow if form == "conv-narrow" else family
     x = R.randint(0, 256, (1, 8, 8, 32)).astype("uint8")
     w = R.randint(-64, 65, (16, 32)).astype("int8") if k is family.narrow else R.randint(-127, 128, (16, 32)).astype("int8")
@@ -224,7 +339,7 @@ def test_metaschedule_tensorizes_the_packed_gemm(tmp_path, form):
         func, x, ref = packed_dot.packed_dot_func((64, 32), "uint8", 16, k), x.reshape(64, 32), ref.reshape(64, 16)
         wp, out = packed_dot.pack_weight(w, k), np.zeros((64, 16), "int32")
     func = func.with_attr("global_symbol", "main")
-    tgt = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 1})
+    tgt = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 1})
     with _foreign_handlers_detached():  # MetaSchedule's second logging setup in a process trips on pytest's
         db = ms.tir_integration.tune_tir(
             func, tgt, str(tmp_path), max_trials_global=16, num_trials_per_iter=8, space=packed_dot.space_generator(family),

@@ -42,3 +42,6 @@ def test_a_local_library_needs_the_cpu_flags_of_its_mcpu():
     lacking = {"avx512f", "avx512_vnni"} - host_flags()
     assert (runner.unavailable() is None) == (not lacking)
     assert device_runner("t", {"kind": "llvm", "mcpu": "haswell"}, "aarch64").__class__ is QemuRunner
+    # x86-avx-vnni's {vex} vpdpbusd needs AVX-VNNI itself: AVX-512 VNNI does not run it
+    alderlake = device_runner("t", {"kind": "llvm", "mcpu": "alderlake"}, "x86_64")
+    assert (alderlake.unavailable() is None) == ("avx_vnni" in host_flags())

@@ -5,7 +5,7 @@ import pytest
 from edgenas.errors import ConfigError, UsageError
 from edgenas.target import get_target, list_targets, load_target_file
 
-REQUIRED = {"x86-avx2", "x86-avx512-vnni", "rpi4", "rpi5", "jetson-orin", "cuda-sm80", "cuda-sm90"}
+REQUIRED = {"x86-avx2", "x86-avx512-vnni", "x86-avx-vnni", "rpi4", "rpi5", "jetson-orin", "cuda-sm80", "cuda-sm90"}
 
 
 def test_required_targets_exist():
@@ -103,6 +103,20 @@ def test_device_target_is_measured_here_when_this_cpu_has_its_isa(tmp_path):
     p.write_text(RPC.format(flags="['']"))
     with pytest.raises(ConfigError, match="runner.local_if_cpu_has"):
         load_target_file(p)
+
+
+def test_x86_avx_vnni_is_measured_here_only_on_an_avx_vnni_cpu():
+    """x86-avx-vnni (alderlake: AVX-VNNI without AVX-512) is a farm target with the 256-bit
+    ``vpdpbusd`` kernel; a host with AVX-VNNI tunes and measures it locally. An AVX-512 VNNI host
+    without AVX-VNNI does not: the VEX-encoded instruction would fault there."""
+    import platform
+
+    from edgenas.target import INT8_DOT, host_cpu_flags
+
+    spec = get_target("x86-avx-vnni")
+    assert (spec.int8_dot, spec.runner, spec.rpc_key, spec.tvm_target["mcpu"]) == \
+           ("avxvnni", "rpc", "x86-avx-vnni", "alderlake") and "avxvnni" in INT8_DOT
+    assert spec.measurable_locally == ("avx_vnni" in host_cpu_flags() and platform.machine() == "x86_64")
 
 
 def test_weight_bits_default_to_8_and_x86_avx2_asks_for_7(tmp_path):
