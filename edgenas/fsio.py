@@ -8,8 +8,10 @@ one, never half of either.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -63,6 +65,16 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
     return Path(dst)
+
+
+def stale_name(path: str | os.PathLike, tag: str) -> Path:
+    """A free name beside ``path`` for an earlier version of it that edgenas no longer uses:
+    ``<stem>.stale-<tag><suffix>``, then ``-2``, ``-3``, ... (so moving it there never overwrites
+    an earlier one). ``tag`` is what the old file says it was, so only ``[A-Za-z0-9_.-]`` of it is
+    kept. Free when asked: the caller holds the lock that guards ``path``."""
+    path, tag = Path(path), re.sub(r"[^A-Za-z0-9_.-]+", "_", tag)[:64]
+    names = (path.with_name(f"{path.stem}.stale-{tag}{f'-{n}' if n > 1 else ''}{path.suffix}") for n in itertools.count(1))
+    return next(aside for aside in names if not aside.exists())
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -5,16 +5,22 @@ dir so they never write into the committed ``tuning_logs/``) holds the MetaSched
 the per-op latency table, the whole-network latency points and the baselines
 (docs/architecture.md §7). Latencies belong to the machine that measured them, so the store is
 per host and not committed. ``TuningStore`` is the one place that knows these file names.
+
+Latencies also belong to the kernels that ran: the op table and the latency points carry the
+``compile.kernel_version.latency_stamp`` they were measured with, and one of other kernels is
+moved aside (``op_latency.stale-<stamp>.json``) with one line on stderr, never used and never
+deleted; the next build measures afresh (docs/tuning.md, "Kernel versions").
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import register_damaged_hint
-from .target import REPO_ROOT
+from .target import REPO_ROOT, TargetSpec, get_target
 
 OP_TABLE = "op_latency.json"
 LATENCY_POINTS = "latency_points.json"
@@ -36,15 +42,54 @@ class TuningStore:
 
     target: str
     dir: Path
+    spec: TargetSpec | None = field(compare=False, repr=False)   # None when built from a name
 
     def __init__(self, target):
         name = target if isinstance(target, str) else target.name
         object.__setattr__(self, "target", name)
         object.__setattr__(self, "dir", tuning_root() / name)
+        object.__setattr__(self, "spec", None if isinstance(target, str) else target)
 
     @classmethod
     def named(cls, name: str) -> "TuningStore":
         return cls(name)
+
+    @property
+    def kernels(self) -> str:
+        """The ``latency_stamp`` of this target's kernels: what the op table and points must carry."""
+        from .compile.kernel_version import latency_stamp
+
+        return latency_stamp(self.spec or get_target(self.target))
+
+    def _lock(self, path: Path, *, to_write: bool = True):
+        """``path``'s file lock, taken by whoever writes or moves it. A reader of a file that is
+        not there takes none: reading an empty store writes nothing into it."""
+        import contextlib
+
+        from filelock import FileLock
+
+        if not (to_write or path.exists()):
+            return contextlib.nullcontext()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(path) + ".lock")
+
+    def _current(self, path: Path, cls, subject: str, verb: str, then: str):
+        """The record in ``path`` if it was measured with this target's kernels, else None: one of
+        other kernels is moved aside, never overwritten, with one line on stderr (``subject verb``
+        with which kernels, ``then`` what happens now). The caller holds ``path``'s lock."""
+        from . import fsio, records
+
+        if not path.exists():
+            return None
+        found = records.load(path, cls)
+        if found.kernels == self.kernels:
+            return found
+        aside = fsio.stale_name(path, found.kernels or "unstamped")
+        os.rename(path, aside)
+        old = f"with kernels {found.kernels}" if found.kernels else "before kernel versions were stamped"
+        print(f"warning: {subject} in {self.dir} {verb} {old}, these are {self.kernels}: {then}; "
+              f"the old file is kept as {aside.name}", file=sys.stderr, flush=True)
+        return None
 
     # -- the MetaSchedule database ------------------------------------------------------------
     @property
@@ -58,16 +103,23 @@ class TuningStore:
         return self.dir / OP_TABLE
 
     def op_table(self):
-        """The op table kept for this target (an empty one when none was profiled yet)."""
-        from . import records
+        """The op table kept for this target: an empty one (of these kernels) when none was
+        profiled yet, or only with other kernels (that one is moved aside: ``_current``)."""
         from .latency.table import LatencyTable
 
-        return records.load(self.op_table_file, LatencyTable) if self.op_table_file.exists() else LatencyTable(self.target)
+        with self._lock(self.op_table_file, to_write=False):
+            kept = self._current(self.op_table_file, LatencyTable, "the op table", "was profiled", "profiling it again")
+        return kept or LatencyTable(self.target, kernels=self.kernels)
 
     def save_op_table(self, table) -> None:
+        """Keep ``table`` for later runs if it was measured with this target's kernels. A run
+        resumed from before a kernel change goes on with its own table (in its run directory);
+        kept here, that table would replace one of the current kernels."""
         from . import records
 
-        records.save(self.op_table_file, table)
+        if table.kernels == self.kernels:
+            with self._lock(self.op_table_file):
+                records.save(self.op_table_file, table)
 
     def forget_op_table(self) -> bool:
         """Drop the op table (measured on kernels since re-tuned); True if there was one."""
@@ -81,23 +133,26 @@ class TuningStore:
     def latency_points_file(self) -> Path:
         return self.dir / LATENCY_POINTS
 
-    def latency_points(self):
-        """The measured networks kept for this target (``latency.dataset.LatencyDataset``)."""
-        from . import records
+    def _points(self):
+        """The kept points of these kernels, or an empty set (the caller holds their lock)."""
         from .latency.dataset import LatencyDataset
 
-        p = self.latency_points_file
-        return records.load(p, LatencyDataset) if p.exists() else LatencyDataset(self.target)
+        return (self._current(self.latency_points_file, LatencyDataset, "the latency points", "were measured",
+                              "not reusing them")
+                or LatencyDataset(self.target, kernels=self.kernels))
+
+    def latency_points(self):
+        """The measured networks kept for this target (``latency.dataset.LatencyDataset``): none
+        when they were measured with other kernels (those are moved aside: ``_current``)."""
+        with self._lock(self.latency_points_file, to_write=False):
+            return self._points()
 
     def add_latency_points(self, *points) -> None:
         """Append measured networks under a file lock (builds for one target may run side by side)."""
-        from filelock import FileLock
-
         from . import records
 
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.latency_points_file) + ".lock"):
-            records.save(self.latency_points_file, self.latency_points().add(*points))
+        with self._lock(self.latency_points_file):
+            records.save(self.latency_points_file, self._points().add(*points))
 
     # -- baselines ----------------------------------------------------------------------------
     @property

@@ -66,6 +66,10 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
     (or whenever ``farm``, a ``measure.rpc.Farm``, is given) through the farm's RPC servers with
     MetaSchedule's ``RPCRunner``. All input and host problems raise ``UsageError`` before any
     tuning or writing.
+
+    The store's database, and any database tuned into, is first set aside if its records were
+    measured on other kernels (``tuning_db.set_aside_stale``). A ``tuning_dir`` only read from
+    is used as it is: a bundle's ``tuning/`` holds the records its library was built with.
     """
     from . import build, pipeline, tune, tuning_db
 
@@ -82,6 +86,7 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
         raise UsageError(f"target {target.name!r} cannot be tuned through a farm yet (CUDA candidates need the "
                          f"fatbin build in MetaSchedule's workers)",
                          hint="compile with trials=0: CUDA kernels get DLight's default schedules")
+    check_kernels = tuning_dir is None or trials > 0  # a database edgenas keeps using and extending
     if tuning_dir is None:
         from ..tuning_store import TuningStore
 
@@ -91,6 +96,8 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
     fused, report = fused_module(onnx_path, target, int8=int8, progress=say)
     int8_ops, fallbacks = (dict(report.int8_ops), tuple(report.fallbacks)) if report else ({}, ())
     kernels = report.kernel_classes() if report else {}
+    if check_kernels:
+        tuning_db.set_aside_stale(tuning_dir)
 
     new_trials = failed_runs = 0
     if trials > 0:

@@ -12,6 +12,11 @@ atomically (workloads first, so a record never points past the workload file). M
 idempotent (identical record lines are skipped), which makes merging at every tuning checkpoint
 cheap and a killed tuner harmless: the shared files are always whole. Readers take the same lock
 and load a snapshot, so they never see a half-merged pair.
+
+A database also records which kernels its records were measured on (``KERNELS``, written when
+``merge`` creates it): every task's first record is the measured default schedule, and one of
+older kernels would hide a faster new default. ``set_aside_stale`` moves a database of other
+kernels aside whole before it is used (docs/tuning.md, "Kernel versions").
 """
 
 from __future__ import annotations
@@ -19,17 +24,20 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import fsio
 from ..errors import DamagedFile, EdgenasError, register_damaged_hint
+from .kernel_version import schedule_stamp
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 LOCK = "database.lock"  # tuning_logs/**/*.lock is git-ignored
 JOBS = "unfinished_tuning.json"  # tuning calls that have not finished: their tasks and trials spent
+KERNELS = "database_kernels.txt"  # kernel_version.schedule_stamp() of the kernels the records were measured on
 register_damaged_hint(JOBS, "delete it: interrupted tunings then start over")
 LOCK_TIMEOUT_S = 600
 _RECORD_LINE = re.compile(r"^\[\s*(\d+)\s*,(.*)\]\s*$", re.S)
@@ -78,6 +86,8 @@ def merge(src: str | os.PathLike, dst: str | os.PathLike, skip_records: int = 0)
     src_records = _lines(src / RECORDS)[skip_records:]
     dst.mkdir(parents=True, exist_ok=True)
     with _lock(dst):
+        if not (dst / WORKLOADS).exists():  # a new database: it holds records of these kernels
+            fsio.write_text(dst / KERNELS, schedule_stamp() + "\n")
         workloads = _lines(dst / WORKLOADS)
         records = _lines(dst / RECORDS)
         index = {w: i for i, w in enumerate(workloads)}
@@ -104,6 +114,35 @@ def merge(src: str | os.PathLike, dst: str | os.PathLike, skip_records: int = 0)
         if len(records) > n_records or not (dst / RECORDS).exists():
             fsio.write_text(dst / RECORDS, "".join(r + "\n" for r in records))
     return MergeResult(len(src_records), len(workloads) - n_workloads, len(records) - n_records, len(records))
+
+
+def set_aside_stale(directory: str | os.PathLike) -> Path | None:
+    """Move the database in ``directory`` aside if its records were measured on other kernels
+    (``KERNELS`` other than ``schedule_stamp()``, or none: made before kernels were stamped), into
+    ``database.stale-<stamp>/`` beside it, with one line on stderr (as ``TuningStore`` does for the
+    op table: whichever compile meets it first, a profiling one included, says so). Returns that
+    folder, or None when the database is current or there is none. Its tasks are then tuned (and
+    their defaults measured) afresh.
+
+    Only the database's own files move (the folder may be the whole tuning store). Under the lock,
+    and the records go first and the stamp last: a database half moved by a kill has no records
+    left to mislead, and its stale stamp makes the next call move the rest."""
+    d = Path(directory)
+    if not ((d / WORKLOADS).exists() or (d / RECORDS).exists()):
+        return None
+    with _lock(d):
+        found = (d / KERNELS).read_text(errors="replace").strip() if (d / KERNELS).exists() else ""
+        if found == schedule_stamp():
+            return None
+        aside = fsio.stale_name(d / "database", found or "unstamped")
+        aside.mkdir()
+        for name in (RECORDS, JOBS, WORKLOADS, KERNELS):
+            if (d / name).exists():
+                os.replace(d / name, aside / name)
+    old = f"with kernels {found}" if found else "before kernel versions were stamped"
+    print(f"warning: the tuning database in {d} was measured {old}, these are {schedule_stamp()}: not using its "
+          f"records, tuning starts afresh; the old database is kept in {aside}", file=sys.stderr, flush=True)
+    return aside
 
 
 @dataclass(frozen=True)

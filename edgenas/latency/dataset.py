@@ -96,8 +96,12 @@ class LatencyPoint:
 @record("latency_dataset")
 @dataclass(frozen=True)
 class LatencyDataset:
+    """Whole networks measured on one target; ``kernels`` as for ``LatencyTable``: the points
+    are reused only by builds on the same kernels."""
+
     target: str
     points: tuple[LatencyPoint, ...] = field(default_factory=tuple)
+    kernels: str = ""
 
     def add(self, *points: LatencyPoint) -> "LatencyDataset":
         stamped = tuple(p if p.measured_at else replace(p, measured_at=time.time()) for p in points)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class Predictor:
     def corrected_table(self, table: LatencyTable) -> LatencyTable:
         """The predictor as a per-op table: ``corrected_table(t).arch_sum(a) == predict_arch(a, t)``."""
         entries = {k: self.scale * v + _extra(self, k, v) for k, v in table.entries.items()}
-        return LatencyTable(table.target, entries, self.scale * table.fixed_ms + self.offset_ms)
+        return replace(table, entries=entries, fixed_ms=self.scale * table.fixed_ms + self.offset_ms)
 
 
 def _extra(p: Predictor, key: str, cost_ms: float) -> float:
@@ -174,8 +174,6 @@ def fit_predictor(table_sums, measured, features: list[dict[str, float]] | None 
     # error of the best one. With a dozen points LOO is noisy, and a richer model must clearly win.
     best, se = min((o[0], o[1]) for o in options)
     loo, _, pred = next(o for o in options if o[0] <= best + se + 1e-12)
-    from dataclasses import replace
-
     return replace(pred, loo_mape=loo if n > 1 else None)
 
 

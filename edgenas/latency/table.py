@@ -8,7 +8,7 @@ The table's sum is the expected latency the search differentiates through (Proxy
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..records import record
 from ..space.arch import Arch, SpaceConfig
@@ -22,11 +22,14 @@ def op_key(op: str, bits: int, cin: int, cout: int, stride: int, hw: int) -> str
 @dataclass(frozen=True)
 class LatencyTable:
     """Measured INT8 latency (ms) per op configuration on one target; ``fixed_ms`` is the stem,
-    head and classifier, which every architecture has."""
+    head and classifier, which every architecture has. ``kernels`` is the
+    ``compile.kernel_version.latency_stamp`` of the kernels it was measured with ("" for a table
+    older than the stamp): the tuning store keeps a table for later runs only while it matches."""
 
     target: str
     entries: dict[str, float] = field(default_factory=dict)
     fixed_ms: float = 0.0
+    kernels: str = ""
 
     def layer_costs(self, space: SpaceConfig) -> list[list[float]]:
         """Per searchable layer, the latency of each ``(op, bits)`` candidate (0 for a skip).
@@ -61,4 +64,4 @@ class LatencyTable:
         return total
 
     def merged(self, more: dict[str, float], fixed_ms: float | None = None) -> "LatencyTable":
-        return LatencyTable(self.target, {**self.entries, **more}, self.fixed_ms if fixed_ms is None else fixed_ms)
+        return replace(self, entries={**self.entries, **more}, fixed_ms=self.fixed_ms if fixed_ms is None else fixed_ms)

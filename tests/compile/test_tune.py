@@ -234,3 +234,69 @@ def test_stderr_filter_drops_a_marked_record_with_its_continuation_lines_and_kee
     ''')
     err = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stderr
     assert err.splitlines() == ["[01:02:04] b.cc:2: Warning: kept", "x.py:3: UserWarning: kept too", "error: the one line"]
+
+
+def _database(d, stamp: str | None):
+    """A valid, empty tuning database (as a bundle's ``tuning/``), stamped ``stamp`` if given."""
+    d.mkdir(parents=True, exist_ok=True)
+    for name in (tuning_db.WORKLOADS, tuning_db.RECORDS):
+        (d / name).write_text("")
+    if stamp is not None:
+        (d / tuning_db.KERNELS).write_text(stamp + "\n")
+
+
+def test_a_new_database_is_stamped_with_the_kernel_version_and_kept(tmp_path, capsys):
+    from edgenas.compile.kernel_version import schedule_stamp
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / tuning_db.WORKLOADS).write_text('["h0","W0"]\n')
+    (src / tuning_db.RECORDS).write_text('[0,{"r":"a"}]\n')
+    tuning_db.merge(src, dst)
+    assert (dst / tuning_db.KERNELS).read_text().strip() == schedule_stamp()
+    assert tuning_db.set_aside_stale(dst) is None and tuning_db.count_records(dst) == 1
+    assert capsys.readouterr().err == ""
+
+
+def test_a_database_of_other_kernels_is_moved_aside_whole_and_nothing_else(tmp_path, capsys):
+    """Its records (the old default schedules among them), its ledger and its stamp move to a free
+    ``database.stale-<stamp>/``, with one line; the store's other files stay where they are."""
+    d = tmp_path / "x86-avx2"
+    _database(d, "v0")
+    (d / tuning_db.RECORDS).write_text('[0,{"r":"old default"}]\n')
+    (d / tuning_db.JOBS).write_text("{}\n")
+    for other in ("op_latency.json", "baseline.json", "notes.txt"):
+        (d / other).write_text(other)
+    aside = tuning_db.set_aside_stale(d)
+    assert aside == d / "database.stale-v0" and not tuning_db.exists(d)
+    assert sorted(p.name for p in aside.iterdir()) == sorted([tuning_db.WORKLOADS, tuning_db.RECORDS, tuning_db.JOBS,
+                                                              tuning_db.KERNELS])
+    assert (aside / tuning_db.RECORDS).read_text() == '[0,{"r":"old default"}]\n'
+    assert all((d / other).read_text() == other for other in ("op_latency.json", "baseline.json", "notes.txt"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "kernels v0" in err[0] and str(aside) in err[0], err
+
+    _database(d, None)  # unstamped: made before kernel versions were stamped
+    assert tuning_db.set_aside_stale(d) == d / "database.stale-unstamped"
+    _database(d, None)
+    assert tuning_db.set_aside_stale(d) == d / "database.stale-unstamped-2"
+    assert "before kernel versions were stamped" in capsys.readouterr().err
+
+
+def test_compile_sets_a_stale_store_database_aside_and_uses_a_given_one_as_it_is(tmp_path, monkeypatch, capsys):
+    """The store's database is checked by every compile; a ``tuning_dir`` only read from (a
+    bundle's ``tuning/``: its library was built with those records) is left as it is."""
+    from edgenas.tuning_store import TuningStore
+
+    monkeypatch.setenv("EDGENAS_TUNING_LOGS", str(tmp_path / "logs"))
+    spec = get_target("x86-avx2")
+    store, given = TuningStore(spec).database_dir, tmp_path / "bundle" / "tuning"
+    _database(store, "v0")
+    _database(given, "v0")
+    model = _conv_onnx(tmp_path / "conv.onnx", 8)
+    compile_onnx(model, spec, tmp_path / "given.so", tuning_dir=given)
+    assert (given / tuning_db.KERNELS).read_text() == "v0\n" and tuning_db.exists(given)  # (load leaves its lock file)
+    assert "tuning database" not in capsys.readouterr().err
+    res = compile_onnx(model, spec, tmp_path / "store.so")
+    assert not res.tuned and not tuning_db.exists(store) and tuning_db.exists(store / "database.stale-v0")
+    assert "tuning database" in capsys.readouterr().err
