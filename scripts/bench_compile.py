@@ -26,6 +26,8 @@ Where the time goes inside the libraries it builds: ``scripts/profile_int8.py WO
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -309,7 +311,7 @@ def report(results: dict, threads: list[int]) -> None:
     from rich.table import Table
 
     table = Table(title=f"median latency (ms) and ratio to {REFERENCE} (lower is better); {results['cpu']}, "
-                        f"MLAS int8: {results['mlas_isa']}, {results.get('weight_bits', 8)}-bit weights, load {results['loadavg_start']} -> {results['loadavg_end']}")
+                        f"MLAS int8: {results['mlas_isa']}, {results.get('weight_bits', 8)}-bit weights, load {results['loadavg_start']} -> {results.get('loadavg_measure', '?')} (measuring) -> {results['loadavg_end']}")
     table.add_column("model", no_wrap=True)
     table.add_column("engine", no_wrap=True)
     for t in threads:
@@ -335,6 +337,34 @@ def report(results: dict, threads: list[int]) -> None:
                       + ", ".join(f"{e} {v:.0%}" for e, v in noisy.items()) + " (read those ratios loosely)")
 
 
+def markdown(results: dict) -> str:
+    """The run as Markdown: one row per model and thread count, the engines that ran as columns
+    (median ms, ratio to the reference in brackets), then the spread of the reference and of the
+    fastest edgenas build, and one row per tuned build with its trials and times."""
+    engines = [e for e in ENGINES if e != "torch fp32" and any(
+        e in lat for r in results["models"].values() for lat in r["latency_ms"].values())]
+    head = ["model", "threads", *engines, "spread ORT int8 / edgenas best"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results["models"].items():
+        for t, lat in r["latency_ms"].items():
+            ref = lat[REFERENCE]["median"]
+            cells = []
+            for e in engines:
+                v = lat.get(e)
+                cells.append("–" if v is None else f"{v['median']:.4g}" if e == REFERENCE
+                             else f"{v['median']:.4g} ({v['median'] / ref:.2f})")
+            best = min((e for e in lat if e.startswith("edgenas")), key=lambda e: lat[e]["median"])
+            rows.append(f"| {name} | {t} | " + " | ".join(cells)
+                        + f" | {lat[REFERENCE]['spread']:.0%} / {lat[best]['spread']:.0%} ({best}) |")
+    rows += ["", "| model | build | trials | tuning s | compile s | kernels | float fallbacks |", "|---|---|---|---|---|---|---|"]
+    for name, r in results["models"].items():
+        for e, c in r["compile"].items():
+            kernels = ", ".join(f"{k} ×{n}" for k, n in c["kernels"].items()) or "–"
+            rows.append(f"| {name} | {e} | {c['trials']} | {c.get('tuning_s', '–')} | {c.get('compile_s', c['seconds'])} "
+                        f"| {kernels} | {len(c['fallbacks'])} |")
+    return "\n".join(rows) + "\n"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=32, help="MetaSchedule trials per tuned model and precision")
@@ -353,10 +383,24 @@ def main(argv=None) -> None:
     ap.add_argument("--work", type=Path, default=REPO / "build" / "bench")
     ap.add_argument("--tuning-dir", type=Path, default=None, help="default: WORK/tuning (reused across runs)")
     ap.add_argument("--json", type=Path, default=None, help="default: WORK/bench_compile.json")
+    ap.add_argument("--measure-lock", type=Path, default=None,
+                    help="hold an exclusive flock on this file while measuring (not while compiling and tuning), "
+                         "so other heavy jobs that take the same lock wait for the timing phase")
+    ap.add_argument("--markdown", type=Path, default=None,
+                    help="also write the table as Markdown (median ms, ratio to onnxruntime int8 QDQ, the spread)")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="print (and with --markdown write) the tables of an earlier run's JSON; measures nothing")
     ap.add_argument("--measure-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.measure_worker is not None:
         print(json.dumps(measure_worker(json.loads(sys.stdin.read()), args.measure_worker)))
+        return
+    if args.from_json is not None:
+        results = json.loads(args.from_json.read_text())
+        report(results, results["threads"])
+        if args.markdown:
+            args.markdown.write_text(markdown(results))
+            print(f"wrote {args.markdown}")
         return
     warnings.simplefilter("ignore")
     threads = [int(t) for t in args.threads.split(",")]
@@ -387,22 +431,41 @@ def main(argv=None) -> None:
         tuned = frozenset() if m["name"] in untuned_only else tune_builds
         results["models"][m["name"]] = {"input_shape": m["shape"], "latency_ms": {}, "compile": compile_all(
             m, args.work, tuning_dir, args.trials, log, vnni=vnni_here() and not args.no_vnni, tune=tuned)}
-    for t in threads:
-        log(f"measuring at {t} thread(s)")
-        for name, lat in measure(models, t).items():
-            results["models"][name]["latency_ms"][str(t)] = lat
+    with _exclusive(args.measure_lock, log):
+        results["loadavg_measure"] = _loadavg()
+        for t in threads:
+            log(f"measuring at {t} thread(s)")
+            for name, lat in measure(models, t).items():
+                results["models"][name]["latency_ms"][str(t)] = lat
     results["wall_s"] = round(time.time() - t_start, 1)
     results["loadavg_end"] = _loadavg()
     out = args.json or args.work / "bench_compile.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     report(results, threads)
+    if args.markdown:
+        args.markdown.write_text(markdown(results))
     for name, r in results["models"].items():
         for e, c in r["compile"].items():
             print(f"{name} {e}: compile {c.get('compile_s', c['seconds'])} s, {c['trials']} new trials"
                   + (f" ({c['tuning_s']} s tuning)" if "tuning_s" in c else "") + f", kernels {c['kernels']}, "
                   f"{len(c['fallbacks'])} float fallbacks")
     print(f"wrote {out} ({results['wall_s']} s)")
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path | None, log):
+    """An exclusive ``flock`` on ``path`` for the timing phase (nothing when ``path`` is None)."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as fh:
+        log(f"waiting for {path}")
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _loadavg() -> str:
