@@ -26,23 +26,33 @@ float32, which with equal scales gives the same integers: the float error is far
   ``pipeline.fuse`` and ``build.build`` for ``x86-avx512-vnni``: three kernels (the residual
   fuses into the projection's), each with its default schedule (``default_schedule``).
 * **fused**: :func:`fused_func`, one hand-scheduled TIR function. Threads over bands of output
-  rows (``T.parallel``); each band walks its rows keeping the last three expanded rows
-  (uint8, requantized, zero-point columns at both ends) in a ring: expand one row, then the
-  depthwise of the row above it into a one-row buffer, then the projection + residual of that
-  row straight into the output. Only the two rows at each band edge are expanded twice. Both
-  1x1 GEMMs run ``vpdpbusd`` in the register block ``default_schedule.register_block`` picks for
-  the unfused kernels (same pixel x 16-channel-group block, same reduction order): the loops
-  are written out by hand with the body of ``packed_dot``'s ``edgenas_dot_16x4_vnni`` intrinsic
-  (:func:`_vnni`), as ``sch.tensorize`` would have inlined it. The depthwise is the unfused
-  kernel's form (uint8 x int16 into int32, so LLVM uses ``vpmaddwd``; 8 channels per vector,
-  pixel loop inside); the requantizes are the same expressions.
+  rows (``T.parallel``, one band per thread: the band count is a compile-time constant); each
+  band walks its rows keeping the last three expanded rows (uint8, requantized, zero-point
+  columns at both ends) in a ring: expand one row, then the depthwise of the row above it into
+  a one-row buffer, then the projection + residual of that row straight into the output. Only
+  the two rows at each band edge are expanded twice. Both 1x1 GEMMs run ``vpdpbusd`` in the
+  register block ``default_schedule.register_block`` picks for the unfused kernels (same
+  pixel x 16-channel-group block, same reduction order): the loops are written out by hand
+  with the body of ``packed_dot``'s ``edgenas_dot_16x4_vnni`` intrinsic (:func:`_vnni`), as
+  ``sch.tensorize`` would have inlined it. The depthwise has the unfused kernel's form (uint8
+  x int16 into int32, so LLVM uses ``vpmaddwd``; the pixel loop inside the channel vector);
+  the requantizes are the same expressions.
+
+``--dw-lanes 8,16`` (the default) measures two pairs: both variants with the depthwise at 8
+channels per vector (``default_schedule.DEPTHWISE_LANES``, what edgenas builds today), and both
+with 16 (the unfused one through that constant, for this build only), so that a gain from the
+wider depthwise is not mistaken for one from fusing.
 
 Exactness: the fused and unfused outputs equal a numpy model of the same integer arithmetic bit
-for bit (``tests/compile/test_fused_block.py``, and every bench run checks it before timing).
+for bit (``tests/compile/test_fused_block.py``, and every bench run checks every library before
+timing). The model computes each requantize as a float32 fused multiply-add (:func:`_fma32`):
+that is what LLVM makes of ``acc * s + b`` in every kernel, fused or not.
 
 Timing: each thread count in its own subprocess (``TVM_NUM_THREADS`` is read once per process),
-both libraries called through the Relax VM, medians over rounds whose order rotates
-(``bench_compile._blocked_ms``). Needs a CPU with AVX-512 VNNI.
+every library called through the Relax VM, medians over rounds whose engine order rotates
+(``bench_compile._blocked_ms``); the unfused kernels are also timed one by one. Needs a CPU
+with AVX-512 VNNI. Results and conclusion: docs/int8_kernels.md, "Fused inverted-residual
+block (experiment)".
 
     flock /tmp/edgenas-bench.lock python scripts/bench_fused_block.py --threads 1,2 --json build/bench/fused_block.json
 """
@@ -451,9 +461,11 @@ def build_all(shapes: list[Shape], threads: list[int], lanes: list[int], work: P
         P = make_params(s, seed=i)
         np.save(work / f"x{i}.npy", P["x"])
         t0 = time.perf_counter()
-        um = unfused_module(P, spec)
         libs = {}
         for (u, f), n in zip(engines(lanes), lanes):
+            # a fresh module per build: building one IRModule object twice gave the first build's
+            # schedules again (the second DEPTHWISE_LANES was ignored)
+            um = unfused_module(P, spec)
             libs[u] = str(build(um, work / f"unfused{i}_dw{n}.so", spec, dw_lanes=n))
             for b in sorted(set(threads)):
                 libs[f"{f} b{b}"] = str(build(fused_module(P, b, n), work / f"fused{i}_dw{n}_b{b}.so", spec))
@@ -488,6 +500,34 @@ def measure_worker(items: list[dict], threads: int, lanes: list[int], rounds: in
                 vm = relax.VirtualMachine(tvm.runtime.load_module(it["libs"][key]), tvm.cpu())
                 fns[engine] = lambda vm=vm: vm["main"](x)
         out[it["shape"]] = bench_compile._blocked_ms(fns, rounds=rounds)
+        out[it["shape"]]["kernels"] = _kernel_us(it["libs"][engines(lanes)[0][0]], x)
+    return out
+
+
+def _kernel_us(lib: str, x, calls: int = 200) -> dict:
+    """Median µs of each kernel of an unfused library, timed around each VM call of it
+    (``VirtualMachine.set_instrument``, as ``scripts/profile_int8.py``: a few µs of overhead each)."""
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
+    state, times = {}, {}
+
+    def instrument(func, symbol, before, ret, *args):
+        if symbol.startswith("fused_"):
+            if before:
+                state["t"] = time.perf_counter()
+            else:
+                times.setdefault(symbol, []).append(time.perf_counter() - state.pop("t"))
+        return 0
+
+    vm.set_instrument(instrument)
+    for _ in range(calls):
+        vm["main"](x)
+    out = {}
+    for sym, t in times.items():
+        name = "depthwise" if "depthwise" in sym else ("project" if "dequantize" in sym else "expand")
+        out[name] = round(float(np.median(t)) * 1e6, 1)
     return out
 
 
@@ -534,6 +574,12 @@ def report(results: dict) -> None:
             tf = sum(r[str(t)][f]["us"] for r in results["blocks"].values())
             line += f" | {tu:13.1f} | {tf:11.1f} | {tf / tu:5.2f}"
         print(line)
+    u0 = engines(lanes)[0][0]
+    print(f"\n{u0}, its three kernels timed one by one (µs, medians, VM instrumentation: a few µs each of overhead)")
+    for name, row in results["blocks"].items():
+        print(f"{name:28s}" + "".join(
+            f" | {t} thr: " + ", ".join(f"{k} {v:.1f}" for k, v in row[f"unfused_dw{lanes[0]}_kernels_us_{t}"].items())
+            for t in threads))
     for name, row in results["blocks"].items():
         for t in threads:
             noisy = {e: m["spread"] for e, m in row[str(t)].items() if m["spread"] > 0.1}
@@ -582,6 +628,7 @@ def main(argv=None) -> None:
         for t in threads:
             log(f"measuring at {t} thread(s)")
             for name, lat in measure(items, t, lanes, args.rounds).items():
+                results["blocks"][name][f"unfused_dw{lanes[0]}_kernels_us_{t}"] = lat.pop("kernels")
                 results["blocks"][name][str(t)] = {e: {"us": round(m["median"] * 1e3, 1), "p90_us": round(m["p90"] * 1e3, 1),
                                                        "spread": round(m["spread"], 3), "n": m["n"]}
                                                    for e, m in lat.items()}
