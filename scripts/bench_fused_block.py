@@ -474,6 +474,8 @@ def build_all(shapes: list[Shape], threads: list[int], lanes: list[int], work: P
             if not np.array_equal(got, P["y"]):
                 raise SystemExit(f"{s.name}: {name} differs from the numpy model in {(got != P['y']).sum()} of {got.size} values")
         kernels = kernel_names(um)
+        if len(kernels) != 3 or sum("packed_dot" in k for k in kernels) != 2 or sum("depthwise" in k for k in kernels) != 1:
+            raise SystemExit(f"{s.name}: expected edgenas' three kernels (expand, depthwise, project + residual), got {kernels}")
         log(f"{s.name}: {len(libs)} libraries built, all exact ({len(kernels)} unfused kernels, "
             f"{time.perf_counter() - t0:.0f} s)")
         out.append({"shape": s.name, "x": str(work / f"x{i}.npy"), "libs": libs, "unfused_kernels": kernels})
