@@ -232,6 +232,13 @@ def _dot_instructions(ex) -> tuple[list[str], str]:
     return [" ".join(ln.split()) for ln in asm.splitlines() if "vpdpbusd" in ln], asm
 
 
+def _vex_ymm(line: str) -> bool:
+    """A VEX-encoded ``vpdpbusd`` on ymm registers. LLVM may fold the weight load into the
+    instruction (``{vex} vpdpbusd 64(%rax), %ymm2, %ymm1``): which depends on the schedule's
+    tiles, so a memory operand is allowed, a zmm register is not."""
+    return line.startswith("{vex} vpdpbusd ") and line.count("%ymm") >= 2 and "zmm" not in line
+
+
 def test_x86_avx_vnni_target_uses_the_ymm_kernel():
     spec = get_target("x86-avx-vnni")
     k = packed_dot.kernel_for(spec)
@@ -248,7 +255,7 @@ def test_x86_avx_vnni_target_compiles_to_vex_ymm_vpdpbusd(case):
     ``test_x86_avx_vnni_library_equals_the_float_simulation`` does that on such a CPU."""
     shape, body = AVXVNNI_CASES[case]
     dots, asm = _dot_instructions(_edgenas_build(_module(shape, body), get_target("x86-avx-vnni")))
-    assert dots and all(d.startswith("{vex} vpdpbusd %ymm") and d.count("%ymm") == 3 for d in dots), dots[:4]
+    assert dots and all(_vex_ymm(d) for d in dots), dots[:4]
     assert "zmm" not in asm
 
 
@@ -298,8 +305,8 @@ def test_x86_avx_vnni_space_tensorizes_with_its_intrinsic():
         assert all(p.apply(sch) for p in ctx.space_generator.postprocs)
         assert "llvm.x86.avx512.vpdpbusd.256" in sch.mod.script()
         asm = tvm.compile(sch.mod, target=spec.tvm()).mod.inspect_source("asm")
-        dots = [ln.split() for ln in asm.splitlines() if "vpdpbusd" in ln]
-        assert dots and all(d[:2] == ["{vex}", "vpdpbusd"] and d[2].startswith("%ymm") for d in dots)
+        dots = [" ".join(ln.split()) for ln in asm.splitlines() if "vpdpbusd" in ln]
+        assert dots and all(_vex_ymm(d) for d in dots), dots[:4]
         if AVXVNNI_MCPU is not None:
             out = tvm.runtime.tensor(np.zeros((1, 8, 8, 16), "int32"))
             lib = tvm.compile(sch.mod, target=tvm.target.Target({"kind": "llvm", "mcpu": AVXVNNI_MCPU, "num-cores": 1}))
