@@ -233,9 +233,9 @@ def _dot_instructions(ex) -> tuple[list[str], str]:
 
 
 def _vex_ymm(line: str) -> bool:
-    """A VEX-encoded ``vpdpbusd`` on ymm registers. LLVM may fold the weight load into the
-    instruction (``{vex} vpdpbusd 64(%rax), %ymm2, %ymm1``): which depends on the schedule's
-    tiles, so a memory operand is allowed, a zmm register is not."""
+    """A VEX-encoded ``vpdpbusd`` on ymm registers. For some of MetaSchedule's sampled tiles LLVM
+    reads one operand from memory, a spill slot (``{vex} vpdpbusd 32(%rsp), %ymm0, %ymm1``; seen
+    with 3 of 8 seeds of the design-space test), so a memory operand is allowed, a zmm register is not."""
     return line.startswith("{vex} vpdpbusd ") and line.count("%ymm") >= 2 and "zmm" not in line
 
 
