@@ -14,6 +14,7 @@ deleted; the next build measures afresh (docs/tuning.md, "Kernel versions").
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -64,8 +65,6 @@ class TuningStore:
     def _lock(self, path: Path, *, to_write: bool = True):
         """``path``'s file lock, taken by whoever writes or moves it. A reader of a file that is
         not there takes none: reading an empty store writes nothing into it."""
-        import contextlib
-
         from filelock import FileLock
 
         if not (to_write or path.exists()):

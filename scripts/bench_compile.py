@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import subprocess
@@ -455,17 +454,16 @@ def main(argv=None) -> None:
 
 @contextlib.contextmanager
 def _exclusive(path: Path | None, log):
-    """An exclusive ``flock`` on ``path`` for the timing phase (nothing when ``path`` is None)."""
+    """An exclusive lock on ``path`` for the timing phase (nothing when ``path`` is None). filelock
+    flocks the file itself, so a job run as ``flock PATH cmd`` waits for it and it for the job."""
     if path is None:
         yield
         return
-    with open(path, "a") as fh:
-        log(f"waiting for {path}")
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    from filelock import FileLock
+
+    log(f"waiting for {path}")
+    with FileLock(str(path)):
+        yield
 
 
 def _loadavg() -> str:
