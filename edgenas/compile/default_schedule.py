@@ -27,11 +27,13 @@ import math
 STACK_BYTES = 1024
 
 _log = logging.getLogger(__name__)
-# Depthwise: one 256-bit vector of int32 accumulators (8 channels) per output pixel, the pixel loop
-# inside the channel loop, so the 3x3 taps' widened weights (9 vectors) and the requantize's
-# per-channel constants stay in registers along a row: 16 lanes reloaded them for every pixel
-# (measured on MobileNetV2-1.0's depthwise layers, docs/int8_kernels.md "Depthwise").
-DEPTHWISE_LANES = 8
+# Depthwise: one vector of int32 accumulators per output pixel, the pixel loop inside the channel
+# loop, so the 3x3 taps' widened weights (9 vectors) and the requantize's per-channel constants
+# stay in registers along a row. With 16 ymm registers (AVX2, AVX-VNNI) that holds only for 8
+# channels per vector: 16 lanes there reloaded the weights for every pixel. AVX-512's 32 zmm
+# registers hold 16 channels' weights, and 16 lanes made whole MobileNetV2 blocks 12-17 % faster
+# (docs/int8_kernels.md "Depthwise"). ``DEPTHWISE_LANES`` overrides the choice when set (benches).
+DEPTHWISE_LANES: int | None = None
 LANES = 32  # elements per vector loop of elementwise blocks (a 256-bit vector of bytes); LLVM splits wider ones
 
 
@@ -218,9 +220,17 @@ def _tensorize_register_block(sch, block, acc, reduce_loop, intrin_loop, intrin:
     sch.vectorize(sch.get_loops(acc)[-1])
 
 
-def schedule_depthwise(sch, _kernel=None) -> None:
+def depthwise_lanes(kernel) -> int:
+    """Channels per depthwise vector for a target whose packed kernel is ``kernel``: 16 where the
+    kernel's vectors are 512-bit (16 int32 lanes: AVX-512 VNNI), else 8 (see ``DEPTHWISE_LANES``)."""
+    if DEPTHWISE_LANES is not None:
+        return DEPTHWISE_LANES
+    return 16 if kernel is not None and kernel.lanes == 16 else 8
+
+
+def schedule_depthwise(sch, kernel=None) -> None:
     """``depthwise.depthwise_func`` (NHWC, channels as lanes): threads over (output row,
-    8-channel vector) pairs, which balances 7-row maps over 2 threads too; along the row, per
+    channel vector) pairs, which balances 7-row maps over 2 threads too; along the row, per
     output pixel, the taps unrolled around one vector multiply-add and the requantize epilogue
     applied to that vector. The padded uint8 input is one threaded, vectorized pass before."""
     _inline_all_but(sch, {"pad_x", "depthwise"})
@@ -229,7 +239,7 @@ def schedule_depthwise(sch, _kernel=None) -> None:
     if _name(sch, out) == "depthwise":
         raise ValueError("no epilogue")  # the function always has unpack_y after it
     b, i, j, c = sch.get_loops(out)
-    c0, lane = sch.split(c, factors=[None, DEPTHWISE_LANES])
+    c0, lane = sch.split(c, factors=[None, depthwise_lanes(kernel)])
     sch.reorder(c0, j)
     sch.parallel(sch.fuse(b, i, c0))
     sch.vectorize(lane)

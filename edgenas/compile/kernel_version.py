@@ -18,7 +18,7 @@ leave every built library the same (refactoring, docs, the search, the CLI).
 
 from __future__ import annotations
 
-KERNEL_VERSION = 1
+KERNEL_VERSION = 2
 
 
 def schedule_stamp() -> str:

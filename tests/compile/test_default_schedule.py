@@ -143,6 +143,21 @@ def test_depthwise_default_schedule_is_exact(kernel, shape, k, stride, pad, zero
     assert np.array_equal(got, ref.transpose(0, 2, 3, 1))
 
 
+def test_depthwise_lanes_follow_the_vector_registers():
+    """16 channels per depthwise vector only where 32 zmm registers hold the 3x3 filter's nine
+    weight vectors (AVX-512 VNNI); 8 where there are 16 ymm (docs/int8_kernels.md "Depthwise")."""
+    kernels = packed_dot.KERNELS
+    assert [default_schedule.depthwise_lanes(kernels[k]) for k in ("avx2", "avxvnni", "vnni")] == [8, 8, 16]
+    assert default_schedule.depthwise_lanes(None) == 8
+    func, _ = depthwise.depthwise_func((1, 6, 6, 32), "uint8", (3, 3), (1, 1), (1, 1, 1, 1), 3)
+    packed_dot.register()
+    for name, lanes in (("avx2", 8), ("vnni", 16)):
+        mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+        with tvm.target.Target({"kind": "llvm", "mcpu": MCPU[name], "num-cores": 2}):
+            mod = dl.ApplyDefaultSchedule(*default_schedule.rules(kernels[name]))(mod)
+        assert f"for ch_1 in T.vectorized(T.int64({lanes})):" in mod["main"].script()  # the output's channel vector
+
+
 def test_avx_vnni_register_block_fits_16_ymm():
     """x86-avx-vnni has no AVX-512, so 16 ymm registers: at most 12 accumulators (4 pixels x 3
     groups of 8 channels), which leaves one per weight vector and one for the broadcast word."""
