@@ -6,8 +6,9 @@ Why: onnxruntime runs its int8 convs in NHWC with no transposes between them
 one in ``permute_dims`` to NHWC before and back to NCHW after, so that every op it did not
 rewrite still sees the ONNX model's NCHW. This pass removes the pairs that meet: a transpose to
 NHWC of a value that is itself a transpose to NCHW is the NHWC value, and a per-tensor
-elementwise op between two kernels (the residual add's ``dequantize -> add -> quantize``) or a
-global average pool runs on the NHWC values instead. What is left is one transpose after the
+elementwise op between two kernels (the residual add's ``dequantize -> add -> quantize``), a
+window pool (max or average, with ``layout="NHWC"``) or a global average pool runs on the NHWC
+values instead. What is left is one transpose after the
 input's quantize and one before the first op that needs NCHW (the classifier's flatten, a float
 fallback); FuseOps fuses each into its neighbour's kernel.
 """
@@ -25,6 +26,10 @@ NCHW = (0, 3, 1, 2)  # NHWC -> NCHW
 # quantize / dequantize have an ``axis`` that only names the (broadcast) scale's dimension
 _ELEMENTWISE = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum",
                 "relax.clip", "relax.round", "relax.astype", "relax.nn.relu", "relax.quantize", "relax.dequantize"}
+
+# window pools: the same op in NHWC (channels as the vector lanes). Left in NCHW, ResNet-18's
+# max pool after the stem cost a 141 µs transpose and a 168 µs pool at 96x96 (docs/int8_kernels.md)
+_POOLS = {"relax.nn.max_pool2d": relax.op.nn.max_pool2d, "relax.nn.avg_pool2d": relax.op.nn.avg_pool2d}
 
 
 def to_nhwc(x: relax.Expr) -> relax.Expr:
@@ -96,6 +101,12 @@ class _Sink(PyExprMutator):
                     or sorted(int(a) for a in call.attrs.axis) != [2, 3]):
                 return None
             return relax.op.mean(self.nhwc[call.args[0]], axis=[1, 2], keepdims=True)
+        if name in _POOLS:
+            a = call.attrs
+            if call.args[0] not in self.nhwc or a.layout != "NCHW" or a.out_layout != "NCHW":
+                return None
+            return _POOLS[name](self.nhwc[call.args[0]], a.pool_size, a.strides, a.padding, a.dilation, a.ceil_mode,
+                                a.count_include_pad, layout="NHWC", out_layout="NHWC")
         if name not in _ELEMENTWISE or not any(a in self.nhwc for a in tensors):
             return None
         if not all(a in self.nhwc or _scalar_like(a) for a in tensors):

@@ -43,6 +43,22 @@ MODULE_EQUALITY = "anchor-block"
 BUILD_TIMEOUT_S = 60.0
 RECYCLE_WORKER_AFTER = 256  # builds per worker before a restart (PopenPool workers leak memory)
 MAX_TRIALS_PER_ITER = 32
+# How a candidate is timed (MetaSchedule's ``EvaluatorConfig``), here and through a farm: one call
+# per sample, the caches flushed of every argument but the first before each, 15 samples. In a
+# model a kernel's input activation was just written by the kernel before (warm) but its weights
+# were last read a whole inference ago (cold). Timed hot (number=3, 20 ms per sample), the tuner's
+# winners lost in the model: MobileNetV2-1.0's tuned 1x1 GEMMs ran 210 -> 320 µs there, and the
+# tuned library was slower than the untuned one (docs/tuning.md, "How a candidate is timed").
+# (The flush is CPU-only: a GPU target keeps the hot timing.)
+EVALUATOR = dict(number=1, repeat=15, min_repeat_ms=0, enable_cpu_cache_flush=True)
+
+
+def evaluator_config(tgt):
+    """MetaSchedule's ``EvaluatorConfig`` for candidates of the TVM target ``tgt``: ``EVALUATOR``
+    on a CPU, without the cache flush elsewhere."""
+    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig
+
+    return EvaluatorConfig(**{**EVALUATOR, "enable_cpu_cache_flush": tgt.kind.name == "llvm"})
 WORK_PREFIX = "edgenas-tune-"   # + pid: a killed tuner's folder is found and removed by the next one
 
 
@@ -352,8 +368,7 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
             console.setLevel("WARNING")
         threads = int(target.tvm_target.get("num-cores", os.cpu_count() or 1))
         runner = trial_sink.wrap_runner(runner or ms.runner.LocalRunner(
-            timeout_sec=60, initializer=functools.partial(_runner_init, threads), evaluator_config=ms.runner.EvaluatorConfig(
-                number=3, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False)), sink)
+            timeout_sec=60, initializer=functools.partial(_runner_init, threads), evaluator_config=evaluator_config(tgt)), sink)
         callbacks = ms.measure_callback.MeasureCallback.create("default") + [
             _checkpoint_callback(left, [t.task_name for t in todo], progress, counts,
                                  farm_alive if runner is not None else None)]

@@ -276,13 +276,14 @@ class Farm:
         no server answers; one worker per registered server by default."""
         from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, RPCConfig, RPCRunner
 
+        from ..compile.tune import EVALUATOR  # the farm's boards are CPUs (CUDA is not tuned through one)
+
         host, port = parse_tracker(self.tracker)
         workers = max_workers or max(1, self.check().key(self.key).servers)
         return RPCRunner(
             rpc_config=RPCConfig(tracker_host=host, tracker_port=port, tracker_key=self.key,
                                  session_priority=self.priority, session_timeout_sec=int(self.timeout_s)),
-            evaluator_config=evaluator_config or EvaluatorConfig(number=3, repeat=3, min_repeat_ms=20,
-                                                                 enable_cpu_cache_flush=False),
+            evaluator_config=evaluator_config or EvaluatorConfig(**EVALUATOR),
             f_create_session=create_ms_session, max_workers=workers, initializer=_runner_worker_init)
 
 

@@ -128,6 +128,38 @@ def test_integer_graph_is_channels_last_between_kernels(kernel):
     assert steps.max() <= 1 and np.mean(steps == 0) >= 0.99 and np.abs(ref).max() > 1
 
 
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_window_pool_between_kernels_runs_channels_last(pool):
+    """ResNet's stem -> max pool -> conv: the pool runs on the NHWC value (layout.sink_transposes),
+    so the graph keeps one transpose at each border, and equals the float simulation."""
+    w1 = R.randint(-127, 128, (16, 3, 3, 3)).astype("int8")
+    w2 = R.randint(-127, 128, (8, 16, 1, 1)).astype("int8")
+    s = c(0.05, "float32")
+    op = relax.op.nn.max_pool2d if pool == "max" else relax.op.nn.avg_pool2d
+
+    def requant(bb, y, zero):
+        return bb.emit(relax.op.dequantize(bb.emit(relax.op.quantize(y, s, c(zero, "int8"), out_dtype="int8")), s,
+                                           c(zero, "int8")))
+
+    def body(bb, x):
+        wd1 = bb.emit(relax.op.dequantize(c(w1), c(R.uniform(0.001, 0.01, 16), "float32"), c(np.zeros(16), "int8"), axis=0))
+        y = requant(bb, bb.emit(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(_quant(bb, x, 3, "int8"), wd1, padding=(1, 1))))), -128)
+        p = requant(bb, bb.emit(op(y, (3, 3), (2, 2), (1, 1, 1, 1))), -128)
+        wd2 = bb.emit(relax.op.dequantize(c(w2), c(R.uniform(0.001, 0.01, 8), "float32"), c(np.zeros(8), "int8"), axis=0))
+        return relax.op.nn.conv2d(p, wd2)
+
+    mod = _module((1, 3, 9, 9), body)
+    folded, report = fold_qdq(mod, dot=packed_dot.KERNELS["avx2"])
+    assert report.packed == 2 and not float_compute_ops(folded)
+    calls = [b.value for b in folded["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
+    assert sum(v.op.name == "relax.permute_dims" for v in calls) == 2
+    (pooled,) = [v for v in calls if v.op.name.endswith("pool2d")]
+    assert pooled.attrs.layout == "NHWC"
+    x = np.random.RandomState(6).uniform(-3, 8, (1, 3, 9, 9)).astype("float32")
+    ref, out = _run(mod, x, "haswell"), _run(folded, x, "haswell")
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
 @pytest.mark.parametrize("case", list(DEPTHWISE), ids=list(DEPTHWISE))
 def test_depthwise_kernel_equals_the_float_simulation(case):
     shape, body = DEPTHWISE[case]

@@ -79,6 +79,8 @@ def test_the_first_trial_of_every_task_is_its_default_schedule(tmp_path):
     assert stats.trials == 1 and stats.run_errors == 0, stats
     database, n = tuning_db.load(db_dir, tune.MODULE_EQUALITY)
     assert n == 1
+    (record,) = database.get_all_tuning_records()
+    assert len(record.run_secs) == tune.EVALUATOR["repeat"]  # timed one call per sample, caches flushed
     tgt = spec.tvm()
     replayed, _ = pipeline.tuned_schedule(task.dispatched[0], database, tgt)
     with tgt:
@@ -86,6 +88,14 @@ def test_the_first_trial_of_every_task_is_its_default_schedule(tmp_path):
         default = default_schedule.default_for(task.dispatched[0]["main"], tgt, packed_dot.kernel_for(spec))
     assert len(default.trace.insts) > 3  # really scheduled, not the bare function
     assert tvm_ffi.structural_equal(replayed.mod, default.mod)
+
+
+def test_cpu_candidates_are_timed_with_cold_weights_and_gpu_ones_hot():
+    """docs/tuning.md, "How a candidate is timed": one call per sample, caches flushed of all but
+    the input on a CPU; the flush is a CPU operation, so not for CUDA."""
+    cpu = tune.evaluator_config(get_target("x86-avx2").tvm())
+    assert (cpu.number, cpu.repeat, cpu.min_repeat_ms, cpu.enable_cpu_cache_flush) == (1, 15, 0, True)
+    assert not tune.evaluator_config(get_target("cuda-sm80").tvm()).enable_cpu_cache_flush
 
 
 _TUNER = textwrap.dedent("""
