@@ -54,7 +54,7 @@ Timing: each thread count in its own subprocess (``TVM_NUM_THREADS`` is read onc
 every library called through the Relax VM, medians over rounds whose engine order rotates
 (``bench_compile._blocked_ms``); the unfused kernels are also timed one by one. Needs a CPU
 with AVX-512 VNNI. Results and conclusion: docs/int8_kernels.md, "Fused inverted-residual
-block (experiment)".
+block", "The experiment".
 
     flock /tmp/edgenas-bench.lock python scripts/bench_fused_block.py --threads 1,2 --json build/bench/fused_block.json
 """
