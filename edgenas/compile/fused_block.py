@@ -47,7 +47,7 @@ class Residual:
     sx: float
     zy: int            # quantize(...) -> y
     sy: float
-    x_first: bool      # the add's operand order: dequantize(x) first (it decides which multiply LLVM fuses)
+    x_first: bool      # the add's operand order, dequantize(x) first: kept, as LLVM may contract either multiply
 
 
 @dataclasses.dataclass(frozen=True)
@@ -410,16 +410,15 @@ def _match_order(m: _Matcher, quant, deq, x_first: bool) -> tuple[relax.Var, Blo
         raise _NoMatch("the projection is not a 1x1 stride-1 conv on the VNNI kernel")
     wd, bd = _const(dw.call.args[1][1]), _const(dw.call.args[1][2])
     ze = _pad_value(wd, bd)
-    if ze is None or not 0 <= ze <= 255 or not _same(m.kernel(dw.call), depthwise.depthwise_func((1, h, w, e), "uint8", (3, 3), (1, 1),
-                                                                          (1, 1, 1, 1), ze)[0]):
+    if ze is None or not 0 <= ze <= 255 or not _same(
+            m.kernel(dw.call), depthwise.depthwise_func((1, h, w, e), "uint8", (3, 3), (1, 1), (1, 1, 1, 1), ze)[0]):
         raise _NoMatch("the depthwise is not 3x3 stride 1 pad 1")
-    w1, w2 = _const(expand.call.args[1][1]), _const(project.call.args[1][1])
-    zeros = np.zeros(0, "int32")
-    args = Args(w1.reshape(e // 16, c // 4, 64), expand.corr if expand.corr is not None else np.resize(zeros, e),
-                expand.scale, expand.bias, wd, bd, dw.scale, dw.bias, w2.reshape(w2.shape[0], e // 4, 64),
-                project.corr if project.corr is not None else np.resize(zeros, c), project.scale, project.bias)
     if dw.corr is not None:
         raise _NoMatch("the depthwise accumulator has a separate correction")
+    w1, w2 = _const(expand.call.args[1][1]), _const(project.call.args[1][1])
+    args = Args(w1.reshape(e // 16, c // 4, 64), expand.corr if expand.corr is not None else np.zeros(e, "int32"),
+                expand.scale, expand.bias, wd, bd, dw.scale, dw.bias, w2.reshape(w2.shape[0], e // 4, 64),
+                project.corr if project.corr is not None else np.zeros(c, "int32"), project.scale, project.bias)
     res = Residual(project.lo, project.hi, int(_scalar(dq_p.args[2])), float(_scalar(dq_p.args[1])),
                    int(_scalar(dq_x.args[2])), float(_scalar(dq_x.args[1])), int(_scalar(quant.args[2])),
                    float(_scalar(quant.args[1])), x_first)
@@ -479,8 +478,9 @@ def fuse_blocks(mod):
     for gvar, func in mod.functions_items():
         if isinstance(func, relax.Function):
             out[gvar] = replace.visit_expr(func)
+    known = {g.name_hint for g in mod.get_global_vars()}
     for gv, f in replace.builder_.get().functions_items():
-        if isinstance(f, tirx.PrimFunc) and gv.name_hint not in {g.name_hint for g in mod.get_global_vars()}:
+        if isinstance(f, tirx.PrimFunc) and gv.name_hint not in known:
             out[gv] = f
     out = relax.transform.DeadCodeElimination()(out)
     return out, len(plans)

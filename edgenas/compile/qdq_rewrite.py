@@ -44,7 +44,8 @@ integer multiples of the smallest gets those multiples in its weight (:func:`_sc
 weight must be a constant and the products must fit int8); otherwise it stays float.
 
 Residual adds and average pooling are not rewritten: FuseOps already puts ``dequantize -> add
--> quantize`` into the producer's kernel, which reads and writes integers. An integer
+-> quantize`` into the producer's kernel, which reads and writes integers. (On VNNI targets a
+whole MobileNetV2 block with its residual then becomes one kernel: ``fused_block``.) An integer
 ``sum(astype(x_q, int32))`` for the pool was tried and dropped: FuseOps fuses the cast into the
 producer, which then writes int32 instead of float32, so nothing is saved (the same happened to
 int16 depthwise operands cast in the graph; ``depthwise`` casts inside its own kernel instead).
