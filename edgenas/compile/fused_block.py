@@ -26,6 +26,7 @@ from tvm.ir.expr import GenericConst
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from . import depthwise, packed_dot
+from .qdq_absorb import collect_users
 
 __all__ = ["Args", "Block", "Residual", "default_bands", "fuse_blocks", "fused_func", "pack_args"]
 
@@ -297,23 +298,19 @@ class _Requant:
 
 
 class _Matcher:
+    """Reads one Relax function's bindings: what each var is bound to and how many bindings use it."""
+
     def __init__(self, func: relax.Function, mod):
         self.var2val = relax.analysis.get_var2val(func)
-        self.uses: dict = {}
-        for block in func.body.blocks:
-            for binding in block.bindings:
-                relax.analysis.post_order_visit(binding.value, self._count)
-        relax.analysis.post_order_visit(func.body.body, self._count)
+        self.uses = {var: len(users) for var, users in collect_users(func).items()}
         self.mod = mod
 
-    def _count(self, node):
-        if isinstance(node, relax.Var):
-            self.uses[node] = self.uses.get(node, 0) + 1
-
     def value(self, var, name: str, single_use: bool = True) -> relax.Call:
+        """The call ``var`` is bound to, which must be ``name`` (and ``var``'s only use)."""
         v = self.var2val.get(var) if isinstance(var, relax.Var) else None
         if not _op(v, name):
-            raise _NoMatch(f"expected {name.split('.')[-1]}, got {type(v).__name__ if v is None else getattr(v.op, 'name', v.op)}")
+            got = getattr(getattr(v, "op", None), "name", type(v).__name__)
+            raise _NoMatch(f"expected {name.split('.')[-1]}, got {got}")
         if single_use and self.uses.get(var, 0) != 1:
             raise _NoMatch(f"an intermediate ({var.name}) has other users")
         return v
