@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgenas.errors import ConfigError
 from edgenas.target import get_target
 
 SHAPE = (1, 3, 16, 16)
@@ -106,6 +107,9 @@ def test_the_switch_is_read_from_the_target_file(tmp_path):
     off = tmp_path / "vnni-unfused.toml"
     off.write_text(src.replace('dot_product = "vnni"', 'dot_product = "vnni"\nfuse_blocks = false'))
     assert not load_target_file(off).int8_fuse_blocks
+    off.write_text(src.replace('dot_product = "vnni"', 'dot_product = "vnni"\nfuse_blocks = "no"'))
+    with pytest.raises(ConfigError, match="int8.fuse_blocks"):
+        load_target_file(off)
 
 
 def test_scheduled_kernel_is_not_a_tuning_task(qdq_onnx):
