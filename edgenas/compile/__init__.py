@@ -55,7 +55,8 @@ def fused_module(onnx_path, target, *, int8: bool = True, progress: Callable[[st
         packed = f", {report.packed} on the packed dot-product kernel" if report.packed else ""
         packed += f" ({report.narrow} of them pmaddubsw: weights fit)" if report.narrow else ""
         packed += f", {report.depthwise} on the depthwise kernel" if report.depthwise else ""
-        packed += f"; {report.fused_blocks} inverted-residual blocks fused into one kernel each" if report.fused_blocks else ""
+        if report.fused_blocks:
+            packed += f"; {report.fused_blocks} inverted-residual blocks fused into one kernel each"
         say(f"int8: {sum(report.int8_ops.values())} integer ops {dict(report.int8_ops)}{packed}, "
             f"{len(report.fallbacks)} float fallbacks")
     return pipeline.fuse(mod, target), report
