@@ -53,6 +53,9 @@ class TargetSpec:
     # [int8] weight_bits: the widest weights edgenas trains for this target (quantize.recipe.for_target
     # caps the recipe and every layer's searched width at it); 7 on x86-avx2 (vpmaddubsw, see the file)
     int8_weight_bits: int = DEFAULT_WEIGHT_BITS
+    # [int8] fuse_blocks: MobileNetV2 inverted-residual blocks as one kernel where the packed kernel
+    # is VNNI (compile/fused_block.py, docs/int8_kernels.md); false builds them unfused, to compare
+    int8_fuse_blocks: bool = True
 
     @property
     def is_cuda(self) -> bool:
@@ -131,7 +134,7 @@ _SCHEMA: dict[str, dict[str, type | tuple]] = {
     "tvm": {"target": dict, "host": dict},
     "build": {"cross_compiler": str},
     "runner": {"kind": str, "rpc_key": str, "local_if_cpu_has": list},
-    "int8": {"dot_product": str, "weight_bits": int},
+    "int8": {"dot_product": str, "weight_bits": int, "fuse_blocks": bool},
     "search": {"bits": list},
 }
 _REQUIRED = {"": ("name", "description", "arch", "tvm", "runner", "int8"), "tvm": ("target",), "runner": ("kind",), "int8": ("dot_product",)}
@@ -221,6 +224,7 @@ def load_target_file(path: str | os.PathLike) -> TargetSpec:
         search_bits=_bits(path, "search.bits", raw["search"]["bits"]) if "bits" in raw.get("search", {}) else DEFAULT_SEARCH_BITS,
         local_if_cpu_has=_flags(path, "runner.local_if_cpu_has", runner.get("local_if_cpu_has", [])),
         int8_weight_bits=_weight_bits(path, "int8.weight_bits", raw["int8"].get("weight_bits", DEFAULT_WEIGHT_BITS)),
+        int8_fuse_blocks=raw["int8"].get("fuse_blocks", True),
     )
 
 

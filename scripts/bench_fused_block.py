@@ -6,7 +6,8 @@ edgenas as three kernels, and the 6x-wide expanded tensor makes two round trips 
 (written by the expand, padded and read by the depthwise; the depthwise's output written and
 read by the projection). This script builds the block as ONE kernel that works row by row, so the
 expanded rows live in a small ring buffer, and measures it against the unfused kernels in the
-same run. It is not part of the compiler (``qdq_rewrite`` does not emit it).
+same run. The kernel is the compiler's (``edgenas/compile/fused_block.py``, which the VNNI
+build now uses for every eligible block); this script measures it on its own.
 
 The block, in the integer domain, channels-last (uint8 activations, int8 weights):
 
@@ -25,7 +26,7 @@ float32, which with equal scales gives the same integers: the float error is far
   ``weight``/``bias``, the requantize ops, the residual as dequantize-add-quantize) put through
   ``pipeline.fuse`` and ``build.build`` for ``x86-avx512-vnni``: three kernels (the residual
   fuses into the projection's), each with its default schedule (``default_schedule``).
-* **fused**: :func:`fused_func`, one hand-scheduled TIR function. Threads over bands of output
+* **fused**: ``fused_block.fused_func``, one hand-scheduled TIR function. Threads over bands of output
   rows (``T.parallel``, one band per thread: the band count is a compile-time constant); each
   band walks its rows keeping the last three expanded rows (uint8, requantized, zero-point
   columns at both ends) in a ring: expand one row, then the depthwise of the row above it into
@@ -33,10 +34,11 @@ float32, which with equal scales gives the same integers: the float error is far
   the two rows at each band edge are expanded twice. Both 1x1 GEMMs run ``vpdpbusd`` in the
   register block ``default_schedule.register_block`` picks for the unfused kernels (same
   pixel x 16-channel-group block, same reduction order): the loops are written out by hand
-  with the body of ``packed_dot``'s ``edgenas_dot_16x4_vnni`` intrinsic (:func:`_vnni`), as
+  with the body of ``packed_dot``'s ``edgenas_dot_16x4_vnni`` intrinsic, as
   ``sch.tensorize`` would have inlined it. The depthwise has the unfused kernel's form (uint8
   x int16 into int32, so LLVM uses ``vpmaddwd``; the pixel loop inside the channel vector);
-  the requantizes are the same expressions.
+  the requantizes are the same expressions, and so is the residual (in float32 as the
+  unfused kernel computes it; with the equal scales here that is the integer add).
 
 ``--dw-lanes 8,16`` (the default) measures two pairs: both variants with the depthwise at 8
 channels per vector (``default_schedule.DEPTHWISE_LANES``, what edgenas builds today), and both
@@ -52,7 +54,7 @@ Timing: each thread count in its own subprocess (``TVM_NUM_THREADS`` is read onc
 every library called through the Relax VM, medians over rounds whose engine order rotates
 (``bench_compile._blocked_ms``); the unfused kernels are also timed one by one. Needs a CPU
 with AVX-512 VNNI. Results and conclusion: docs/int8_kernels.md, "Fused inverted-residual
-block (experiment)".
+block", "The experiment".
 
     flock /tmp/edgenas-bench.lock python scripts/bench_fused_block.py --threads 1,2 --json build/bench/fused_block.json
 """
@@ -228,7 +230,7 @@ def unfused_module(P: dict, spec):
                                   relax.TensorType(out_shape, "int32"))
             dv = bb.emit(requant(acc2, P["s2"], P["b2"], P["zd"], P["hid"]))
             pv = bb.emit(requant(conv1x1(dv, P["w2"], P["zd"], e, c), P["s3"], P["b3"], 0, 255))
-            scale = relax.const(np.float32(0.05))
+            scale = relax.const(np.float32(RESIDUAL_SCALE))
 
             def dq(v, z):
                 return relax.op.dequantize(v, scale, relax.const(np.uint8(z)), out_dtype="float32")
@@ -241,174 +243,39 @@ def unfused_module(P: dict, spec):
 
 
 # ---------------------------------------------------------------- the fused block: one kernel
-def _vnni(acc, word, wvec):
-    """``acc[0:16] += word[0:4] . w[0:16, 0:4]``: the body of ``packed_dot``'s
-    ``edgenas_dot_16x4_vnni`` intrinsic (``vpdpbusd``; the broadcast input word inline)."""
-    from tvm import tirx
-
-    return tirx.call_llvm_pure_intrin(
-        "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc,
-        tirx.reinterpret("uint8x64", tirx.Broadcast(tirx.reinterpret("int32", word), 16)), wvec)
+RESIDUAL_SCALE = 0.05  # p, x and y share it in unfused_module (an integer add, as the numpy model computes)
 
 
-def fused_func(P: dict, bands: int, dw_lanes: int = 8):
-    """The block as one TIR function ``(x, w1, corr1, s1, b1, wd, bd, s2, b2, w2, corr3, s3, b3)
-    -> y``; the integers in ``P`` that the unfused kernels bake in (zero points, clip bounds)
-    are baked in here too. ``bands``: row bands the threads share (``T.parallel``)."""
-    from tvm.script import tirx as T
+def block(P: dict):
+    """``fused_block.Block`` of the parameters: clip bounds as the model's, equal residual scales."""
+    from edgenas.compile import fused_block
 
-    from edgenas.compile import default_schedule, packed_dot
-
-    shape = P["shape"]
-    H, W, C, E = shape.h, shape.w, shape.c, shape.e
-    k = packed_dot.KERNELS["vnni"]
-    assert C % 8 == 0 and E % 16 == 0 and E % dw_lanes == 0, "C a multiple of 8, E of 16"
-    CP = packed_dot.padded(C, 16)
-    G1, G3 = E // 16, CP // 16
-    RB1, OB1 = default_schedule.register_block(W, G1, k)    # expand: as the unfused kernel's
-    RB3, OB3 = default_schedule.register_block(W, G3, k)    # project
-    BH = -(-H // bands)
-    W2 = W + 2
-    ROW = W2 * E                                            # one ring row (uint8)
-    ZX, ZE, ZD, ZP, ZY = P["zx"], P["ze"], P["zd"], P["zp"], P["zy"]
-    HIE, HID = float(P["hie"]), float(P["hid"])
-    RES = ZY - ZP - ZX
-    DL = dw_lanes
-    f32, i32 = "float32x16", "int32x16"
-
-    @T.prim_func
-    def fused(x: T.Buffer((1, H, W, C), "uint8"), w1: T.Buffer((G1, C // 4, 64), "int8"),
-              corr1: T.Buffer((E,), "int32"), s1: T.Buffer((E,), "float32"), b1: T.Buffer((E,), "float32"),
-              wd: T.Buffer((3, 3, E), "int16"), bd: T.Buffer((E,), "int32"),
-              s2: T.Buffer((E,), "float32"), b2: T.Buffer((E,), "float32"),
-              w2: T.Buffer((G3, E // 4, 64), "int8"), corr3: T.Buffer((C,), "int32"),
-              s3: T.Buffer((C,), "float32"), b3: T.Buffer((C,), "float32"),
-              y: T.Buffer((1, H, W, C), "uint8")):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        for band in T.parallel(bands):
-            ring = T.alloc_buffer((3 * ROW,), "uint8")
-            drow = T.alloc_buffer((W * E,), "uint8")
-            acc1 = T.alloc_buffer((RB1 * OB1 * 16,), "int32")
-            acc3 = T.alloc_buffer((RB3 * OB3 * 16,), "int32")
-            dacc = T.alloc_buffer((DL,), "int32")
-            # the zero point in the ring's left and right padding columns (never overwritten)
-            for s in T.serial(3):
-                for cv in T.serial(E // 16):
-                    ring[T.Ramp(s * ROW + cv * 16, 1, 16)] = T.Broadcast(T.uint8(ZE), 16)
-                    ring[T.Ramp(s * ROW + (W + 1) * E + cv * 16, 1, 16)] = T.Broadcast(T.uint8(ZE), 16)
-            for q in T.serial(BH + 2):
-                r = band * BH - 1 + q                       # the expanded row this step computes
-                if r <= T.min(H, band * BH + BH):
-                    slot = (r + 3) % 3
-                    if r < 0 or r >= H:                     # above / below the image: the zero point
-                        for jc in T.serial(W * E // 16):
-                            ring[T.Ramp(slot * ROW + E + jc * 16, 1, 16)] = T.Broadcast(T.uint8(ZE), 16)
-                    else:
-                        # expand: row r of x -> ring[slot], requantized in the register block
-                        for jb in T.serial(W // RB1):
-                            for gb in T.serial(G1 // OB1):
-                                for p in T.unroll(RB1):
-                                    for g in T.unroll(OB1):
-                                        acc1[T.Ramp((p * OB1 + g) * 16, 1, 16)] = T.Broadcast(T.int32(0), 16)
-                                for co in T.serial(C // 4):
-                                    for p in T.unroll(RB1):
-                                        for g in T.unroll(OB1):
-                                            acc1[T.Ramp((p * OB1 + g) * 16, 1, 16)] = _vnni(
-                                                acc1[T.Ramp((p * OB1 + g) * 16, 1, 16)],
-                                                x[0, r, jb * RB1 + p, T.Ramp(co * 4, 1, 4)],
-                                                w1[gb * OB1 + g, co, T.Ramp(0, 1, 64)])
-                                for p in T.unroll(RB1):
-                                    for g in T.unroll(OB1):
-                                        ring[T.Ramp(slot * ROW + (jb * RB1 + p + 1) * E + (gb * OB1 + g) * 16, 1, 16)] = T.Cast(
-                                            "uint8x16", T.max(T.min(T.nearbyint(
-                                                T.Cast(f32, acc1[T.Ramp((p * OB1 + g) * 16, 1, 16)]
-                                                       - corr1[T.Ramp((gb * OB1 + g) * 16, 1, 16)])
-                                                * s1[T.Ramp((gb * OB1 + g) * 16, 1, 16)]
-                                                + b1[T.Ramp((gb * OB1 + g) * 16, 1, 16)]),
-                                                T.Broadcast(T.float32(HIE), 16)), T.Broadcast(T.float32(ZE), 16)))
-                    if q >= 2:
-                        o = r - 1                           # output row: its three expanded rows are in the ring
-                        # depthwise 3x3 of row o -> drow, requantized
-                        for cv in T.serial(E // DL):
-                            for j in T.serial(W):
-                                dacc[T.Ramp(0, 1, DL)] = bd[T.Ramp(cv * DL, 1, DL)]
-                                for kh in T.unroll(3):
-                                    for kw in T.unroll(3):
-                                        dacc[T.Ramp(0, 1, DL)] = dacc[T.Ramp(0, 1, DL)] + T.Cast(
-                                            f"int32x{DL}", ring[T.Ramp((o + 2 + kh) % 3 * ROW + (j + kw) * E + cv * DL, 1, DL)]
-                                        ) * T.Cast(f"int32x{DL}", wd[kh, kw, T.Ramp(cv * DL, 1, DL)])
-                                drow[T.Ramp(j * E + cv * DL, 1, DL)] = T.Cast(f"uint8x{DL}", T.max(T.min(T.nearbyint(
-                                    T.Cast(f"float32x{DL}", dacc[T.Ramp(0, 1, DL)]) * s2[T.Ramp(cv * DL, 1, DL)]
-                                    + b2[T.Ramp(cv * DL, 1, DL)]),
-                                    T.Broadcast(T.float32(HID), DL)), T.Broadcast(T.float32(ZD), DL)))
-                        # project drow -> + residual -> y[o]
-                        for jb in T.serial(W // RB3):
-                            for gb in T.serial(G3 // OB3):
-                                for p in T.unroll(RB3):
-                                    for g in T.unroll(OB3):
-                                        acc3[T.Ramp((p * OB3 + g) * 16, 1, 16)] = T.Broadcast(T.int32(0), 16)
-                                for co in T.serial(E // 4):
-                                    for p in T.unroll(RB3):
-                                        for g in T.unroll(OB3):
-                                            acc3[T.Ramp((p * OB3 + g) * 16, 1, 16)] = _vnni(
-                                                acc3[T.Ramp((p * OB3 + g) * 16, 1, 16)],
-                                                drow[T.Ramp((jb * RB3 + p) * E + co * 4, 1, 4)],
-                                                w2[gb * OB3 + g, co, T.Ramp(0, 1, 64)])
-                                for p in T.unroll(RB3):
-                                    for g in T.unroll(OB3):
-                                        if (gb * OB3 + g) * 16 + 16 <= C:
-                                            y[0, o, jb * RB3 + p, T.Ramp((gb * OB3 + g) * 16, 1, 16)] = T.Cast(
-                                                "uint8x16", T.max(T.min(
-                                                    T.Cast(i32, T.Cast("uint8x16", T.max(T.min(T.nearbyint(
-                                                        T.Cast(f32, acc3[T.Ramp((p * OB3 + g) * 16, 1, 16)]
-                                                               - corr3[T.Ramp((gb * OB3 + g) * 16, 1, 16)])
-                                                        * s3[T.Ramp((gb * OB3 + g) * 16, 1, 16)]
-                                                        + b3[T.Ramp((gb * OB3 + g) * 16, 1, 16)]),
-                                                        T.Broadcast(T.float32(255.0), 16)), T.Broadcast(T.float32(0.0), 16))))
-                                                    + T.Cast(i32, x[0, o, jb * RB3 + p, T.Ramp((gb * OB3 + g) * 16, 1, 16)])
-                                                    + T.Broadcast(T.int32(RES), 16),
-                                                    T.Broadcast(T.int32(255), 16)), T.Broadcast(T.int32(0), 16)))
-                                        elif (gb * OB3 + g) * 16 < C:   # C % 16 == 8: the last group's 8 channels
-                                            y[0, o, jb * RB3 + p, T.Ramp((gb * OB3 + g) * 16, 1, 8)] = T.Cast(
-                                                "uint8x8", T.max(T.min(
-                                                    T.Cast("int32x8", T.Cast("uint8x8", T.max(T.min(T.nearbyint(
-                                                        T.Cast("float32x8", acc3[T.Ramp((p * OB3 + g) * 16, 1, 8)]
-                                                               - corr3[T.Ramp((gb * OB3 + g) * 16, 1, 8)])
-                                                        * s3[T.Ramp((gb * OB3 + g) * 16, 1, 8)]
-                                                        + b3[T.Ramp((gb * OB3 + g) * 16, 1, 8)]),
-                                                        T.Broadcast(T.float32(255.0), 8)), T.Broadcast(T.float32(0.0), 8))))
-                                                    + T.Cast("int32x8", x[0, o, jb * RB3 + p, T.Ramp((gb * OB3 + g) * 16, 1, 8)])
-                                                    + T.Broadcast(T.int32(RES), 8),
-                                                    T.Broadcast(T.int32(255), 8)), T.Broadcast(T.int32(0), 8)))
-
-    return fused
+    s = P["shape"]
+    res = fused_block.Residual(0, 255, P["zp"], RESIDUAL_SCALE, P["zx"], RESIDUAL_SCALE, P["zy"], RESIDUAL_SCALE,
+                               x_first=False)
+    return fused_block.Block(s.h, s.w, s.c, s.e, P["ze"], P["ze"], P["hie"], P["zd"], P["hid"], res)
 
 
 def fused_args(P: dict) -> list[np.ndarray]:
-    """The constant arguments of :func:`fused_func`, packed as the unfused kernels pack them."""
-    from edgenas.compile import depthwise, packed_dot
+    """The constant arguments of the fused kernel, packed as the unfused kernels pack them."""
+    from edgenas.compile import fused_block
 
-    k = packed_dot.KERNELS["vnni"]
-    c, e = P["shape"].c, P["shape"].e
-    w1 = packed_dot.pack_conv_weight(P["w1"][:, :, None, None], k).reshape(e // 16, c // 4, 64)
-    w2 = packed_dot.pack_conv_weight(P["w2"][:, :, None, None], k)
-    w2 = w2.reshape(w2.shape[0], e // 4, 64)
-    corr1 = (P["w1"].astype(np.int64).sum(1) * P["zx"]).astype("int32")
-    corr3 = (P["w2"].astype(np.int64).sum(1) * P["zd"]).astype("int32")
-    return [w1, corr1, P["s1"], P["b1"], depthwise.weight(P["wd"]), depthwise.bias(P["wd"], "uint8", P["ze"]),
-            P["s2"], P["b2"], w2, corr3, P["s3"], P["b3"]]
+    return fused_block.pack_args(P["w1"], P["wd"], P["w2"], P["zx"], P["ze"], P["zd"], P["s1"], P["b1"], P["s2"],
+                                 P["b2"], P["s3"], P["b3"]).arrays()
 
 
 def fused_module(P: dict, bands: int, dw_lanes: int = 8):
-    """A Relax module that calls :func:`fused_func` once, so both variants run through the VM."""
+    """A Relax module that calls ``fused_block.fused_func`` once, so both variants run through the VM."""
     from tvm import relax
+
+    from edgenas.compile import fused_block
 
     s = P["shape"]
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, s.h, s.w, s.c), "uint8"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            gv = bb.add_func(fused_func(P, bands, dw_lanes), "fused_inverted_residual")
+            gv = bb.add_func(fused_block.fused_func(block(P), bands, dw_lanes), fused_block.NAME)
             out = bb.emit_output(relax.call_tir(gv, [x, *(relax.const(a) for a in fused_args(P))],
                                                 relax.TensorType((1, s.h, s.w, s.c), "uint8")))
         bb.emit_func_output(out)

@@ -41,13 +41,11 @@ def _write_empty(dst: Path) -> None:
 
 def _model_tasks(onnx_path: Path, spec):
     """The model's tasks as the compile stage sees them (same import, int8 fold and fusion)."""
-    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
-
     from ..compile import fused_module
-    from ..compile.tune import MODULE_EQUALITY
+    from ..compile.tune import tunable_tasks
 
     fused, _ = fused_module(onnx_path, spec)
-    return extract_tasks(fused, spec.tvm(), module_equality=MODULE_EQUALITY)
+    return tunable_tasks(fused, spec.tvm())
 
 
 def slice_tuning_db(onnx_path: Path, spec, src_dir: Path, dst: Path) -> TuningSlice:

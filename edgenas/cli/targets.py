@@ -32,5 +32,6 @@ def targets_show(name: str = typer.Argument(..., help="Target name or TOML path.
             ("tvm target", str(s.tvm_target)), ("tvm host", str(s.tvm_host) if s.tvm_host else "-"),
             ("cross compiler", s.cross_compiler or "-"), ("runner", s.runner + (f" (key {s.rpc_key})" if s.rpc_key else "")),
             ("int8 dot product", s.int8_dot), ("search bits (default --bits)", ",".join(map(str, s.search_bits))),
-            ("int8 weight bits (QAT cap)", str(s.int8_weight_bits))]
+            ("int8 weight bits (QAT cap)", str(s.int8_weight_bits)),
+            ("int8 fused blocks (VNNI)", "on" if s.int8_fuse_blocks else "off")]
     console.print(kv_table(f"target {s.name}", rows))

@@ -39,7 +39,7 @@ def fused_module(onnx_path, target, *, int8: bool = True, progress: Callable[[st
     What tuning extracts its tasks from and what the database is applied to; the bundle's
     tuning slice calls it too, so both see the very same kernels.
     """
-    from . import packed_dot, pipeline
+    from . import fused_block, packed_dot, pipeline
     from .frontend import compute_nodes
     from .qdq_rewrite import fold_qdq
 
@@ -47,10 +47,16 @@ def fused_module(onnx_path, target, *, int8: bool = True, progress: Callable[[st
     say(f"importing {os.fspath(onnx_path)}")
     mod, report = import_onnx(onnx_path), None
     if int8:
-        mod, report = fold_qdq(mod, dot=packed_dot.kernel_for(target), nodes=compute_nodes(onnx_path))
+        dot = packed_dot.kernel_for(target)
+        mod, report = fold_qdq(mod, dot=dot, nodes=compute_nodes(onnx_path))
+        if dot is packed_dot.KERNELS["vnni"] and target.int8_fuse_blocks:  # docs/int8_kernels.md
+            mod, fused = fused_block.fuse_blocks(mod)
+            report = dataclasses.replace(report, fused_blocks=fused)
         packed = f", {report.packed} on the packed dot-product kernel" if report.packed else ""
         packed += f" ({report.narrow} of them pmaddubsw: weights fit)" if report.narrow else ""
         packed += f", {report.depthwise} on the depthwise kernel" if report.depthwise else ""
+        if report.fused_blocks:
+            packed += f"; {report.fused_blocks} inverted-residual blocks fused into one kernel each"
         say(f"int8: {sum(report.int8_ops.values())} integer ops {dict(report.int8_ops)}{packed}, "
             f"{len(report.fallbacks)} float fallbacks")
     return pipeline.fuse(mod, target), report

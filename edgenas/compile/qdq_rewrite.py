@@ -44,7 +44,8 @@ integer multiples of the smallest gets those multiples in its weight (:func:`_sc
 weight must be a constant and the products must fit int8); otherwise it stays float.
 
 Residual adds and average pooling are not rewritten: FuseOps already puts ``dequantize -> add
--> quantize`` into the producer's kernel, which reads and writes integers. An integer
+-> quantize`` into the producer's kernel, which reads and writes integers. (On VNNI targets a
+whole MobileNetV2 block with its residual then becomes one kernel: ``fused_block``.) An integer
 ``sum(astype(x_q, int32))`` for the pool was tried and dropped: FuseOps fuses the cast into the
 producer, which then writes int32 instead of float32, so nothing is saved (the same happened to
 int16 depthwise operands cast in the graph; ``depthwise`` casts inside its own kernel instead).
@@ -83,14 +84,17 @@ class FoldReport:
     narrow: int = 0          # ... of which on its narrow form (AVX2 pmaddubsw: the weight fits, packed_dot.fits)
     depthwise: int = 0       # ... and those running on the channels-last depthwise kernel
     requantized: int = 0     # ... and those whose activation + output quantize folded in (OutputQuant)
+    fused_blocks: int = 0    # inverted-residual blocks made one kernel afterwards (fused_block.fuse_blocks):
+                             # each takes 2 packed convs and 1 depthwise from the counts above
 
     def kernel_classes(self) -> dict[str, int]:
         """Integer ops by the kernel that runs them (``edgenas compile`` prints it): the rest of
         the integer ops (dilated or grouped convs, matmuls without a constant weight) run TVM's own
         int8 conv2d / matmul."""
-        n = sum(self.int8_ops.values())
-        classes = {"packed GEMM (conv, matmul)": self.packed - self.narrow,
-                   "packed GEMM, pmaddubsw (weight pairs fit int16)": self.narrow, "depthwise": self.depthwise,
+        n, f = sum(self.int8_ops.values()), self.fused_blocks
+        classes = {"fused inverted-residual block (expand, depthwise, project + residual)": f,
+                   "packed GEMM (conv, matmul)": self.packed - self.narrow - 2 * f,
+                   "packed GEMM, pmaddubsw (weight pairs fit int16)": self.narrow, "depthwise": self.depthwise - f,
                    "TVM int8 conv/matmul": n - self.packed - self.depthwise}
         return {k: v for k, v in classes.items() if v}
 

@@ -301,6 +301,17 @@ def _measure_defaults(contexts, target, builder, runner, sink, progress, counts:
             progress(f"warning: the default schedule of {ctx.task_name} failed to measure ({_error_line(error)})")
 
 
+def tunable_tasks(mod, tgt) -> list:
+    """MetaSchedule's tasks of the fused module ``mod``, less the PrimFuncs that come scheduled
+    (``tirx.is_scheduled``: the hand-written fused inverted-residual kernel, ``fused_block``).
+    MetaSchedule's own check looks at the task module's attributes, not the function's, so it
+    would hand such a kernel to the schedule rules; the build keeps it as written anyway."""
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
+
+    return [t for t in extract_tasks(mod, tgt, module_equality=MODULE_EQUALITY)
+            if not t.dispatched[0]["main"].attrs.get("tirx.is_scheduled", False)]
+
+
 def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | None = None, runner=None,
          farm_alive: Callable[[], bool] | None = None, progress: Callable[[str], None] | None = None,
          seed: int | None = 0) -> TuneStats:
@@ -314,14 +325,14 @@ def tune(mod, target, tuning_dir: str, trials: int, *, trials_per_round: int | N
     interrupted, up to the last measured trial, and a rerun runs only the trials left).
     """
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
+    from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
 
     progress = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     # The schedule rules built for each task import the tensor intrinsics here too (~20 s bare).
     fastinspect.install(warm=False)
     tgt = target.tvm()
-    tasks = extract_tasks(mod, tgt, module_equality=MODULE_EQUALITY)
+    tasks = tunable_tasks(mod, tgt)
     shared, _ = tuning_db.load(tuning_dir, MODULE_EQUALITY)
     unfinished = tuning_db.unfinished_tasks(tuning_dir)
     # A task counts as tuned only if some record actually applies to it (pipeline.tuned_schedule)
