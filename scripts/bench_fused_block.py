@@ -41,9 +41,9 @@ float32, which with equal scales gives the same integers: the float error is far
   unfused kernel computes it; with the equal scales here that is the integer add).
 
 ``--dw-lanes 8,16`` (the default) measures two pairs: both variants with the depthwise at 8
-channels per vector (``default_schedule.DEPTHWISE_LANES``, what edgenas builds today), and both
-with 16 (the unfused one through that constant, for this build only), so that a gain from the
-wider depthwise is not mistaken for one from fusing.
+channels per vector, and both with 16 (what edgenas builds on this target since kernel version 2,
+``default_schedule.depthwise_lanes``; the unfused one is set through ``DEPTHWISE_LANES`` for
+each build), so that a gain from the wider depthwise is not mistaken for one from fusing.
 
 Exactness: the fused and unfused outputs equal a numpy model of the same integer arithmetic bit
 for bit (``tests/compile/test_fused_block.py``, and every bench run checks every library before
@@ -422,11 +422,14 @@ def _cpu() -> str:
 
 
 def report(results: dict) -> None:
+    from edgenas.compile import default_schedule, packed_dot
+
     threads, lanes = results["threads"], results["dw_lanes"]
     print(f"\nfused vs unfused inverted-residual block, µs per block (median of rotated rounds); {results['cpu']}, "
           f"x86-avx512-vnni, load {results['loadavg_start']} -> {results['loadavg_end']}")
     for u, f in engines(lanes):
-        print(f"\n{u} (edgenas today)" if u == "unfused dw8" else f"\n{u} (default_schedule.DEPTHWISE_LANES = "
+        today = f"unfused dw{default_schedule.depthwise_lanes(packed_dot.KERNELS['vnni'])}"
+        print(f"\n{u} (edgenas today)" if u == today else f"\n{u} (default_schedule.DEPTHWISE_LANES = "
               f"{u.split('dw')[1]})", f"against {f}; ratio = fused / unfused (below 1: fused is faster)")
         head = f"{'block (H x W x C, expand E)':28s}" + "".join(f" | {t} thr unfused | {t} thr fused | ratio" for t in threads)
         print(head)

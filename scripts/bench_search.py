@@ -9,6 +9,8 @@ against random search at the same compute and a MobileNetV2-style width sweep.
     python scripts/bench_search.py --arms a,bd,m,pt,random --seeds 5
     python scripts/bench_search.py --data cifar10:/data/cifar --image-size 32
     python scripts/bench_search.py --from-results runs/bench_search/results.json   # re-summarise, re-plot
+    flock /tmp/edgenas-bench.lock python scripts/bench_search.py --from-results runs/bench_fashion/results.json \
+        --data fashion-mnist --image-size 14 --out runs/bench_fashion --remeasure   # latencies measured again, when quiet
     python scripts/bench_search.py --data fashion-mnist --image-size 14 --out runs/bench_fashion --resume
                                                    # finish an interrupted run: only its unfinished (arm, seed) jobs
 
@@ -64,6 +66,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import multiprocessing as mp
 import time
 from pathlib import Path
@@ -369,15 +372,30 @@ class Bench:
         train_s = time.time() - t0
         unique = sorted({r["arch"] for r in rows})
         print(f"measuring {len(unique)} unique architectures INT8 on {self.target.name} (workers finished)", flush=True)
-        ms = {a: measure_arch(Arch.parse(a), self.recipe, self.target, self.median) for a in unique}
-        for r in rows:
-            r["int8_ms"] = ms[r["arch"]]
-            r["table_ms"] = self.table.arch_sum(Arch.parse(r["arch"])) if self._in_table(r["arch"]) else None
-        rows.sort(key=lambda r: (r["arm"], r["seed"]))
+        self.measure_rows(rows)
         fsio.write_json(self.out / "results.json", {"rows": rows})   # measured: --from-results can redo the report
         self.report(dict(budget_ms=budget, data=self.data.name, image_size=self.args.image_size, seeds=self.seeds,
                          quick=self.args.quick, jobs=self.args.jobs, target=self.target.name, train_s=train_s,
                          wall_s=time.time() - t0, rows=rows))
+
+    def measure_rows(self, rows: list[dict]) -> None:
+        """Measure every unique architecture of ``rows`` INT8 (``self.median``) into its rows."""
+        ms = {a: measure_arch(Arch.parse(a), self.recipe, self.target, self.median) for a in sorted({r["arch"] for r in rows})}
+        for r in rows:
+            r["int8_ms"] = ms[r["arch"]]
+            r["table_ms"] = self.table.arch_sum(Arch.parse(r["arch"])) if self._in_table(r["arch"]) else None
+        rows.sort(key=lambda r: (r["arm"], r["seed"]))
+
+    def remeasure(self, res: dict) -> None:
+        """``--from-results --remeasure``: the finished run's architectures measured again (e.g. on a
+        quiet machine after a run that warned of a busy one), its accuracies kept; the report says when."""
+        t0, load = time.time(), os.getloadavg()[0]
+        print(f"measuring {len({r['arch'] for r in res['rows']})} unique architectures INT8 on {self.target.name} again "
+              f"(load {load:.2f})", flush=True)
+        self.measure_rows(res["rows"])
+        res["remeasured"] = dict(at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)), load_start=round(load, 2),
+                                 load_end=round(os.getloadavg()[0], 2), seconds=round(time.time() - t0, 1))
+        self.report(res)
 
     def _in_table(self, arch: str) -> bool:
         try:
@@ -490,7 +508,12 @@ def main() -> None:
     ap.add_argument("--from-results", type=Path, default=None, metavar="RESULTS_JSON",
                     help="recompute summary, comparisons, baselines.json and pareto.png from a finished run's "
                          "results.json into --out (no training, no measurement)")
+    ap.add_argument("--remeasure", action="store_true",
+                    help="with --from-results: measure every architecture's INT8 latency again (accuracies kept), "
+                         "e.g. after a run measured on a busy machine")
     args = ap.parse_args()
+    if args.remeasure and args.from_results is None:
+        ap.error("--remeasure needs --from-results RESULTS_JSON")
     args.size = args.size or ("quick" if args.quick else "fashion" if args.data == "fashion-mnist" else "default")
     args.arms = sorted(set((args.arms or DEFAULT_ARMS.get(args.data, DEFAULT_ARMS["digits"])).split(",")))
     unknown = set(args.arms) - set(arms(SIZES["default"]["search"])) - {"sweep"}
@@ -502,7 +525,8 @@ def main() -> None:
         res = json.loads(args.from_results.read_text())
         if res.get("partial") or any(r.get("int8_ms") is None for r in res["rows"]):
             ap.error(f"{args.from_results}: an unfinished run (latencies are measured at the end)")
-        Bench(args).report(res)
+        bench = Bench(args)
+        bench.remeasure(res) if args.remeasure else bench.report(res)
     else:
         Bench(args).run()
 

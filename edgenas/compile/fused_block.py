@@ -25,7 +25,7 @@ from tvm.ir import Op
 from tvm.ir.expr import GenericConst
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from . import depthwise, packed_dot
+from . import default_schedule, depthwise, packed_dot
 from .qdq_absorb import collect_users
 
 __all__ = ["Args", "Block", "Residual", "default_bands", "fuse_blocks", "fused_func", "pack_args"]
@@ -433,7 +433,9 @@ class _Replace(PyExprMutator):
         if plan is None:
             return super().visit_var_binding_(binding)
         x, blk, args = plan
-        gv = self.builder_.add_func(fused_func(blk, default_bands(blk.h)), NAME)
+        # the depthwise at the unfused kernel's width on this target (16 channels: AVX-512)
+        lanes = default_schedule.depthwise_lanes(packed_dot.KERNELS["vnni"])
+        gv = self.builder_.add_func(fused_func(blk, default_bands(blk.h), lanes), NAME)
         call = relax.call_tir(gv, [self.visit_expr(x), *(relax.const(a) for a in args.arrays())],
                               relax.TensorType((1, blk.h, blk.w, blk.c), "uint8"))
         if self.builder_.current_block_is_dataflow() and not isinstance(binding.var, relax.DataflowVar):
