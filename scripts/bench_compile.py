@@ -196,10 +196,12 @@ BUILDS = {"fp32": "TVM fp32", "avx2": "edgenas int8", "vnni": "edgenas int8 VNNI
 
 
 def compile_all(m: dict, work: Path, tuning_dir: Path, trials: int, log, vnni: bool,
-                tune: frozenset[str] = frozenset(BUILDS)) -> dict:
+                tune: frozenset[str] = frozenset(BUILDS), check_tuned: bool = True) -> dict:
     """The TVM libraries of a model; the builds named in ``tune`` are also tuned, and record
-    trials and tuning time (empty: only the untuned builds)."""
+    trials and tuning time (empty: only the untuned builds). A tuned library is kept only where it
+    is not slower than the default schedules (``check_tuned``: ``edgenas compile``'s default)."""
     from edgenas.compile import compile_onnx
+    from edgenas.measure.tuned_check import checker
     from edgenas.target import get_target
 
     avx2, info = get_target("x86-avx2"), {}
@@ -219,6 +221,10 @@ def compile_all(m: dict, work: Path, tuning_dir: Path, trials: int, log, vnni: b
             if tuned:  # compile again from the DB alone: the tuning time is the difference
                 again = compile_onnx(src, spec, lib, int8=int8, trials=0, tuning_dir=db)
                 entry.update(compile_s=round(again.seconds, 2), tuning_s=round(r.seconds - again.seconds, 1))
+            if tuned and check_tuned:  # the library measured: checked against the defaults, as `edgenas compile` does
+                final = compile_onnx(src, spec, lib, int8=int8, trials=0, tuning_dir=db, keep_tuned=checker(m["shape"], spec),
+                                     progress=lambda s, e=engine: log(f"  {m['name']} {e}: {s}"))
+                entry.update(records_kept=final.tuned, tuned_check=final.tuned_check)
             m["libs"][engine] = str(lib)
             info[engine] = entry
     return info
@@ -372,6 +378,9 @@ def main(argv=None) -> None:
     ap.add_argument("--untuned-only", default="", help="models measured untuned only (no tuned builds), comma-separated")
     ap.add_argument("--tune", default=",".join(BUILDS),
                     help=f"builds that are tuned too, comma-separated, of {', '.join(BUILDS)} (default: all)")
+    ap.add_argument("--no-check-tuned", action="store_true",
+                    help="measure the tuned library as built, even where it is slower than the default schedules "
+                         "(by default it is kept only where it is not, as edgenas compile does: docs/tuning.md)")
     ap.add_argument("--no-vnni", action="store_true",
                     help="skip the x86-avx512-vnni build (on by default when this CPU has AVX-512 VNNI)")
     ap.add_argument("--run", type=Path, action="append", default=[], help="a run directory with model_fp32/int8.onnx")
@@ -429,7 +438,8 @@ def main(argv=None) -> None:
         log(f"compiling {m['name']}")
         tuned = frozenset() if m["name"] in untuned_only else tune_builds
         results["models"][m["name"]] = {"input_shape": m["shape"], "latency_ms": {}, "compile": compile_all(
-            m, args.work, tuning_dir, args.trials, log, vnni=vnni_here() and not args.no_vnni, tune=tuned)}
+            m, args.work, tuning_dir, args.trials, log, vnni=vnni_here() and not args.no_vnni, tune=tuned,
+            check_tuned=not args.no_check_tuned)}
     with _exclusive(args.measure_lock, log):
         results["loadavg_measure"] = _loadavg()
         for t in threads:
@@ -448,7 +458,7 @@ def main(argv=None) -> None:
         for e, c in r["compile"].items():
             print(f"{name} {e}: compile {c.get('compile_s', c['seconds'])} s, {c['trials']} new trials"
                   + (f" ({c['tuning_s']} s tuning)" if "tuning_s" in c else "") + f", kernels {c['kernels']}, "
-                  f"{len(c['fallbacks'])} float fallbacks")
+                  f"{len(c['fallbacks'])} float fallbacks" + (f"; {c['tuned_check']}" if c.get("tuned_check") else ""))
     print(f"wrote {out} ({results['wall_s']} s)")
 
 

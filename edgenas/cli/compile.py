@@ -26,6 +26,10 @@ def compile_cmd(
                                  "the farm with --tracker (which always measures)."),
     compare_ort: bool = typer.Option(False, "--compare-ort", help="Also time onnxruntime on the same ONNX here, in the "
                                      "same run, at the library's thread count, and print the ratio (implies --measure)."),
+    check_tuned: bool = typer.Option(True, "--check-tuned/--no-check-tuned", help="When tuning records apply and the "
+                                     "target runs here: also build the default schedules, time both interleaved at the "
+                                     "target's thread count, and keep the tuned library only if it is not slower "
+                                     "(docs/tuning.md)."),
 ):
     """Compile a bring-your-own ONNX model for TARGET with TVM (INT8 kernels for QDQ models).
 
@@ -43,9 +47,15 @@ def compile_cmd(
     farm = farm_from_options(tracker, key, spec)
     lib = out or model.with_name(f"{model.stem}_{spec.name}.so")
     progress = reporter()
+    keep_tuned = None
+    if check_tuned and farm is None and spec.measurable_locally:
+        from ..compile.frontend import input_shape
+        from ..measure.tuned_check import checker
+
+        keep_tuned = checker(input_shape(model), spec)
     with progress.stage(f"compile {model.name} for {spec.name}") as advance:
         res = compile_onnx(model, spec, lib, int8=not float_only, trials=trials, farm=farm,
-                           progress=lambda m: advance(0, m))
+                           progress=lambda m: advance(0, m), keep_tuned=keep_tuned)
     latency = ort = None
     if measure or compare_ort or farm is not None:
         from ..compile.frontend import input_shape
@@ -65,6 +75,7 @@ def compile_cmd(
             ("int8 kernels", ", ".join(f"{k}×{v}" for k, v in res.kernels.items()) or "none"),
             ("tuning", f"{res.trials} new trials ({res.failed_runs} failed to run), {res.db_records} records, "
                        f"applied={res.tuned}"),
+            *([("tuned vs default", res.tuned_check)] if res.tuned_check else []),
             ("seconds", f"{res.seconds:.1f}")]
     rows += [("fell back to float", f) for f in res.fallbacks]
     if latency is not None:

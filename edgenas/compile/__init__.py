@@ -29,8 +29,9 @@ class CompileResult:
     trials: int             # new MetaSchedule trials run in this call
     failed_runs: int        # of those, candidates that built but failed to run (e.g. a lost farm server)
     db_records: int         # records in the tuning DB after the call
-    tuned: bool             # whether a tuning database was applied
+    tuned: bool             # whether a tuning database was applied (and its library kept, see ``tuned_check``)
     seconds: float
+    tuned_check: str = ""   # with ``keep_tuned``: the tuned library against the default schedules, which was kept
 
 
 def fused_module(onnx_path, target, *, int8: bool = True, progress: Callable[[str], None] | None = None):
@@ -64,7 +65,8 @@ def fused_module(onnx_path, target, *, int8: bool = True, progress: Callable[[st
 
 def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int = 0,
                  tuning_dir: str | None = None, farm=None,
-                 progress: Callable[[str], None] | None = None) -> CompileResult:
+                 progress: Callable[[str], None] | None = None,
+                 keep_tuned: Callable[[Path, Path], tuple[bool, str]] | None = None) -> CompileResult:
     """Compile ``onnx_path`` for ``target`` (a ``TargetSpec``) into the library ``out_path``.
 
     ``trials > 0`` tunes the tasks that have no record yet in ``tuning_dir`` (default
@@ -76,6 +78,11 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
     The store's database, and any database tuned into, is first set aside if its records were
     measured on other kernels (``tuning_db.set_aside_stale``). A ``tuning_dir`` only read from
     is used as it is: a bundle's ``tuning/`` holds the records its library was built with.
+
+    ``keep_tuned(tuned_lib, default_lib) -> (keep?, why)`` (``measure.tuned_check.checker``):
+    when a database applies, the library is also built with the default schedules alone and the
+    tuned one is kept only if ``keep_tuned`` says so; ``why`` is ``CompileResult.tuned_check``.
+    A tuned library can run the model slower than the defaults (docs/tuning.md).
     """
     from . import build, pipeline, tune, tuning_db
 
@@ -117,12 +124,28 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
             + (f", {stats.run_errors} failed to run" if stats.run_errors else ""))
     database, n_records = tuning_db.load(tuning_dir, tune.MODULE_EQUALITY)
     say(f"building for {target.name}" + (f" with {n_records} tuning records" if database else " (untuned)"))
+    default_lib = None
+    if database is not None and keep_tuned is not None:
+        # first: applying the database rewrites the fused module's kernels in place
+        default_lib = Path(out_path).with_name(f".{Path(out_path).stem}.default-schedules{Path(out_path).suffix}")
+        build.build(fused, target, default_lib)
     lib, skipped = build.build(fused, target, out_path, database)
     if skipped:
         say(f"{len(skipped)} kernel(s) kept untuned, their record did not apply: {'; '.join(skipped)}")
+    applied, check = database is not None, ""
+    if default_lib is not None:
+        try:
+            say("timing the tuned library against the default schedules")
+            keep, check = keep_tuned(lib, default_lib)
+            say(check)
+            if not keep:
+                os.replace(default_lib, lib)
+                applied = False
+        finally:
+            default_lib.unlink(missing_ok=True)
     return CompileResult(library=str(lib), target=target.name, int8_ops=int8_ops, fallbacks=fallbacks, kernels=kernels,
-                         trials=new_trials, failed_runs=failed_runs, db_records=n_records, tuned=database is not None,
-                         seconds=time.perf_counter() - t0)
+                         trials=new_trials, failed_runs=failed_runs, db_records=n_records, tuned=applied,
+                         seconds=time.perf_counter() - t0, tuned_check=check)
 
 
 __all__ = ["CompileResult", "check_onnx", "compile_onnx", "fused_module", "import_onnx"]

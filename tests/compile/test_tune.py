@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -310,3 +311,43 @@ def test_compile_sets_a_stale_store_database_aside_and_uses_a_given_one_as_it_is
     res = compile_onnx(model, spec, tmp_path / "store.so")
     assert not res.tuned and not tuning_db.exists(store) and tuning_db.exists(store / "database.stale-v0")
     assert "tuning database" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_keep_tuned_decides_which_library_is_shipped(tmp_path, keep):
+    """``compile_onnx(keep_tuned=...)`` builds the default schedules beside the tuned library and
+    ships the one the check picks; the extra build is gone afterwards (docs/tuning.md)."""
+    import onnxruntime as ort
+
+    spec, db_dir = get_target("x86-avx2"), tmp_path / "tl"
+    model = _conv_onnx(tmp_path / "conv.onnx", 8)
+    tune.tune(pipeline.fuse(frontend.import_onnx(model), spec), spec, str(db_dir), trials=2)
+    seen = []
+
+    def check(tuned, default):
+        seen.append((tuned.stat().st_size > 0, default.stat().st_size > 0, tuned != default))
+        return keep, f"kept tuned: {keep}"
+
+    res = compile_onnx(model, spec, tmp_path / "conv.so", tuning_dir=db_dir, keep_tuned=check)
+    assert seen == [(True, True, True)] and res.tuned is keep and res.tuned_check == f"kept tuned: {keep}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conv.onnx", "conv.so", "tl"]
+    x = np.random.default_rng(0).standard_normal(SHAPE).astype("float32")
+    ref = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(_tvm(res.library, x), ref, atol=1e-5)
+    untuned = compile_onnx(model, spec, tmp_path / "plain.so", tuning_dir=tmp_path / "empty", keep_tuned=check)
+    assert len(seen) == 1 and not untuned.tuned and untuned.tuned_check == ""  # nothing to check without records
+
+
+def test_the_checker_times_two_real_libraries_interleaved(tmp_path):
+    """``measure.tuned_check.checker`` on a real pair: a library against itself is not slower
+    than itself by much, and the verdict names the thread count and the interval."""
+    from edgenas.measure.tuned_check import checker, deploy_threads
+
+    spec = get_target("x86-avx2")
+    model = _conv_onnx(tmp_path / "conv.onnx", 8)
+    a = compile_onnx(model, spec, tmp_path / "a.so", tuning_dir=tmp_path / "empty").library
+    b = compile_onnx(model, spec, tmp_path / "b.so", tuning_dir=tmp_path / "empty").library
+    keep, why = checker(SHAPE, spec)(Path(a), Path(b))
+    assert isinstance(keep, bool) and f"at {deploy_threads(spec)} thread(s)" in why and "95 % interval" in why
+    ratio = float(why.split("x the default")[0].rsplit(" ", 1)[-1])
+    assert 0.5 < ratio < 2.0  # the same kernels: a ratio near 1 on any host that is not badly overloaded
