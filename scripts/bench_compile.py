@@ -274,7 +274,7 @@ def _blocked_ms(fns: dict, rounds: int = 5, samples: int = 10, min_sample_s: flo
     return out
 
 
-def measure_worker(models: list[dict], threads: int) -> dict:
+def measure_worker(models: list[dict], threads: int, rounds: int = 5) -> dict:
     import onnxruntime as ort
     import torch
     import tvm
@@ -297,13 +297,14 @@ def measure_worker(models: list[dict], threads: int) -> dict:
             vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
             fns[engine] = lambda vm=vm, tx=tvm.runtime.tensor(x): vm["main"](tx)
         with torch.inference_mode():
-            out[m["name"]] = _blocked_ms(fns)
+            out[m["name"]] = _blocked_ms(fns, rounds=rounds)
     return out
 
 
-def measure(models: list[dict], threads: int) -> dict:
+def measure(models: list[dict], threads: int, rounds: int = 5) -> dict:
     env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-    r = subprocess.run([sys.executable, __file__, "--measure-worker", str(threads)], input=json.dumps(models),
+    r = subprocess.run([sys.executable, __file__, "--measure-worker", str(threads), "--rounds", str(rounds)],
+                       input=json.dumps(models),
                        capture_output=True, text=True, env=env, check=False)
     if r.returncode != 0:
         raise SystemExit(f"measurement worker failed:\n{r.stderr[-2000:]}")
@@ -378,6 +379,8 @@ def main(argv=None) -> None:
     ap.add_argument("--untuned-only", default="", help="models measured untuned only (no tuned builds), comma-separated")
     ap.add_argument("--tune", default=",".join(BUILDS),
                     help=f"builds that are tuned too, comma-separated, of {', '.join(BUILDS)} (default: all)")
+    ap.add_argument("--rounds", type=int, default=5, help="measurement rounds per thread count (engine order rotates "
+                    "each round; more rounds, steadier medians on a noisy host)")
     ap.add_argument("--no-check-tuned", action="store_true",
                     help="measure the tuned library as built, even where it is slower than the default schedules "
                          "(by default it is kept only where it is not, as edgenas compile does: docs/tuning.md)")
@@ -401,7 +404,7 @@ def main(argv=None) -> None:
     ap.add_argument("--measure-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.measure_worker is not None:
-        print(json.dumps(measure_worker(json.loads(sys.stdin.read()), args.measure_worker)))
+        print(json.dumps(measure_worker(json.loads(sys.stdin.read()), args.measure_worker, args.rounds)))
         return
     if args.from_json is not None:
         results = json.loads(args.from_json.read_text())
@@ -431,7 +434,7 @@ def main(argv=None) -> None:
     t_start = time.time()
     models = [prepare(n, args.work, None, weight_bits) for n in names]
     models += [prepare(f"run:{d.name}", args.work, d) for d in args.run]
-    results = {"cpu": _cpu(), "mlas_isa": mlas_isa(), "trials": args.trials, "threads": threads, "tuned_builds": sorted(tune_builds),
+    results = {"cpu": _cpu(), "mlas_isa": mlas_isa(), "trials": args.trials, "threads": threads, "rounds": args.rounds, "tuned_builds": sorted(tune_builds),
                "weight_bits": weight_bits,
                "tuning_dir": str(tuning_dir), "loadavg_start": _loadavg(), "models": {}}
     for m in models:
@@ -444,7 +447,7 @@ def main(argv=None) -> None:
         results["loadavg_measure"] = _loadavg()
         for t in threads:
             log(f"measuring at {t} thread(s)")
-            for name, lat in measure(models, t).items():
+            for name, lat in measure(models, t, args.rounds).items():
                 results["models"][name]["latency_ms"][str(t)] = lat
     results["wall_s"] = round(time.time() - t_start, 1)
     results["loadavg_end"] = _loadavg()

@@ -411,10 +411,15 @@ class Build:
         run = self.run_dir
         lib = run.file(rundir.library_name(self.target.name))
         if not run.done("compile"):
+            keep_tuned = None
+            if self.farm is None and self.target.measurable_locally:  # docs/tuning.md: tuned only if not slower
+                from ..measure.tuned_check import checker
+
+                keep_tuned = checker(self.space.input_shape, self.target)
             with self.rep.stage(f"compile INT8 with TVM for {self.target.name}" + (f" ({self.cfg.trials} tuning trials)" if self.cfg.trials else "")) as adv:
                 res = self._timed("compile", lambda: compile_onnx(run.file(rundir.MODEL_INT8_ONNX), self.target, lib, int8=True,
                                                                  trials=self.cfg.trials, farm=self.farm,
-                                                                 progress=lambda m: adv(0, m)))
+                                                                 progress=lambda m: adv(0, m), keep_tuned=keep_tuned))
             run.mark("compile", result=dataclasses.asdict(res))
         return lib, run.info("compile")["result"]
 
