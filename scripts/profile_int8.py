@@ -7,7 +7,8 @@
 Each VM call of a kernel is timed (``VirtualMachine.set_instrument``, before/after) over
 ``--iters`` runs; kernels are grouped by what they do, read from the kernel's name and argument
 shapes (``packed_dot``: the tensorized int8 GEMM, split into 1x1 convs / matmuls and k x k convs
-by its weight's taps; ``depthwise``: edgenas' depthwise kernels; for TVM's own convs, depthwise is
+by its weight's taps; ``depthwise``: edgenas' depthwise kernels; ``fused_inverted_residual``:
+edgenas' fused MobileNetV2 block (three convs and the residual in one kernel); for TVM's own convs, depthwise is
 a 4-d weight with one input channel per group and k > 1, pointwise a 4-d (O, I, 1, 1) weight, and
 other convs are "dense").
 Instrumentation adds a few µs per call, so shares are approximate for kernels of a few µs; the
@@ -26,6 +27,8 @@ from pathlib import Path
 
 
 def category(symbol: str, shapes: list[tuple[int, ...]]) -> str:
+    if "fused_inverted_residual" in symbol:  # compile/fused_block.py: expand, depthwise, project + residual
+        return "fused inverted-residual block"
     if "packed_dot" in symbol:  # edgenas' tensorized GEMM (compile/packed_dot.py): convs and matmuls
         kxk = any(len(s) == 6 and s[1] * s[2] > 1 for s in shapes)  # conv_dot_func's (O/L, KH, KW, C/K, L, K) weight
         return "packed dot, k x k conv" if kxk else "packed dot (1x1 conv, matmul)"

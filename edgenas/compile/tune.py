@@ -46,9 +46,8 @@ MAX_TRIALS_PER_ITER = 32
 # How a candidate is timed (MetaSchedule's ``EvaluatorConfig``), here and through a farm: one call
 # per sample, the caches flushed of every argument but the first before each, 15 samples. In a
 # model a kernel's input activation was just written by the kernel before (warm) but its weights
-# were last read a whole inference ago (cold). Timed hot (number=3, 20 ms per sample), the tuner's
-# winners lost in the model: MobileNetV2-1.0's tuned 1x1 GEMMs ran 210 -> 320 µs there, and the
-# tuned library was slower than the untuned one (docs/tuning.md, "How a candidate is timed").
+# were last read a whole inference ago (cold); timed hot (number=3, 20 ms per sample) a candidate
+# is ranked for a situation the model never has (docs/tuning.md, "How a candidate is timed").
 # (The flush is CPU-only: a GPU target keeps the hot timing.)
 EVALUATOR = dict(number=1, repeat=15, min_repeat_ms=0, enable_cpu_cache_flush=True)
 
