@@ -126,7 +126,6 @@ def compile_onnx(onnx_path, target, out_path, *, int8: bool = True, trials: int 
     say(f"building for {target.name}" + (f" with {n_records} tuning records" if database else " (untuned)"))
     default_lib = None
     if database is not None and keep_tuned is not None:
-        # first: applying the database rewrites the fused module's kernels in place
         default_lib = Path(out_path).with_name(f".{Path(out_path).stem}.default-schedules{Path(out_path).suffix}")
         build.build(fused, target, default_lib)
     lib, skipped = build.build(fused, target, out_path, database)

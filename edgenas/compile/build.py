@@ -25,6 +25,10 @@ def build(fused_mod, spec, out_path: str | os.PathLike, database=None) -> tuple[
     """
     import tvm
 
+    # A module of its own: the default-schedule rules mark the caller's kernels scheduled in place,
+    # and a second build of the same module (the tuned library's check against the defaults,
+    # docs/tuning.md) would then apply no database record at all.
+    fused_mod = tvm.IRModule(dict(fused_mod.functions), attrs=fused_mod.attrs)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     from . import packed_dot

@@ -336,6 +336,29 @@ def test_keep_tuned_decides_which_library_is_shipped(tmp_path, keep):
     np.testing.assert_allclose(_tvm(res.library, x), ref, atol=1e-5)
     untuned = compile_onnx(model, spec, tmp_path / "plain.so", tuning_dir=tmp_path / "empty", keep_tuned=check)
     assert len(seen) == 1 and not untuned.tuned and untuned.tuned_check == ""  # nothing to check without records
+    # builds are deterministic: the shipped file is byte for byte the one a plain compile makes
+    plain = compile_onnx(model, spec, tmp_path / "tuned.so", tuning_dir=db_dir).library
+    expected = plain if keep else untuned.library
+    assert Path(res.library).read_bytes() == Path(expected).read_bytes()
+
+
+def test_build_leaves_the_callers_module_unscheduled(tmp_path):
+    """``build.build`` schedules a module of its own: the default rules used to mark the caller's
+    kernels scheduled, so a second build of it (the tuned library's check) applied no record."""
+    import tvm
+
+    from edgenas.compile import build
+
+    spec = get_target("x86-avx2")
+    fused = pipeline.fuse(frontend.import_onnx(_conv_onnx(tmp_path / "conv.onnx", 8)), spec)
+
+    def scheduled(mod):
+        return sorted(gv.name_hint for gv, f in mod.functions.items()
+                      if isinstance(f, tvm.tirx.PrimFunc) and f.attrs.get("tirx.is_scheduled", False))
+
+    before = scheduled(fused)
+    build.build(fused, spec, tmp_path / "a.so")
+    assert scheduled(fused) == before
 
 
 def test_the_checker_times_two_real_libraries_interleaved(tmp_path):
