@@ -154,8 +154,6 @@ def fused_func(blk: Block, bands: int, dw_lanes: int = 8):
     at ``dw_lanes`` channels per vector; the requantizes are the unfused expressions."""
     from tvm.script import tirx as T
 
-    from . import default_schedule
-
     H, W, C, E = blk.h, blk.w, blk.c, blk.e
     assert C % 8 == 0 and E % 16 == 0 and E % dw_lanes == 0, "C a multiple of 8, E of 16"
     CP = packed_dot.padded(C, 16)

@@ -43,6 +43,7 @@ MODULE_EQUALITY = "anchor-block"
 BUILD_TIMEOUT_S = 60.0
 RECYCLE_WORKER_AFTER = 256  # builds per worker before a restart (PopenPool workers leak memory)
 MAX_TRIALS_PER_ITER = 32
+WORK_PREFIX = "edgenas-tune-"   # + pid: a killed tuner's folder is found and removed by the next one
 # How a candidate is timed (MetaSchedule's ``EvaluatorConfig``), here and through a farm: one call
 # per sample, the caches flushed of every argument but the first before each, 15 samples. In a
 # model a kernel's input activation was just written by the kernel before (warm) but its weights
@@ -58,7 +59,6 @@ def evaluator_config(tgt):
     from tvm.s_tir.meta_schedule.runner import EvaluatorConfig
 
     return EvaluatorConfig(**{**EVALUATOR, "enable_cpu_cache_flush": tgt.kind.name == "llvm"})
-WORK_PREFIX = "edgenas-tune-"   # + pid: a killed tuner's folder is found and removed by the next one
 
 
 def _task_key(task) -> str:
