@@ -132,7 +132,7 @@ def arms(base_cfg: SearchConfig) -> dict[str, tuple[dict, SearchConfig]]:
     ent = dict(noise, entropy_weight=ENTROPY)
     changes = {
         "a": ({}, {}),
-        "a0": ({}, dict(latency_form="add", remedy="none")),
+        "a0": ({}, dict(latency_form="add", remedy="none", fit_budget=False)),
         "b": ({}, noise),
         "bd": ({}, dict(noise="direct")),
         "c": ({}, ent),

@@ -10,7 +10,9 @@ The methods plug in through ``SearchConfig`` fields (all off by default except t
 ``noise`` (QuantNAS quantization noise or the direct fake-quant baseline, with ``SpaceConfig.bits``
 as the per-layer choice), ``entropy_weight`` and ``bitops_weight`` (QuantNAS's alpha-step terms),
 ``sparsity_weight`` and ``sparse_stages`` (DASS, with ``SpaceConfig.sparse_levels``), and
-``selection`` (argmax or DARTS-PT perturbation). Every epoch records the collapse signal (the
+``selection`` (argmax or DARTS-PT perturbation), then ``fit_budget`` (the selected architecture's
+ops swapped, least probable per millisecond first, until the table sum meets the budget:
+``budget_fit.py``). Every epoch records the collapse signal (the
 share of parameter-free ops in softmax(alpha) and in the derived architecture).
 
 Against the collapse to ``skip`` (``collapse.py``) the defaults are the hinge latency term (no
@@ -47,6 +49,7 @@ from ..compute import CPU, Compute
 from .. import batchnorm_sync
 from ..train import batches, evaluate, load_checkpoint, save_checkpoint, shard_loss, step, to_device
 from . import objective as obj
+from .budget_fit import fit_arch
 
 
 REMEDIES = ("beta", "darts-", "none")
@@ -74,6 +77,7 @@ class SearchConfig:
     remedy: str = "beta"                      # beta (β-DARTS) | darts- (auxiliary skip) | none
     remedy_weight: float = 1.0                # β-DARTS's lambda_max (ramped from 0); DARTS-'s initial skip weight
     subsample: int = 500                      # images of the weight split the search sees (0: all)
+    fit_budget: bool = True                   # swap argmax ops until the table sum meets the budget (budget_fit.py)
 
 
 @record("search_result")
@@ -84,6 +88,7 @@ class SearchResult:
     history: tuple[dict, ...] = field(default=())     # per epoch: losses, accuracy, costs, probs, collapse signal
     budget_ms: float = 0.0
     expected_ms: float = 0.0
+    fitted: tuple[dict, ...] = field(default=())      # the budget fit's swaps after selection (budget_fit.py)
 
 
 class ArchObjective:
@@ -230,5 +235,6 @@ def _search(space, data, table, budget_ms, cfg, seed, checkpoint, compute: Compu
 
         arch = perturbation_select(net, data, cfg, seed, compute)
     probs = net.probabilities()
+    arch, fitted = fit_arch(space, arch, [p.tolist() for p in probs], table, budget_ms) if cfg.fit_budget else (arch, ())
     return SearchResult(arch=arch, alphas=tuple(tuple(float(v) for v in p) for p in probs), history=tuple(history),
-                        budget_ms=budget_ms, expected_ms=objective.report(probs)["expected_ms"])
+                        budget_ms=budget_ms, expected_ms=objective.report(probs)["expected_ms"], fitted=fitted)

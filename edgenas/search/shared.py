@@ -37,6 +37,7 @@ from ..space.arch import Arch, SpaceConfig
 from ..space.ops import PARAMETER_FREE
 from ..space.supernet import Supernet
 from ..train import batches, evaluate, load_checkpoint, save_checkpoint, to_device
+from .budget_fit import fit_arch
 from .darts import ArchObjective, SearchConfig, SearchResult, build_supernet
 from .select import supernet_score
 
@@ -150,8 +151,11 @@ def search_alphas(space: SpaceConfig, data: DataSplits, table: LatencyTable, bud
         if on_epoch:
             on_epoch(epoch + 1, rec)
     probs = net.probabilities()
-    return SearchResult(arch=net.derive(), alphas=tuple(tuple(float(v) for v in p) for p in probs),
-                        history=tuple(history), budget_ms=budget_ms, expected_ms=objective.report(probs)["expected_ms"])
+    arch, fitted = net.derive(), ()
+    if cfg.fit_budget:
+        arch, fitted = fit_arch(space, arch, [p.tolist() for p in probs], table, budget_ms)
+    return SearchResult(arch=arch, alphas=tuple(tuple(float(v) for v in p) for p in probs), history=tuple(history),
+                        budget_ms=budget_ms, expected_ms=objective.report(probs)["expected_ms"], fitted=fitted)
 
 
 @torch.no_grad()
