@@ -304,7 +304,10 @@ class Build:
             warning = collapse_warning(res.history)
             if warning:
                 self.rep.warn(f"round {r}: {warning}")
-            run.mark(f"r{r}.search", arch=str(res.arch), collapse=warning)
+            if res.fitted:   # the argmax was over the budget by the search's table (docs/search.md)
+                self.rep.info(f"round {r}: the argmax was over the {budget:.3f} ms budget; "
+                              + ", ".join(f"layer {s['layer']} {s['old_op']} -> {s['new_op']}" for s in res.fitted))
+            run.mark(f"r{r}.search", arch=str(res.arch), collapse=warning, budget_swaps=len(res.fitted))
         res = records.load(run.file(f"rounds/r{r}/search.json"), SearchResult)
         if not run.done(f"r{r}.measure"):
             held = self.heldout(table, pred, ref) if cfg.heldout else []
