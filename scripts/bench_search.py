@@ -4,7 +4,8 @@ against random search at the same compute and a MobileNetV2-style width sweep.
 
     flock /tmp/edgenas-bench.lock python scripts/bench_search.py   # default: 3 seeds, arms a,b,c,d,e,random,sweep
     flock /tmp/edgenas-bench.lock python scripts/bench_search.py --data fashion-mnist --image-size 14 \
-        --out runs/bench_fashion                   # arms a,b,d,e,random,sweep,w4,w4n at the "fashion" size
+        --seeds 10 --out runs/bench_fashion        # arms a,b,d,e,random,sweep,w4,w4n at the "fashion" size
+                                                   # (the README's run: 24 min on 2 cores)
     python scripts/bench_search.py --quick         # minutes: plumbing check, numbers meaningless
     python scripts/bench_search.py --arms a,bd,m,pt,random --seeds 5
     python scripts/bench_search.py --data cifar10:/data/cifar --image-size 32
@@ -15,7 +16,7 @@ against random search at the same compute and a MobileNetV2-style width sweep.
                                                    # finish an interrupted run: only its unfinished (arm, seed) jobs
 
 Arms (per seed: same data split, latency budget and final-training recipe for every arm; every
-DARTS arm uses the search defaults: hinge latency term and beta-DARTS, docs/search.md):
+DARTS arm uses the search defaults: hinge latency term, beta-DARTS and the budget fit, docs/search.md):
   a  DARTS (argmax)                          b  + QuantNAS noise (8-bit)
   c  + entropy penalty                       d  + DASS sparse ops (c's config)
   e  SpaceEvo-evolved space (c's config)
