@@ -424,6 +424,9 @@ class Bench:
             train = f" (profile + evolve + search + training {res['train_s'] / 60:.1f} min, measurement " \
                     f"{(res['wall_s'] - res['train_s']) / 60:.1f} min)" if res.get("train_s") else ""
             print(f"wall {res['wall_s'] / 60:.1f} min{train}, {len(res['seeds'])} seeds, {res.get('jobs')} job(s)")
+        if res.get("remeasured"):   # the wall above is the original run's; the latencies are these
+            m = res["remeasured"]
+            print(f"latencies measured again at {m['at']} in {m['seconds']:.0f} s (load {m['load_start']} -> {m['load_end']})")
         goal = goals(summary, rows)
         print("\ngoals (means over seeds):\n" + "\n".join("  " + line for line in goal_lines(goal)))
         target = res.get("target", self.target.name)
@@ -448,7 +451,7 @@ class Bench:
         import matplotlib.pyplot as plt
         from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-        fig, ax = plt.subplots(figsize=(8, 5.2))
+        fig, ax = plt.subplots(figsize=(8, 6.4))
         sweep = sorted((a for a in summary if a.startswith("mbv2")), key=lambda a: summary[a]["int8_ms"]["mean"])
         if sweep:
             pts = [r for r in rows if r["arm"] in sweep]
@@ -477,7 +480,8 @@ class Bench:
         ax.set_ylabel(f"quantized test accuracy (%, {self.data.name})")
         ax.set_title(f"mean ± std over {len(seeds)} seeds (bars); faint points: single seeds", fontsize=9)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(loc="lower right", fontsize=7)
+        # below the axes: inside, it hid the sweep's fastest net
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=7, frameon=False)
         fig.tight_layout()
         fig.savefig(self.out / "pareto.png", dpi=130)
 

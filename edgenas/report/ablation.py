@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 SUMMARY_KEYS = ("fp32_acc", "quant_acc", "drop_pp", "int8_ms", "bitops_g", "sparsity", "skip_share", "search_s")
-ARM_LABELS = {"a": "DARTS (hinge latency term + collapse remedy)", "a0": "plain DARTS (additive latency term, no remedy)",
+ARM_LABELS = {"a": "DARTS (hinge latency term + collapse remedy + budget fit)", "a0": "plain DARTS (additive latency term, no remedy)",
               "b": "+ QuantNAS noise", "w4": "W4A8, searched without noise", "w4n": "W4A8, searched with QuantNAS noise", "bd": "direct fake-quant search", "c": "+ entropy",
               "d": "+ DASS sparse ops", "e": "SpaceEvo-evolved space", "m": "bits {4,8} + BitOps",
               "pt": "DARTS-PT selection"}
