@@ -6,7 +6,8 @@ lets its SGD update them, a quirk we avoid). Alphas are frozen during ``warmup``
 each weight step is preceded by one alpha step on the alpha split. The state is checkpointed
 after every epoch, so ``--resume`` continues mid-search with identical results.
 
-The methods plug in through ``SearchConfig`` fields (all off by default except the latency term):
+The methods plug in through ``SearchConfig`` fields (all off by default except the latency term,
+the collapse remedy and the budget fit):
 ``noise`` (QuantNAS quantization noise or the direct fake-quant baseline, with ``SpaceConfig.bits``
 as the per-layer choice), ``entropy_weight`` and ``bitops_weight`` (QuantNAS's alpha-step terms),
 ``sparsity_weight`` and ``sparse_stages`` (DASS, with ``SpaceConfig.sparse_levels``), and
