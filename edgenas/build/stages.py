@@ -299,7 +299,7 @@ class Build:
                     checkpoint=run.file(f"rounds/r{r}/search_ckpt.pt"),
                     on_step=lambda e, h: adv(1, _step_note(h)), compute=self.compute))
             records.save(run.file(f"rounds/r{r}/search.json"), res)
-            from ..search.collapse import collapse_warning
+            from ..search.collapse import collapse_warning, fit_warning
 
             warning = collapse_warning(res.history)
             if warning:
@@ -307,7 +307,11 @@ class Build:
             if res.fitted:   # the argmax was over the budget by the search's table (docs/search.md)
                 self.rep.info(f"round {r}: the argmax was over the {budget:.3f} ms budget; "
                               + ", ".join(f"layer {s['layer']} {s['old_op']} -> {s['new_op']}" for s in res.fitted))
-            run.mark(f"r{r}.search", arch=str(res.arch), collapse=warning, budget_swaps=len(res.fitted))
+            tight = fit_warning(res.arch, res.fitted, budget)
+            if tight:
+                self.rep.warn(f"round {r}: {tight}")
+            run.mark(f"r{r}.search", arch=str(res.arch), collapse=warning, budget_swaps=len(res.fitted),
+                     budget_fit_warning=tight)
         res = records.load(run.file(f"rounds/r{r}/search.json"), SearchResult)
         if not run.done(f"r{r}.measure"):
             held = self.heldout(table, pred, ref) if cfg.heldout else []

@@ -49,3 +49,18 @@ def collapse_warning(history, threshold: float = DEFAULT_THRESHOLD) -> str | Non
                      f"({end:.0%} at epoch {end_epoch})")
     return (f"search collapse toward parameter-free ops (skip): {'; '.join(parts)}. "
             "Try --selection pt, a larger --latency-budget, or more search epochs with a longer warm-up")
+
+
+def fit_warning(arch, swaps, budget_ms: float, threshold: float = DEFAULT_THRESHOLD) -> str | None:
+    """A one-line warning when the budget fit (``budget_fit.py``) left more than ``threshold`` of
+    ``arch``'s layers parameter-free. That is not DARTS's collapse (the history's argmax may have
+    none) but the budget's: the space cannot meet it with trained ops, and the model would be mostly
+    ``skip``. None when the fit made no swap or the share is at or under the threshold."""
+    from ..space.ops import PARAMETER_FREE
+
+    share = sum(layer.op in PARAMETER_FREE for layer in arch.layers) / max(1, len(arch.layers))
+    if not swaps or share <= threshold:
+        return None
+    added = sum(s["new_op"] in PARAMETER_FREE for s in swaps)
+    return (f"after the budget fit {share:.0%} of the layers are parameter-free ({added} of its {len(swaps)} swap(s) "
+            f"chose one): {budget_ms:.3f} ms is tight for this space; try a larger --latency-budget")

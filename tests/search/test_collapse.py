@@ -84,3 +84,17 @@ def test_default_search_with_a_loose_budget_does_not_collapse():
     res = search(space, data, table, budget_ms=5.0, cfg=SearchConfig(epochs=4, warmup=1, a_lr=1e-2), seed=0)
     assert collapse_warning(res.history) is None, [h["skip_share_arch"] for h in res.history]
     assert res.expected_ms < 5.0
+
+
+def test_a_budget_fit_that_leaves_mostly_skip_warns_and_names_the_budget():
+    from edgenas.search.collapse import fit_warning
+    from edgenas.space.arch import Arch
+
+    arch = Arch.parse("r8_i1_stem8|skip_c8_s1_w8a8|skip_c8_s1_w8a8|mb_k3_e3_c8_s1_w8a8|head16_n10")
+    swaps = ({"layer": 0, "old_op": "mb_k3_e3", "new_op": "skip"}, {"layer": 1, "old_op": "mb_k3_e6", "new_op": "skip"})
+    msg = fit_warning(arch, swaps, 0.123)
+    assert msg is not None and "67% of the layers are parameter-free" in msg and "2 of its 2 swap(s)" in msg
+    assert "0.123 ms" in msg and "--latency-budget" in msg
+    assert fit_warning(arch, (), 0.123) is None                 # no fit: the argmax chose them (collapse_warning's case)
+    one = Arch.parse("r8_i1_stem8|skip_c8_s1_w8a8|mb_k3_e3_c8_s1_w8a8|mb_k3_e3_c8_s1_w8a8|head16_n10")
+    assert fit_warning(one, swaps[:1], 0.123) is None           # a third is parameter-free: under one half
