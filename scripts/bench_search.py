@@ -84,6 +84,7 @@ from edgenas.measure.protocol import measure_here
 from edgenas.quantize.convert import calibrate, to_brevitas
 from edgenas.quantize.recipe import for_target, get_recipe
 from edgenas.report.ablation import ARM_LABELS, baselines, comparisons, goal_lines, goals, summarize, summary_table
+from edgenas.search.collapse import parameter_free_share
 from edgenas.search.darts import SearchConfig
 from edgenas.search.objective import default_budget
 from edgenas.compute import resolve_compute
@@ -91,7 +92,6 @@ from edgenas.search.strategies import STRATEGIES
 from edgenas.space.arch import Arch, SpaceConfig, arch_from_choices
 from edgenas.space.cost import arch_bitops
 from edgenas.search.evolve import evolve_for_budget
-from edgenas.space.ops import PARAMETER_FREE
 from edgenas.space.sparse import train_sparse, weight_sparsity
 from edgenas.space.supernet import freeze
 from edgenas.target import get_target
@@ -157,11 +157,6 @@ def mbv2(mult: float, image: int, cin: int, classes: int) -> Arch:
     return Arch.parse(f"r{image}_i{cin}_stem{c(32)}|{mid}|head64_n{classes}")
 
 
-def skip_share(arch: Arch) -> float:
-    """Share of the architecture's searchable layers that are parameter-free (the collapse signal)."""
-    return sum(layer.op in PARAMETER_FREE for layer in arch.layers) / max(1, len(arch.layers))
-
-
 def results_markdown(summary: dict, goal: dict, setting: str) -> str:
     """results.md: the printed table as Markdown, and the goals."""
     return (f"# Search ablation: {setting}\n\nMean ± sample std over the seeds.\n\n"
@@ -221,7 +216,7 @@ def final_training(arch: Arch, data, seed: int, size: dict, recipe) -> dict:
     fit(q, train, recipe.qat_epochs, recipe.qat_lr, seed, compute=_W["compute"])
     quant = evaluate(q, *data.test)
     return dict(arch=str(arch), fp32_acc=fp32, quant_acc=quant, drop_pp=100 * (fp32 - quant),
-                bitops_g=arch_bitops(arch) / 1e9, sparsity=weight_sparsity(model), skip_share=skip_share(arch),
+                bitops_g=arch_bitops(arch) / 1e9, sparsity=weight_sparsity(model), skip_share=parameter_free_share(arch),
                 bits=sorted({(layer.w_bits, layer.a_bits) for layer in arch.layers}), train_s=time.time() - t)
 
 

@@ -27,6 +27,10 @@ from typing import Callable
 from ..errors import EdgenasError
 
 
+# The check measures two libraries for a few seconds each; a child that runs this long is stuck.
+CHECK_TIMEOUT_S = 900
+
+
 def deploy_threads(target) -> int:
     """The thread count a library for ``target`` (a ``TargetSpec``) runs with: its ``num-cores``."""
     return int(target.tvm_target.get("num-cores", os.cpu_count() or 1))
@@ -51,8 +55,12 @@ def checker(input_shape, target) -> Callable[[Path, Path], tuple[bool, str]]:
     def keep_tuned(tuned: Path, default: Path) -> tuple[bool, str]:
         job = dict(tuned=os.fspath(tuned), default=os.fspath(default), shape=list(input_shape), threads=threads,
                    target=target.name)
-        r = subprocess.run([sys.executable, "-m", __name__, json.dumps(job)], capture_output=True, text=True,
-                           env=dict(os.environ, TVM_NUM_THREADS=str(threads)), check=False)
+        try:
+            r = subprocess.run([sys.executable, "-m", __name__, json.dumps(job)], capture_output=True, text=True,
+                               env=dict(os.environ, TVM_NUM_THREADS=str(threads)), check=False, timeout=CHECK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise EdgenasError(f"timing the tuned library against the default schedules took over {CHECK_TIMEOUT_S} s "
+                               f"({tuned}); rerun on a quiet machine (`edgenas compile --no-check-tuned` skips the check)") from None
         lines = r.stdout.strip().splitlines()
         if r.returncode != 0 or not lines:
             cause = (r.stderr.strip().splitlines() or ["no output"])[-1]

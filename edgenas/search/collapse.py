@@ -51,6 +51,15 @@ def collapse_warning(history, threshold: float = DEFAULT_THRESHOLD) -> str | Non
             "Try --selection pt, a larger --latency-budget, or more search epochs with a longer warm-up")
 
 
+def parameter_free_share(arch) -> float:
+    """The fraction of ``arch``'s searchable layers that are parameter-free (``skip``): the
+    collapse signal of one architecture (the history's ``skip_share_arch``, the bench's skip %).
+    ``space.ops`` (torch) is imported here, not at the top: the report reads this module too."""
+    from ..space.ops import PARAMETER_FREE
+
+    return sum(layer.op in PARAMETER_FREE for layer in arch.layers) / max(1, len(arch.layers))
+
+
 def fit_warning(arch, swaps, budget_ms: float, threshold: float = DEFAULT_THRESHOLD) -> str | None:
     """A one-line warning when the budget fit (``budget_fit.py``) left more than ``threshold`` of
     ``arch``'s layers parameter-free. That is not DARTS's collapse (the history's argmax may have
@@ -58,7 +67,7 @@ def fit_warning(arch, swaps, budget_ms: float, threshold: float = DEFAULT_THRESH
     ``skip``. None when the fit made no swap or the share is at or under the threshold."""
     from ..space.ops import PARAMETER_FREE
 
-    share = sum(layer.op in PARAMETER_FREE for layer in arch.layers) / max(1, len(arch.layers))
+    share = parameter_free_share(arch)
     if not swaps or share <= threshold:
         return None
     added = sum(s["new_op"] in PARAMETER_FREE for s in swaps)

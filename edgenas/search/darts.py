@@ -44,13 +44,13 @@ from ..records import record
 from ..space import cost, sparse
 from ..space.arch import Arch, SpaceConfig
 from ..space.noise import QuantNoise
-from ..space.ops import PARAMETER_FREE
 from ..space.supernet import Supernet
 from ..compute import CPU, Compute
 from .. import batchnorm_sync
 from ..train import batches, evaluate, load_checkpoint, save_checkpoint, shard_loss, step, to_device
 from . import objective as obj
 from .budget_fit import fit_arch
+from .collapse import parameter_free_share
 
 
 REMEDIES = ("beta", "darts-", "none")
@@ -217,7 +217,7 @@ def _search(space, data, table, budget_ms, cfg, seed, checkpoint, compute: Compu
             "val_acc": evaluate(net, *data.val, compute=compute),
             **objective.report(net.probabilities()),
             "skip_share_probs": net.parameter_free_share(),
-            "skip_share_arch": sum(layer.op in PARAMETER_FREE for layer in derived.layers) / max(1, len(derived.layers)),
+            "skip_share_arch": parameter_free_share(derived),
             "sparse_phase": phase,
             "aux_skip": net.aux_skip,
             "probs": [p.tolist() for p in net.probabilities()],

@@ -34,10 +34,10 @@ from ..compute import CPU, Compute
 from ..data import DataSplits
 from ..latency.table import LatencyTable
 from ..space.arch import Arch, SpaceConfig
-from ..space.ops import PARAMETER_FREE
 from ..space.supernet import Supernet
 from ..train import batches, evaluate, load_checkpoint, save_checkpoint, to_device
 from .budget_fit import fit_arch
+from .collapse import parameter_free_share
 from .darts import ArchObjective, SearchConfig, SearchResult, build_supernet
 from .select import supernet_score
 
@@ -142,7 +142,7 @@ def search_alphas(space: SpaceConfig, data: DataSplits, table: LatencyTable, bud
         rec = {"epoch": epoch + 1, "w_loss": None, "a_loss": total / max(1, steps),
                "val_acc": evaluate(net, *data.val, compute=compute),
                **objective.report(net.probabilities()), "skip_share_probs": net.parameter_free_share(),
-               "skip_share_arch": sum(layer.op in PARAMETER_FREE for layer in derived.layers) / max(1, len(derived.layers)),
+               "skip_share_arch": parameter_free_share(derived),
                "probs": [p.tolist() for p in net.probabilities()], "arch": str(derived)}
         history.append(rec)
         if checkpoint:
